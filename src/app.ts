@@ -1,0 +1,103 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Authenticator } from './auth.js';
+import type { Config } from './config.js';
+import { createClient, ensureTable } from './dynamo.js';
+import { startEmbeddedStore, type EmbeddedStore } from './embedded-store.js';
+import { Gateway } from './gateway.js';
+import { createApiHandler } from './http-api.js';
+import { InstanceLease } from './instance.js';
+import { LeaseStore } from './lease-store.js';
+import type { Logger } from './log.js';
+import { Metrics } from './metrics.js';
+import { createOpsServer } from './ops-server.js';
+
+export interface App {
+  readonly port: number;
+  readonly opsPort: number;
+  readonly metrics: Metrics;
+  readonly instance: InstanceLease;
+  readonly gateway: Gateway;
+  /** Graceful stop: drain with 1012, release every lease, delete the instance item. Safe to call twice. */
+  shutdown(): Promise<void>;
+}
+
+function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/**
+ * Builds and starts one gateway: store -> instance lease -> gateway -> servers.
+ * Tests start it in-process on port 0; main.ts adds signals around it.
+ */
+export async function startApp(config: Config, log: Logger): Promise<App> {
+  let embedded: EmbeddedStore | undefined;
+  let endpoint = config.dynamodbEndpoint;
+  if (config.store === 'embedded') {
+    embedded = await startEmbeddedStore();
+    endpoint = embedded.endpoint;
+    log.warn('using the embedded in-memory store: leases are not shared and vanish on exit (development only)');
+  }
+  const client = createClient({
+    endpoint,
+    region: config.awsRegion,
+    requestTimeoutMs: config.dynamodbRequestTimeoutMs,
+    maxAttempts: config.dynamodbMaxAttempts,
+  });
+  if (config.createTable) {
+    const result = await ensureTable(client, config.table);
+    if (result === 'created') log.info('table created', { table: config.table });
+  }
+
+  const metrics = new Metrics();
+  const auth = new Authenticator(config.auth);
+  let instance: InstanceLease | undefined;
+  const currentInstance = (): InstanceLease => instance!;
+  const store = new LeaseStore(client, metrics, { table: config.table, selfInstanceId: () => currentInstance().id });
+  const gateway = new Gateway({ config, store, instance: currentInstance, auth, metrics, log });
+  instance = new InstanceLease(store, config, log, metrics, {
+    revoked: (leaseId, code) => gateway.revokeLocal(leaseId, code, 'mailbox'),
+    fenced: (oldInstanceId) => gateway.onFenced(oldInstanceId),
+  });
+
+  const publicServer = createServer(createApiHandler({ config, auth, store, gateway, log }));
+  publicServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
+  const opsServer = createOpsServer(metrics, {
+    notReadyBecause: () =>
+      gateway.draining ? 'draining' : !currentInstance().healthy ? 'lease store not answering' : undefined,
+  });
+
+  await instance.start();
+  const port = await listen(publicServer, config.port, config.host);
+  const opsPort = await listen(opsServer, config.opsPort, config.host);
+
+  let stopping: Promise<void> | undefined;
+  async function stop(): Promise<void> {
+    const started = Date.now();
+    log.info('shutting down', { drainMs: config.drainMs });
+    await gateway.drain(config.drainMs);
+    await instance!.stop();
+    gateway.close();
+    publicServer.closeAllConnections();
+    await new Promise((r) => publicServer.close(r));
+    opsServer.closeAllConnections();
+    await new Promise((r) => opsServer.close(r));
+    client.destroy();
+    await embedded?.close();
+    log.info('stopped', { ms: Date.now() - started });
+  }
+  return {
+    port,
+    opsPort,
+    metrics,
+    instance,
+    gateway,
+    shutdown: () => (stopping ??= stop()),
+  };
+}

@@ -1,0 +1,173 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { AuthConfig } from './config.js';
+
+/** Who is connecting, as proven by the token. */
+export interface Principal {
+  readonly userId: string;
+  /** From the `max_streams` claim (plans); undefined means the configured default. */
+  readonly maxStreams?: number;
+  readonly scopes: ReadonlySet<string>;
+  /** Token expiry, seconds since the epoch. */
+  readonly exp: number;
+}
+
+/** Bounded reasons, safe as a metric label and shown to the player in the 4401 close reason. */
+export type AuthFailure =
+  | 'missing'
+  | 'malformed'
+  | 'too_large'
+  | 'bad_signature'
+  | 'algorithm'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'claim'
+  | 'unknown_key'
+  | 'keys_unavailable';
+
+export class AuthError extends Error {
+  readonly code = 'ERR_AUTH';
+  readonly reason: AuthFailure;
+  constructor(reason: AuthFailure, message: string) {
+    super(message);
+    this.reason = reason;
+  }
+}
+
+/** The subprotocol every client offers; the only one the server ever selects. */
+export const APP_PROTOCOL = 'sigma-stream.v1';
+const BEARER_PROTOCOL_PREFIX = 'bearer.';
+/** Larger tokens are refused before any crypto. */
+export const MAX_TOKEN_BYTES = 8192;
+const MAX_STREAMS_CLAIM_MAX = 1000;
+
+/**
+ * The bearer token of a request: `Authorization: Bearer <jwt>` (native
+ * players) or the `bearer.<jwt>` subprotocol (browsers, which cannot set
+ * headers on a WebSocket). Query strings are never read: they end up in logs.
+ */
+export function tokenFromRequest(headers: IncomingHttpHeaders): string | undefined {
+  const authorization = headers.authorization;
+  if (authorization !== undefined) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    return match ? match[1] : '';
+  }
+  const protocols = headers['sec-websocket-protocol'];
+  if (protocols !== undefined) {
+    for (const p of protocols.split(',')) {
+      const trimmed = p.trim();
+      if (trimmed.startsWith(BEARER_PROTOCOL_PREFIX)) return trimmed.slice(BEARER_PROTOCOL_PREFIX.length);
+    }
+  }
+  return undefined;
+}
+
+/** jose error codes mapped to our reasons. */
+const JOSE_REASONS: Record<string, AuthFailure> = {
+  ERR_JWT_EXPIRED: 'expired',
+  ERR_JWS_SIGNATURE_VERIFICATION_FAILED: 'bad_signature',
+  ERR_JOSE_ALG_NOT_ALLOWED: 'algorithm',
+  ERR_JOSE_NOT_SUPPORTED: 'algorithm',
+  ERR_JWS_INVALID: 'malformed',
+  ERR_JWT_INVALID: 'malformed',
+  ERR_JWKS_NO_MATCHING_KEY: 'unknown_key',
+  ERR_JWKS_MULTIPLE_MATCHING_KEYS: 'unknown_key',
+  ERR_JWKS_TIMEOUT: 'keys_unavailable',
+  ERR_JWKS_INVALID: 'keys_unavailable',
+};
+
+type Key = Uint8Array | KeyObject | JWTVerifyGetKey;
+
+/** Verifies tokens against the configured key, with the algorithm pinned to that key's type. */
+export class Authenticator {
+  readonly #key: Key;
+  readonly #algorithms: string[];
+  readonly #issuer?: string;
+  readonly #audience?: string;
+
+  constructor(cfg: AuthConfig) {
+    this.#issuer = cfg.issuer;
+    this.#audience = cfg.audience;
+    if (cfg.publicKeyPem !== undefined) {
+      const key = createPublicKey(cfg.publicKeyPem);
+      this.#key = key;
+      if (key.asymmetricKeyType === 'rsa') this.#algorithms = ['RS256'];
+      else if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') {
+        this.#algorithms = ['ES256'];
+      } else {
+        throw Object.assign(new Error('JWT_PUBLIC_KEY must be an RSA or P-256 EC public key'), { code: 'ERR_CONFIG' });
+      }
+    } else if (cfg.jwksUrl !== undefined) {
+      this.#key = createRemoteJWKSet(new URL(cfg.jwksUrl), { timeoutDuration: 2000, cooldownDuration: 30_000 });
+      this.#algorithms = ['RS256', 'ES256'];
+    } else {
+      this.#key = new TextEncoder().encode(cfg.secret);
+      this.#algorithms = ['HS256'];
+    }
+  }
+
+  /** Verifies a token and returns the principal, or throws {@link AuthError}. */
+  async verify(token: string | undefined): Promise<Principal> {
+    if (token === undefined || token === '') throw new AuthError('missing', 'token missing');
+    if (token.length > MAX_TOKEN_BYTES) throw new AuthError('too_large', 'token too large');
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.#key as never, {
+        algorithms: this.#algorithms,
+        issuer: this.#issuer,
+        audience: this.#audience,
+        requiredClaims: ['exp', 'sub'],
+      }));
+    } catch (err) {
+      throw toAuthError(err);
+    }
+    return principalOf(payload);
+  }
+}
+
+function toAuthError(err: unknown): AuthError {
+  const { code, claim, reason } = err as { code?: string; claim?: string; reason?: string };
+  if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED') {
+    if (claim === 'nbf' || claim === 'iat') return new AuthError('not_yet_valid', 'token not yet valid');
+    const missing = reason === 'missing';
+    return new AuthError('claim', missing ? `token has no "${claim}" claim` : `token "${claim}" claim is not accepted`);
+  }
+  const mapped: AuthFailure = (code !== undefined ? JOSE_REASONS[code] : undefined) ?? 'malformed';
+  const messages: Record<AuthFailure, string> = {
+    missing: 'token missing',
+    malformed: 'token malformed',
+    too_large: 'token too large',
+    bad_signature: 'token signature invalid',
+    algorithm: 'token algorithm not accepted',
+    expired: 'token expired',
+    not_yet_valid: 'token not yet valid',
+    claim: 'token claim not accepted',
+    unknown_key: 'token signed with an unknown key',
+    keys_unavailable: 'signing keys unavailable',
+  };
+  return new AuthError(mapped, messages[mapped]);
+}
+
+function principalOf(payload: JWTPayload): Principal {
+  const sub = payload.sub;
+  if (typeof sub !== 'string' || sub.length === 0 || sub.length > 256) {
+    throw new AuthError('claim', 'token "sub" must be a non-empty string of at most 256 characters');
+  }
+  const raw = payload.max_streams;
+  let maxStreams: number | undefined;
+  if (raw !== undefined) {
+    if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 1 || raw > MAX_STREAMS_CLAIM_MAX) {
+      throw new AuthError('claim', `token "max_streams" must be an integer from 1 to ${MAX_STREAMS_CLAIM_MAX}`);
+    }
+    maxStreams = raw;
+  }
+  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number };
+}
+
+/** OAuth 2 `scope`: a space-separated string, or (some issuers) an array of strings. */
+function scopesOf(scope: unknown): ReadonlySet<string> {
+  if (typeof scope === 'string') return new Set(scope.split(' ').filter(Boolean));
+  if (Array.isArray(scope)) return new Set(scope.filter((s): s is string => typeof s === 'string'));
+  return new Set();
+}

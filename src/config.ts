@@ -1,0 +1,191 @@
+/**
+ * The only reader of `process.env`. Every setting is parsed, validated and
+ * frozen here, so the rest of the gateway never sees a string it has to
+ * second-guess. A bad value stops the process at start-up with a message
+ * that names the variable and quotes the value.
+ */
+
+export type StoreKind = 'embedded' | 'dynamodb';
+
+export interface AuthConfig {
+  /** HS256 shared secret (UTF-8 bytes of `JWT_SECRET`). */
+  readonly secret?: string;
+  /** PEM public key (RS256 or ES256, pinned by the key's type). */
+  readonly publicKeyPem?: string;
+  /** JSON Web Key Set URL (RS256 or ES256). */
+  readonly jwksUrl?: string;
+  readonly issuer?: string;
+  readonly audience?: string;
+  /** True when no key was configured and the well-known development secret is used. */
+  readonly devSecret: boolean;
+}
+
+export interface Config {
+  readonly nodeEnv: string;
+  readonly production: boolean;
+  /** Public port: WebSocket endpoint and REST API. @default 3000 */
+  readonly port: number;
+  /** Ops port: /metrics, /healthz, /readyz. @default 3001 */
+  readonly opsPort: number;
+  /** Interface both servers bind to. @default '0.0.0.0' */
+  readonly host: string;
+  readonly store: StoreKind;
+  /** @default 'sigma-stream-leases' */
+  readonly table: string;
+  readonly dynamodbEndpoint?: string;
+  readonly awsRegion?: string;
+  readonly createTable: boolean;
+  readonly auth: AuthConfig;
+  /** Default streams per user when the token has no `max_streams`. @default 3 */
+  readonly maxStreams: number;
+  /** Protocol ping period. @default 20000 */
+  readonly pingIntervalMs: number;
+  /** A socket silent this long after a ping is terminated. @default 10000 */
+  readonly pongTimeoutMs: number;
+  /** Instance item heartbeat period. @default 5000 */
+  readonly instanceHeartbeatMs: number;
+  /** An instance item not beaten for this long is dead, with all its leases. @default 20000 */
+  readonly instanceTtlMs: number;
+  /** A gateway fences itself this long before its instance item could expire. @default 5000 */
+  readonly fencingMarginMs: number;
+  /** Deadline for one admission (auth + lease store), after which the socket gets 1013. @default 3000 */
+  readonly admissionTimeoutMs: number;
+  /** Period of the backstop check of this instance's own leases. @default 60000 */
+  readonly reconcileIntervalMs: number;
+  /** Window over which SIGTERM spreads the 1012 closes. @default 10000 */
+  readonly drainMs: number;
+  /** Per-attempt timeout of one DynamoDB request. @default 1000 */
+  readonly dynamodbRequestTimeoutMs: number;
+  /** Attempts per DynamoDB request, first one included (the admission deadline bounds them all). @default 3 */
+  readonly dynamodbMaxAttempts: number;
+  /** Largest accepted WebSocket message. @default 4096 */
+  readonly maxPayloadBytes: number;
+  readonly logLevel: LogLevel;
+}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+/** Shared by `npm start` without keys and `npm run token`: never valid in production. */
+export const DEV_JWT_SECRET = 'sigma-stream-dev-secret-do-not-use-in-production';
+
+/** A configuration error: `.code` is stable, `.message` names the variable. */
+export class ConfigError extends Error {
+  readonly code = 'ERR_CONFIG';
+}
+
+type Env = Record<string, string | undefined>;
+
+function read(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) {
+    throw new ConfigError(`${name} must be between ${min} and ${max}, got "${raw}"`);
+  }
+  return value;
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  if (/^(true|1|yes)$/i.test(raw)) return true;
+  if (/^(false|0|no)$/i.test(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[]): T | undefined {
+  const raw = read(env, name);
+  if (raw === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(`${name} must be one of ${allowed.join(', ')}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+/** Reads and validates the whole configuration; throws {@link ConfigError} on the first bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const nodeEnv = read(env, 'NODE_ENV') ?? 'development';
+  const production = nodeEnv === 'production';
+  const dynamodbEndpoint = read(env, 'DYNAMODB_ENDPOINT');
+  const awsRegion = read(env, 'AWS_REGION') ?? read(env, 'AWS_DEFAULT_REGION');
+
+  const store =
+    oneOf(env, 'STORE', ['embedded', 'dynamodb'] as const) ??
+    (dynamodbEndpoint === undefined && awsRegion === undefined && !production ? 'embedded' : 'dynamodb');
+  if (store === 'embedded' && production) {
+    throw new ConfigError(
+      'STORE=embedded keeps leases in this process only and is refused when NODE_ENV=production; ' +
+        'set DYNAMODB_TABLE and AWS_REGION (or DYNAMODB_ENDPOINT)',
+    );
+  }
+  if (store === 'dynamodb' && awsRegion === undefined && dynamodbEndpoint === undefined) {
+    throw new ConfigError('STORE=dynamodb needs AWS_REGION (or DYNAMODB_ENDPOINT for DynamoDB Local)');
+  }
+
+  const secret = read(env, 'JWT_SECRET');
+  const publicKeyPem = read(env, 'JWT_PUBLIC_KEY')?.replace(/\\n/g, '\n');
+  const jwksUrl = read(env, 'JWKS_URL');
+  const keys = [secret, publicKeyPem, jwksUrl].filter((k) => k !== undefined).length;
+  if (keys > 1) {
+    throw new ConfigError('set only one of JWT_SECRET, JWT_PUBLIC_KEY and JWKS_URL: the algorithm is pinned to it');
+  }
+  if (keys === 0 && production) {
+    throw new ConfigError('NODE_ENV=production needs JWT_SECRET, JWT_PUBLIC_KEY or JWKS_URL to verify tokens');
+  }
+  if (jwksUrl !== undefined && !/^https?:\/\//.test(jwksUrl)) {
+    throw new ConfigError(`JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
+  }
+  const auth: AuthConfig = Object.freeze({
+    secret: keys === 0 ? DEV_JWT_SECRET : secret,
+    publicKeyPem,
+    jwksUrl,
+    issuer: read(env, 'JWT_ISSUER'),
+    audience: read(env, 'JWT_AUDIENCE'),
+    devSecret: keys === 0,
+  });
+
+  const instanceHeartbeatMs = int(env, 'INSTANCE_HEARTBEAT_MS', 5000, 50);
+  const instanceTtlMs = int(env, 'INSTANCE_TTL_MS', 20000, 100);
+  const fencingMarginMs = int(env, 'FENCING_MARGIN_MS', 5000, 0);
+  if (fencingMarginMs >= instanceTtlMs - instanceHeartbeatMs) {
+    throw new ConfigError(
+      `FENCING_MARGIN_MS (${fencingMarginMs}) must be below INSTANCE_TTL_MS (${instanceTtlMs}) minus ` +
+        `INSTANCE_HEARTBEAT_MS (${instanceHeartbeatMs}): a gateway must get at least one beat in before it fences`,
+    );
+  }
+
+  const logLevel = oneOf(env, 'LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const) ?? 'info';
+
+  return Object.freeze({
+    nodeEnv,
+    production,
+    port: int(env, 'PORT', 3000, 0, 65535),
+    opsPort: int(env, 'OPS_PORT', 3001, 0, 65535),
+    host: read(env, 'HOST') ?? '0.0.0.0',
+    store,
+    table: read(env, 'DYNAMODB_TABLE') ?? 'sigma-stream-leases',
+    dynamodbEndpoint,
+    awsRegion,
+    createTable: bool(env, 'CREATE_TABLE', store === 'embedded' || dynamodbEndpoint !== undefined),
+    auth,
+    maxStreams: int(env, 'MAX_STREAMS', 3, 1, 1000),
+    pingIntervalMs: int(env, 'PING_INTERVAL_MS', 20000, 10),
+    pongTimeoutMs: int(env, 'PONG_TIMEOUT_MS', 10000, 10),
+    instanceHeartbeatMs,
+    instanceTtlMs,
+    fencingMarginMs,
+    admissionTimeoutMs: int(env, 'ADMISSION_TIMEOUT_MS', 3000, 10),
+    reconcileIntervalMs: int(env, 'RECONCILE_INTERVAL_MS', 60000, 10),
+    drainMs: int(env, 'DRAIN_MS', 10000, 0),
+    dynamodbRequestTimeoutMs: int(env, 'DYNAMODB_REQUEST_TIMEOUT_MS', 1000, 10),
+    dynamodbMaxAttempts: int(env, 'DYNAMODB_MAX_ATTEMPTS', 3, 1, 10),
+    maxPayloadBytes: int(env, 'MAX_PAYLOAD_BYTES', 4096, 128, 1024 * 1024),
+    logLevel,
+  });
+}

@@ -1,0 +1,152 @@
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import {
+  CreateTableCommand,
+  DescribeTableCommand,
+  DynamoDBClient,
+  UpdateTimeToLiveCommand,
+  type AttributeValue,
+} from '@aws-sdk/client-dynamodb';
+import type { Metrics } from './metrics.js';
+
+export type Item = Record<string, AttributeValue>;
+
+/** Outcome label of one DynamoDB request in `sigma_dynamodb_requests_total`. */
+export type Outcome = 'ok' | 'conditional_failed' | 'throttled' | 'timeout' | 'error';
+
+const THROTTLE_NAMES = new Set([
+  'ThrottlingException',
+  'ProvisionedThroughputExceededException',
+  'RequestLimitExceeded',
+  'LimitExceededException',
+]);
+
+/**
+ * The store did not answer in time or answered with an error that is not a
+ * condition check. Admission maps it to 1013; `.code` is stable.
+ */
+export class StoreUnavailableError extends Error {
+  readonly code = 'ERR_STORE_UNAVAILABLE';
+  readonly outcome: Outcome;
+  constructor(message: string, outcome: Outcome, options?: ErrorOptions) {
+    super(message, options);
+    this.outcome = outcome;
+  }
+}
+
+export function classify(err: unknown): Outcome {
+  const name = (err as { name?: string } | null)?.name ?? '';
+  if (name === 'ConditionalCheckFailedException') return 'conditional_failed';
+  if (THROTTLE_NAMES.has(name)) return 'throttled';
+  if (name === 'AbortError' || name === 'TimeoutError' || (err as { code?: string })?.code === 'ETIMEDOUT') {
+    return 'timeout';
+  }
+  return 'error';
+}
+
+export interface DynamoOptions {
+  endpoint?: string;
+  region?: string;
+  requestTimeoutMs: number;
+  maxAttempts: number;
+}
+
+/**
+ * One client per process. Timeouts are ours, not the SDK's defaults (which
+ * wait for ever): a request that has not answered within `requestTimeoutMs`
+ * is abandoned and retried, and every caller bounds the whole call with an
+ * AbortSignal on top.
+ */
+export function createClient(opts: DynamoOptions): DynamoDBClient {
+  const local = opts.endpoint !== undefined;
+  const agentOptions = { keepAlive: true, maxSockets: 256 };
+  return new DynamoDBClient({
+    endpoint: opts.endpoint,
+    region: opts.region ?? 'local',
+    maxAttempts: opts.maxAttempts,
+    // DynamoDB Local and dynalite accept any credentials; real AWS uses the default chain (IRSA on EKS).
+    ...(local && opts.region === undefined
+      ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } }
+      : {}),
+    requestHandler: {
+      connectionTimeout: opts.requestTimeoutMs,
+      requestTimeout: opts.requestTimeoutMs,
+      httpAgent: new HttpAgent(agentOptions),
+      httpsAgent: new HttpsAgent(agentOptions),
+    },
+  });
+}
+
+/** Anything with `send(command, { abortSignal })`: the DynamoDB client. */
+type Sender = Pick<DynamoDBClient, 'send'>;
+
+/**
+ * Sends one command and books it in `sigma_dynamodb_requests_total`. Every
+ * DynamoDB call of the gateway goes through here, so the counter is the cost.
+ * Condition-check failures are returned to the caller as thrown errors with
+ * their name intact; everything else becomes a {@link StoreUnavailableError}.
+ */
+export async function send<T>(
+  client: Sender,
+  metrics: Metrics,
+  operation: string,
+  command: unknown,
+  signal?: AbortSignal,
+): Promise<T> {
+  try {
+    const out = (await client.send(command as never, { abortSignal: signal })) as T;
+    metrics.dynamodbRequests.inc({ operation, outcome: 'ok' });
+    return out;
+  } catch (err) {
+    const outcome = signal?.aborted ? 'timeout' : classify(err);
+    metrics.dynamodbRequests.inc({ operation, outcome });
+    if (outcome === 'conditional_failed') throw err;
+    throw new StoreUnavailableError(`DynamoDB ${operation} failed: ${outcome}`, outcome, { cause: err });
+  }
+}
+
+export function isConditionFailure(err: unknown): err is Error & { Item?: Item } {
+  return (err as { name?: string } | null)?.name === 'ConditionalCheckFailedException';
+}
+
+/**
+ * Creates the table when it is missing (CREATE_TABLE=true): one string hash
+ * key `pk`, on-demand billing, TTL on `ttl` as garbage collection only.
+ */
+export async function ensureTable(client: DynamoDBClient, table: string): Promise<'exists' | 'created'> {
+  try {
+    await client.send(new DescribeTableCommand({ TableName: table }));
+    return 'exists';
+  } catch (err) {
+    if ((err as { name?: string }).name !== 'ResourceNotFoundException') throw err;
+  }
+  try {
+    await client.send(
+      new CreateTableCommand({
+        TableName: table,
+        AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+        KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+        BillingMode: 'PAY_PER_REQUEST',
+      }),
+    );
+  } catch (err) {
+    // Another replica created it first.
+    if ((err as { name?: string }).name !== 'ResourceInUseException') throw err;
+  }
+  for (let i = 0; i < 100; i++) {
+    const { Table } = await client.send(new DescribeTableCommand({ TableName: table }));
+    if (Table?.TableStatus === 'ACTIVE') break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  try {
+    await client.send(
+      new UpdateTimeToLiveCommand({
+        TableName: table,
+        TimeToLiveSpecification: { AttributeName: 'ttl', Enabled: true },
+      }),
+    );
+  } catch {
+    // dynalite has no TTL API; TTL is garbage collection only, never correctness.
+  }
+  return 'created';
+}

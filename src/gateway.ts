@@ -1,0 +1,461 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { performance } from 'node:perf_hooks';
+import { v4 as uuidv4 } from 'uuid';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { APP_PROTOCOL, AuthError, tokenFromRequest, type Authenticator, type Principal } from './auth.js';
+import { CLOSE, closeReason, type CloseCode } from './close-codes.js';
+import type { Config } from './config.js';
+import { StoreUnavailableError } from './dynamo.js';
+import type { InstanceLease } from './instance.js';
+import type { Lease, LeaseStore } from './lease-store.js';
+import type { Logger } from './log.js';
+import type { Metrics, ReleaseReason } from './metrics.js';
+import { Session, type SessionOwner } from './session.js';
+
+/** Device and content ids: what a player may put in the query string. */
+export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+export const LEASE_PATH = '/v1/lease';
+
+export interface GatewayDeps {
+  readonly config: Config;
+  readonly store: LeaseStore;
+  readonly instance: () => InstanceLease;
+  readonly auth: Authenticator;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+}
+
+/** Writes a plain HTTP error on a socket that never became a WebSocket. */
+export function abortHandshake(socket: Duplex, status: number, code: string, message: string, extra: Record<string, string> = {}): void {
+  if (socket.writable) {
+    const body = JSON.stringify({ error: { code, message } });
+    const headers = {
+      'Content-Type': 'application/json',
+      'Content-Length': String(Buffer.byteLength(body)),
+      Connection: 'close',
+      ...extra,
+    };
+    socket.write(
+      `HTTP/1.1 ${status} ${httpStatusText(status)}\r\n` +
+        Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n') +
+        `\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
+
+function httpStatusText(status: number): string {
+  const texts: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
+  return texts[status] ?? 'Error';
+}
+
+/** Reads the state afresh: it changes across awaits, which the type checker cannot see. */
+function isClosed(session: Session): boolean {
+  return session.state === 'closed';
+}
+
+/**
+ * The upgrade pipeline and the set of live sessions.
+ *
+ * Admission order for one socket: upgrade (so browsers can read our close
+ * code), validate the query, verify the token, take the lease under the
+ * admission deadline, then send `granted`. Every socket leaves through
+ * {@link Gateway.end}, the one close path, which also gives the lease back.
+ */
+export class Gateway implements SessionOwner {
+  readonly #cfg: Config;
+  readonly #store: LeaseStore;
+  readonly #instance: () => InstanceLease;
+  readonly #auth: Authenticator;
+  readonly #metrics: Metrics;
+  readonly #log: Logger;
+  readonly #wss: WebSocketServer;
+  /** Every open socket, admitted or not: the ping sweep and the drain walk this. */
+  readonly #sessions = new Set<Session>();
+  /** Leased sessions by lease id: where mailbox revocations land. */
+  readonly #byLease = new Map<string, Session>();
+  /** Releases (and clean-ups of uncertain writes) still in flight; shutdown waits for them. */
+  readonly #pending = new Set<Promise<unknown>>();
+  #draining = false;
+  #sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(deps: GatewayDeps) {
+    this.#cfg = deps.config;
+    this.#store = deps.store;
+    this.#instance = deps.instance;
+    this.#auth = deps.auth;
+    this.#metrics = deps.metrics;
+    this.#log = deps.log;
+    this.#wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      perMessageDeflate: false,
+      maxPayload: this.#cfg.maxPayloadBytes,
+      // A peer that never answers our close frame is cut after 2 s, not ws's default 30 s.
+      ...({ closeTimeout: 2000 } as object),
+      // Select our app protocol and nothing else: never echo `bearer.<token>`.
+      handleProtocols: (protocols) => (protocols.has(APP_PROTOCOL) ? APP_PROTOCOL : false),
+    });
+    this.#scheduleSweep('ping', this.#cfg.pingIntervalMs);
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  get connections(): number {
+    return this.#sessions.size;
+  }
+
+  /** The public server's 'upgrade' listener: guard clauses, each ending the handshake. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname !== LEASE_PATH) {
+      abortHandshake(socket, 404, 'not_found', `no WebSocket endpoint at ${url.pathname}; use ${LEASE_PATH}`);
+      return;
+    }
+    if (this.#draining) {
+      abortHandshake(socket, 503, 'draining', 'this gateway is shutting down; reconnect to another', { 'Retry-After': '1' });
+      return;
+    }
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, req, url));
+  }
+
+  #accept(ws: WebSocket, req: IncomingMessage, url: URL): void {
+    const device = url.searchParams.get('device') ?? '';
+    const content = url.searchParams.get('content') ?? undefined;
+    const takeover = url.searchParams.get('takeover') ?? undefined;
+    const session = new Session(ws, this, device, content);
+    this.#sessions.add(session);
+    this.#metrics.wsConnections.inc();
+
+    if (!ID_PATTERN.test(device)) {
+      this.end(session, CLOSE.POLICY, 'device must be 1-128 characters of A-Z a-z 0-9 . _ : -');
+      return;
+    }
+    if (content !== undefined && !ID_PATTERN.test(content)) {
+      this.end(session, CLOSE.POLICY, 'content must be 1-128 characters of A-Z a-z 0-9 . _ : -');
+      return;
+    }
+    if (takeover !== undefined && takeover !== 'oldest' && !ID_PATTERN.test(takeover)) {
+      this.end(session, CLOSE.POLICY, 'takeover must be a device id or "oldest"');
+      return;
+    }
+    if (takeover === device) {
+      this.end(session, CLOSE.POLICY, 'takeover must name another device');
+      return;
+    }
+    void this.#admit(session, tokenFromRequest(req.headers), takeover);
+  }
+
+  async #admit(session: Session, token: string | undefined, takeover: string | undefined): Promise<void> {
+    const started = performance.now();
+    let principal: Principal;
+    try {
+      principal = await this.#auth.verify(token);
+    } catch (err) {
+      const reason = err instanceof AuthError ? err.message : 'token rejected';
+      this.#log.info('unauthorized', { deviceId: session.deviceId, reason: (err as AuthError).reason });
+      this.end(session, CLOSE.UNAUTHORIZED, reason);
+      return;
+    }
+    session.userId = principal.userId;
+    if (isClosed(session)) return;
+
+    const instance = this.#instance();
+    if (!instance.live) {
+      this.#metrics.acquireTotal.inc({ result: 'error' });
+      this.end(session, CLOSE.TRY_LATER, 'lease store unavailable, try again later');
+      return;
+    }
+
+    const limit = principal.maxStreams ?? this.#cfg.maxStreams;
+    const instanceId = instance.id;
+    const request = {
+      userId: principal.userId,
+      deviceId: session.deviceId,
+      contentId: session.contentId,
+      leaseId: uuidv4(),
+      instanceId,
+      limit,
+      takeover,
+    };
+    const log = this.#log.child({ userId: request.userId, deviceId: request.deviceId, leaseId: request.leaseId });
+
+    // The deadline aborts the store calls; the race guarantees the socket hears
+    // back on time even if a call ignored the signal. A write that committed
+    // after we gave up is cleaned up below, so no slot is ever lost.
+    const abort = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => {
+        abort.abort();
+        resolve('timeout');
+      }, this.#cfg.admissionTimeoutMs);
+    });
+    const attempt = this.#store.acquire(request, abort.signal);
+    this.#metrics.admissionsInFlight.inc();
+    this.#track(attempt.finally(() => this.#metrics.admissionsInFlight.dec()).catch(() => {}));
+    let outcome: Awaited<typeof attempt> | 'timeout';
+    try {
+      outcome = await Promise.race([attempt, deadline]);
+    } catch (err) {
+      outcome = 'timeout';
+      if (!(err instanceof StoreUnavailableError)) log.error('admission failed', { err });
+    } finally {
+      clearTimeout(timer);
+    }
+
+    if (outcome === 'timeout') {
+      this.#metrics.acquireTotal.inc({ result: 'error' });
+      log.warn('admission failed: lease store unavailable', { afterMs: Math.round(performance.now() - started) });
+      this.#releaseEventually(request.userId, request.deviceId, request.leaseId, instanceId);
+      this.end(session, CLOSE.TRY_LATER, 'lease store unavailable, try again later');
+      return;
+    }
+    this.#metrics.acquireDuration.observe((performance.now() - started) / 1000);
+
+    if (outcome.kind === 'denied') {
+      this.#metrics.acquireTotal.inc({ result: 'denied' });
+      log.info('denied: stream limit reached', { limit, active: outcome.active.length });
+      session.send({
+        type: 'denied',
+        reason: 'limit',
+        limit,
+        active: outcome.active.map((l) => ({
+          deviceId: l.deviceId,
+          contentId: l.contentId ?? null,
+          since: new Date(l.acquiredAt).toISOString(),
+        })),
+      });
+      this.end(session, CLOSE.LIMIT, `stream limit reached (${limit})`);
+      return;
+    }
+
+    this.#metrics.acquireTotal.inc({ result: 'granted' });
+    if (outcome.displaced) this.#takeAway(outcome.displaced, CLOSE.REPLACED);
+    if (outcome.revoked) this.#takeAway(outcome.revoked, CLOSE.REVOKED);
+
+    // The socket may have gone, the gateway may be draining, or fenced, while we waited.
+    if (isClosed(session) || this.#draining || this.#instance().id !== instanceId || !this.#instance().live) {
+      this.#releaseEventually(request.userId, request.deviceId, request.leaseId, instanceId);
+      if (!isClosed(session)) {
+        this.end(session, this.#draining ? CLOSE.RESTART : CLOSE.LEASE_LOST, this.#draining ? 'gateway restarting' : 'lease lost');
+      }
+      return;
+    }
+    session.state = 'leased';
+    session.leaseId = request.leaseId;
+    this.#byLease.set(request.leaseId, session);
+    this.#metrics.streamsActive.inc();
+    log.info('granted', { limit, active: outcome.active, ms: Math.round(performance.now() - started) });
+    session.send({
+      type: 'granted',
+      leaseId: request.leaseId,
+      userId: request.userId,
+      deviceId: request.deviceId,
+      limit,
+      active: outcome.active,
+    });
+  }
+
+  /**
+   * A lease was taken from its socket (same device elsewhere: 4409; takeover
+   * or kick: 4403). Close it here if we own it, else drop a note in the owning
+   * instance's mailbox, read with its next heartbeat.
+   */
+  #takeAway(lease: Lease, close: CloseCode): void {
+    if (lease.instanceId === this.#instance().id) {
+      this.revokeLocal(lease.leaseId, close.code, 'local');
+      return;
+    }
+    this.#track(
+      this.#store.notify(lease.instanceId, lease.leaseId, close.code, AbortSignal.timeout(this.#cfg.admissionTimeoutMs)).catch((err) =>
+        this.#log.warn('mailbox write failed; the owner finds out on its next reconcile', { err, instanceId: lease.instanceId }),
+      ),
+    );
+  }
+
+  /** A lease was revoked over REST: its socket gets 4403, wherever it is. */
+  kick(lease: Lease): void {
+    this.#takeAway(lease, CLOSE.REVOKED);
+  }
+
+  /** Closes the socket holding `leaseId` on this instance, if any (its lease is already gone). */
+  revokeLocal(leaseId: string, code: number, path: 'local' | 'mailbox' | 'reconcile'): boolean {
+    const session = this.#byLease.get(leaseId);
+    if (!session) return false;
+    const close = code === CLOSE.REPLACED.code ? CLOSE.REPLACED : code === CLOSE.LEASE_LOST.code ? CLOSE.LEASE_LOST : CLOSE.REVOKED;
+    this.#metrics.revocationsTotal.inc({ code: String(close.code), path });
+    const text =
+      close === CLOSE.REPLACED
+        ? 'replaced: this device connected again elsewhere'
+        : close === CLOSE.REVOKED
+          ? 'revoked: playback was stopped from another device or by support'
+          : 'lease lost';
+    this.end(session, close, text, close === CLOSE.REPLACED ? 'replaced' : close === CLOSE.REVOKED ? 'revoked' : 'lost', false);
+    return true;
+  }
+
+  /**
+   * The one close path. Sends the close code (or terminates a dead socket),
+   * leaves the books, and gives the lease back unless it is already gone.
+   */
+  end(
+    session: Session,
+    close: CloseCode | 'terminate' | undefined,
+    text = '',
+    reason: ReleaseReason = 'client_close',
+    releaseLease = true,
+  ): void {
+    if (session.state === 'closed') return;
+    const wasLeased = session.state === 'leased';
+    session.state = 'closed';
+    if (close === 'terminate') {
+      session.ws.terminate();
+    } else if (close !== undefined) {
+      this.#metrics.closesTotal.inc({ code: String(close.code) });
+      session.ws.close(close.code, closeReason(text));
+    }
+    if (!wasLeased || session.leaseId === undefined) return;
+    this.#byLease.delete(session.leaseId);
+    this.#metrics.streamsActive.dec();
+    this.#metrics.releaseTotal.inc({ reason });
+    this.#log.info('released', { userId: session.userId, deviceId: session.deviceId, reason, code: close === 'terminate' ? undefined : close?.code });
+    if (releaseLease) this.#releaseEventually(session.userId, session.deviceId, session.leaseId, this.#instance().id);
+  }
+
+  /**
+   * Gives a lease back, retrying while the store is unreachable, until the
+   * answer is definite (removed, or already gone) or the instance it belongs
+   * to has been replaced (then it is dead anyway).
+   */
+  #releaseEventually(userId: string, deviceId: string, leaseId: string, instanceId: string): void {
+    const run = async (): Promise<void> => {
+      for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
+        try {
+          await this.#store.release(userId, deviceId, leaseId, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
+          return;
+        } catch (err) {
+          if (this.#instance().id !== instanceId) return;
+          this.#log.warn('release failed, retrying', { userId, deviceId, leaseId, err, retryInMs: delay });
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
+    };
+    this.#track(run());
+  }
+
+  #track(p: Promise<unknown>): void {
+    this.#pending.add(p);
+    void p.finally(() => this.#pending.delete(p));
+  }
+
+  onSocketClose(session: Session, code: number): void {
+    this.#sessions.delete(session);
+    this.#metrics.wsConnections.dec();
+    this.end(session, undefined, '', session.awaitingPong && code === 1006 ? 'ping_timeout' : 'client_close');
+  }
+
+  onMessage(session: Session, data: RawData, isBinary: boolean): void {
+    if (isBinary) {
+      this.end(session, CLOSE.POLICY, 'binary frames are not part of the protocol');
+      return;
+    }
+    let type: unknown;
+    try {
+      type = (JSON.parse(data.toString()) as { type?: unknown } | null)?.type;
+    } catch {
+      session.send({ type: 'error', code: 'bad_json', message: 'messages must be JSON objects' });
+      return;
+    }
+    if (type === 'ping') {
+      session.send({ type: 'pong' });
+      return;
+    }
+    session.send({ type: 'error', code: 'unknown_type', message: 'unknown message type' });
+  }
+
+  // ---- liveness: one sweep timer for every socket --------------------------
+
+  /**
+   * Alternates two phases on one timer: `ping` sends a protocol ping to every
+   * socket; `check` (PONG_TIMEOUT_MS later) terminates those that did not
+   * answer. A dead device is thus freed within PING_INTERVAL_MS +
+   * PONG_TIMEOUT_MS.
+   */
+  #scheduleSweep(phase: 'ping' | 'check', inMs: number): void {
+    this.#sweepTimer = setTimeout(() => this.#sweep(phase), inMs);
+    this.#sweepTimer.unref();
+  }
+
+  #sweep(phase: 'ping' | 'check'): void {
+    if (phase === 'ping') {
+      for (const session of this.#sessions) {
+        if (session.state === 'closed') continue;
+        session.awaitingPong = true;
+        session.ws.ping();
+      }
+      this.#scheduleSweep('check', this.#cfg.pongTimeoutMs);
+      return;
+    }
+    for (const session of this.#sessions) {
+      if (session.awaitingPong && session.state !== 'closed') {
+        this.#log.info('ping timeout', { userId: session.userId, deviceId: session.deviceId });
+        this.end(session, 'terminate', '', 'ping_timeout');
+      }
+    }
+    this.#scheduleSweep('ping', Math.max(0, this.#cfg.pingIntervalMs - this.#cfg.pongTimeoutMs));
+  }
+
+  // ---- instance events ------------------------------------------------------
+
+  /** Every socket of the fenced instance goes with 4408; its leases die with its instance item. */
+  onFenced(oldInstanceId: string): void {
+    for (const session of this.#sessions) {
+      if (session.state === 'closed') continue;
+      this.end(session, CLOSE.LEASE_LOST, 'lease lost: gateway lost contact with the lease store', 'fenced', false);
+    }
+    this.#log.warn('fenced sessions closed', { instanceId: oldInstanceId });
+  }
+
+  // ---- shutdown -------------------------------------------------------------
+
+  /**
+   * Drain: refuse new upgrades (503), then close every socket with 1012,
+   * spread evenly over `windowMs` so clients do not reconnect in one storm,
+   * and wait for the releases to land.
+   */
+  async drain(windowMs: number): Promise<void> {
+    this.#draining = true;
+    clearTimeout(this.#sweepTimer);
+    const sessions = [...this.#sessions].filter((s) => s.state !== 'closed');
+    this.#log.info('draining', { sessions: sessions.length, windowMs });
+    const stepMs = 20;
+    const steps = Math.max(1, Math.floor(windowMs / stepMs));
+    const perStep = Math.ceil(sessions.length / steps);
+    for (let i = 0; i < sessions.length; i += perStep) {
+      for (const session of sessions.slice(i, i + perStep)) {
+        this.end(session, CLOSE.RESTART, 'gateway restarting, reconnect', 'shutdown');
+      }
+      if (i + perStep < sessions.length) await new Promise((r) => setTimeout(r, stepMs));
+    }
+    // Sessions still admitting when the drain began end through #admit's own check.
+    await this.settle(this.#cfg.admissionTimeoutMs + 1000);
+    for (const session of this.#sessions) session.ws.terminate();
+  }
+
+  /** Waits (bounded) for in-flight releases and mailbox writes. */
+  async settle(timeoutMs: number): Promise<void> {
+    const until = performance.now() + timeoutMs;
+    while (this.#pending.size > 0 && performance.now() < until) {
+      await Promise.race([Promise.allSettled([...this.#pending]), new Promise((r) => setTimeout(r, until - performance.now()))]);
+    }
+  }
+
+  close(): void {
+    clearTimeout(this.#sweepTimer);
+    this.#wss.close();
+  }
+}

@@ -1,0 +1,145 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { AuthError, type Authenticator, type Principal } from './auth.js';
+import type { Config } from './config.js';
+import { StoreUnavailableError } from './dynamo.js';
+import { ID_PATTERN, type Gateway } from './gateway.js';
+import type { Lease, LeaseStore } from './lease-store.js';
+import type { Logger } from './log.js';
+
+/**
+ * REST on the public port, with the same bearer token as the socket:
+ *
+ *   GET    /v1/streams                            the caller's live streams
+ *   DELETE /v1/streams/<deviceId>                 stop one of the caller's devices (4403 on its socket)
+ *   GET    /v1/users/<userId>/streams             operators (scope sigma:admin)
+ *   DELETE /v1/users/<userId>/streams/<deviceId>  operators (scope sigma:admin)
+ *
+ * Errors are `{"error":{"code","message"}}` with a fitting status; never a stack trace.
+ */
+export const ADMIN_SCOPE = 'sigma:admin';
+const MAX_BODY_BYTES = 1024;
+
+export interface ApiDeps {
+  readonly config: Config;
+  readonly auth: Authenticator;
+  readonly store: LeaseStore;
+  readonly gateway: Gateway;
+  readonly log: Logger;
+  /** Extra routes served before the API (the demo page in development). */
+  readonly fallback?: (req: IncomingMessage, res: ServerResponse) => boolean;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(text)),
+    'Cache-Control': 'no-store',
+    ...headers,
+  });
+  res.end(text);
+}
+
+function streamView(l: Lease): { deviceId: string; contentId: string | null; since: string; leaseId: string } {
+  return { deviceId: l.deviceId, contentId: l.contentId ?? null, since: new Date(l.acquiredAt).toISOString(), leaseId: l.leaseId };
+}
+
+type Route =
+  | { kind: 'list'; userId?: string }
+  | { kind: 'stop'; userId?: string; deviceId: string };
+
+/** Matches a path to a route and the methods it allows; undefined when no route has that path. */
+function match(path: string): { route: Route; method: 'GET' | 'DELETE' } | undefined {
+  const parts = path.split('/').slice(1).map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      throw new HttpError(400, 'bad_path', 'path is not valid percent-encoding');
+    }
+  });
+  if (parts[0] !== 'v1') return undefined;
+  if (parts.length === 2 && parts[1] === 'streams') return { route: { kind: 'list' }, method: 'GET' };
+  if (parts.length === 3 && parts[1] === 'streams') return { route: { kind: 'stop', deviceId: parts[2] }, method: 'DELETE' };
+  if (parts[1] === 'users' && parts.length >= 4 && parts[3] === 'streams') {
+    if (parts.length === 4) return { route: { kind: 'list', userId: parts[2] }, method: 'GET' };
+    if (parts.length === 5) return { route: { kind: 'stop', userId: parts[2], deviceId: parts[4] }, method: 'DELETE' };
+  }
+  return undefined;
+}
+
+export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    handle(deps, req, res).catch((err: unknown) => {
+      if (err instanceof HttpError) {
+        sendJson(res, err.status, { error: { code: err.code, message: err.message } }, err.headers);
+        return;
+      }
+      if (err instanceof StoreUnavailableError) {
+        sendJson(res, 503, { error: { code: 'store_unavailable', message: 'lease store unavailable, try again later' } }, { 'Retry-After': '1' });
+        return;
+      }
+      deps.log.error('api error', { err, path: req.url?.split('?')[0] });
+      if (!res.headersSent) sendJson(res, 500, { error: { code: 'internal', message: 'internal error' } });
+      else res.end();
+    });
+  };
+}
+
+async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = (req.url ?? '/').split('?')[0];
+  if (deps.fallback?.(req, res)) return;
+  const found = match(path);
+  if (!found) throw new HttpError(404, 'not_found', `no route for ${path.slice(0, 100)}`);
+  if (req.method !== found.method) {
+    throw new HttpError(405, 'method_not_allowed', `${path.slice(0, 100)} allows ${found.method}`, { Allow: found.method });
+  }
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES || req.headers['transfer-encoding'] !== undefined) {
+    throw new HttpError(413, 'body_too_large', 'these routes take no request body');
+  }
+  if (deps.gateway.draining) {
+    throw new HttpError(503, 'draining', 'this gateway is shutting down; retry', { 'Retry-After': '1' });
+  }
+  const principal = await authenticate(deps.auth, req);
+  const { route } = found;
+  const userId = route.userId ?? principal.userId;
+  if (route.userId !== undefined && !principal.scopes.has(ADMIN_SCOPE)) {
+    throw new HttpError(403, 'forbidden', `this route needs the ${ADMIN_SCOPE} scope`);
+  }
+  if (route.kind === 'list') {
+    const leases = await deps.store.listLive(userId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
+    const limit = route.userId === undefined ? (principal.maxStreams ?? deps.config.maxStreams) : deps.config.maxStreams;
+    sendJson(res, 200, { userId, limit, streams: leases.map(streamView) });
+    return;
+  }
+  if (!ID_PATTERN.test(route.deviceId)) {
+    throw new HttpError(400, 'bad_device', 'device must be 1-128 characters of A-Z a-z 0-9 . _ : -');
+  }
+  const lease = await deps.store.revoke(userId, route.deviceId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
+  if (!lease) throw new HttpError(404, 'no_stream', `device ${route.deviceId} has no live stream`);
+  deps.log.info('stream stopped over REST', { userId, deviceId: route.deviceId, by: principal.userId });
+  deps.gateway.kick(lease);
+  res.writeHead(204, { 'Cache-Control': 'no-store' });
+  res.end();
+}
+
+async function authenticate(auth: Authenticator, req: IncomingMessage): Promise<Principal> {
+  const header = req.headers.authorization;
+  const match = header === undefined ? undefined : /^Bearer\s+(\S+)\s*$/i.exec(header);
+  try {
+    return await auth.verify(match?.[1]);
+  } catch (err) {
+    const message = err instanceof AuthError ? err.message : 'token rejected';
+    throw new HttpError(401, 'unauthorized', message, { 'WWW-Authenticate': 'Bearer' });
+  }
+}

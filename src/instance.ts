@@ -1,0 +1,186 @@
+import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { v7 as uuidv7 } from 'uuid';
+import { isConditionFailure } from './dynamo.js';
+import type { LeaseStore } from './lease-store.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+
+export interface InstanceTimings {
+  readonly instanceHeartbeatMs: number;
+  readonly instanceTtlMs: number;
+  readonly fencingMarginMs: number;
+}
+
+export interface InstanceHandlers {
+  /** A lease of ours was taken away elsewhere (mailbox entry). */
+  revoked(leaseId: string, code: number): void;
+  /** We could not keep the instance item alive: every lease of `oldInstanceId` must go now. */
+  fenced(oldInstanceId: string, reason: string): void;
+}
+
+/**
+ * This gateway's instance lease (etcd-style): one item that every stream
+ * lease of this process is attached to, beaten every `instanceHeartbeatMs`.
+ *
+ * Fencing ("danger zone", as in amazon-dynamodb-lock-client): others consider
+ * us dead once `expiresAt` = send time of our last successful beat + TTL has
+ * passed on their clock. We measure the same span on our monotonic clock and
+ * step down `fencingMarginMs` earlier, so our sockets are closed before any
+ * other gateway may hand their slots out. The margin absorbs clock skew.
+ */
+export class InstanceLease {
+  #id = uuidv7();
+  #registered = false;
+  #stopped = false;
+  /** Monotonic send time of the last beat (or registration) the store acknowledged. */
+  #lastOkSentAt = Number.NEGATIVE_INFINITY;
+  #beatTimer: NodeJS.Timeout | undefined;
+  #watchTimer: NodeJS.Timeout | undefined;
+  #beatInFlight = false;
+  readonly #store: LeaseStore;
+  readonly #t: InstanceTimings;
+  readonly #log: Logger;
+  readonly #metrics: Metrics;
+  readonly #handlers: InstanceHandlers;
+  readonly #host = `${hostname()}:${process.pid}`;
+
+  constructor(store: LeaseStore, timings: InstanceTimings, log: Logger, metrics: Metrics, handlers: InstanceHandlers) {
+    this.#store = store;
+    this.#t = timings;
+    this.#log = log;
+    this.#metrics = metrics;
+    this.#handlers = handlers;
+    metrics.heartbeatAgeSeconds = () => (Number.isFinite(this.#lastOkSentAt) ? this.heartbeatAgeMs() / 1000 : 0);
+  }
+
+  get id(): string {
+    return this.#id;
+  }
+
+  /** Milliseconds since the last acknowledged beat was sent (monotonic). */
+  heartbeatAgeMs(): number {
+    return performance.now() - this.#lastOkSentAt;
+  }
+
+  /** True while leases attached to this instance are certainly live everywhere. */
+  get live(): boolean {
+    return this.#registered && !this.#stopped && this.heartbeatAgeMs() < this.#dangerAfterMs;
+  }
+
+  /** The store answered recently enough that new admissions are worth trying. */
+  get healthy(): boolean {
+    return this.live && this.heartbeatAgeMs() <= 2 * this.#t.instanceHeartbeatMs + 1000;
+  }
+
+  get #dangerAfterMs(): number {
+    return this.#t.instanceTtlMs - this.#t.fencingMarginMs;
+  }
+
+  /** Registers the instance item (retrying in the background until it works) and starts beating. */
+  async start(): Promise<void> {
+    const watchEveryMs = Math.max(10, Math.min(this.#t.instanceHeartbeatMs, this.#t.fencingMarginMs || 1000) / 4);
+    this.#watchTimer = setInterval(() => this.#watch(), watchEveryMs);
+    this.#watchTimer.unref();
+    await this.#register();
+  }
+
+  async #register(): Promise<void> {
+    for (let delay = 100; !this.#stopped; delay = Math.min(delay * 2, this.#t.instanceHeartbeatMs)) {
+      const sentAt = performance.now();
+      try {
+        await this.#store.registerInstance(this.#id, this.#t.instanceTtlMs, this.#host, AbortSignal.timeout(this.#t.instanceHeartbeatMs));
+        this.#lastOkSentAt = sentAt;
+        this.#registered = true;
+        this.#log.info('instance registered', { instanceId: this.#id });
+        this.#scheduleBeat();
+        return;
+      } catch (err) {
+        this.#log.warn('instance registration failed, retrying', { instanceId: this.#id, err, retryInMs: delay });
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  #scheduleBeat(): void {
+    if (this.#stopped || !this.#registered) return;
+    const due = this.#lastOkSentAt + this.#t.instanceHeartbeatMs - performance.now();
+    clearTimeout(this.#beatTimer);
+    this.#beatTimer = setTimeout(() => void this.#beat(), Math.max(0, Math.min(due, this.#t.instanceHeartbeatMs)));
+  }
+
+  async #beat(): Promise<void> {
+    if (this.#stopped || !this.#registered || this.#beatInFlight) return;
+    this.#beatInFlight = true;
+    const id = this.#id;
+    const sentAt = performance.now();
+    let ok = false;
+    try {
+      const mailbox = await this.#store.heartbeat(id, Date.now(), this.#t.instanceTtlMs, AbortSignal.timeout(this.#t.instanceHeartbeatMs));
+      if (id !== this.#id) return; // fenced while the beat was in flight
+      ok = true;
+      this.#lastOkSentAt = sentAt;
+      for (const { leaseId, code } of mailbox) this.#handlers.revoked(leaseId, code);
+    } catch (err) {
+      if (id !== this.#id) return;
+      if (isConditionFailure(err)) {
+        this.#fence('instance item expired or deleted');
+        return;
+      }
+      this.#log.warn('heartbeat failed', { instanceId: id, err, ageMs: Math.round(this.heartbeatAgeMs()) });
+    } finally {
+      this.#beatInFlight = false;
+      this.#watch();
+      if (id === this.#id && this.#registered) {
+        if (ok) {
+          this.#scheduleBeat();
+        } else {
+          // After a failure, try again soon rather than a whole interval later.
+          clearTimeout(this.#beatTimer);
+          this.#beatTimer = setTimeout(() => void this.#beat(), Math.min(250, this.#t.instanceHeartbeatMs / 4));
+        }
+      }
+    }
+  }
+
+  #watch(): void {
+    if (this.#registered && !this.#stopped && this.heartbeatAgeMs() >= this.#dangerAfterMs) {
+      this.#fence(`no heartbeat acknowledged for ${Math.round(this.heartbeatAgeMs())} ms`);
+    }
+  }
+
+  /** Steps down: closes every socket of this instance (through the handler) and starts over with a new id. */
+  #fence(reason: string): void {
+    if (!this.#registered || this.#stopped) return;
+    const oldId = this.#id;
+    this.#registered = false;
+    this.#id = uuidv7();
+    clearTimeout(this.#beatTimer);
+    this.#metrics.fencingTotal.inc();
+    this.#log.error('fenced: closing all sockets and starting a new instance', {
+      instanceId: oldId,
+      newInstanceId: this.#id,
+      reason,
+    });
+    this.#handlers.fenced(oldId, reason);
+    // Deleting the old item frees its slots at once for everyone; if the store
+    // is unreachable they free themselves when the item expires.
+    this.#store.deleteInstance(oldId, AbortSignal.timeout(this.#t.instanceTtlMs)).catch(() => {});
+    void this.#register();
+  }
+
+  /** Stops beating and deletes the instance item (its remaining leases die with it). */
+  async stop(timeoutMs = 2000): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearTimeout(this.#beatTimer);
+    clearInterval(this.#watchTimer);
+    if (!this.#registered) return;
+    this.#registered = false;
+    try {
+      await this.#store.deleteInstance(this.#id, AbortSignal.timeout(timeoutMs));
+    } catch (err) {
+      this.#log.warn('could not delete instance item; it expires on its own', { instanceId: this.#id, err });
+    }
+  }
+}

@@ -1,0 +1,423 @@
+import {
+  BatchGetItemCommand,
+  DeleteItemCommand,
+  GetItemCommand,
+  PutItemCommand,
+  UpdateItemCommand,
+  type AttributeValue,
+  type BatchGetItemCommandOutput,
+  type DynamoDBClient,
+  type GetItemCommandOutput,
+  type UpdateItemCommandOutput,
+} from '@aws-sdk/client-dynamodb';
+import { isConditionFailure, send, type Item } from './dynamo.js';
+import type { Metrics } from './metrics.js';
+
+/**
+ * The lease store on DynamoDB: single-item conditional writes only.
+ *
+ * Two kinds of item share one table (hash key `pk`):
+ *
+ *   user#<userId>          n (number of lease entries), v (version),
+ *                          and one attribute per device:
+ *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId}
+ *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
+ *                          mailbox (string set of "<leaseId> <closeCode>")
+ *
+ * A lease is live while its instance item exists with `expiresAt` in the
+ * future (our own timestamps: DynamoDB TTL deletes lazily and is only garbage
+ * collection). Lease entries are top-level attributes rather than one nested
+ * map so that the first lease of a new user is still one write: DynamoDB
+ * cannot SET a path inside a map that does not exist yet.
+ */
+
+export interface Lease {
+  readonly deviceId: string;
+  readonly leaseId: string;
+  readonly instanceId: string;
+  /** Milliseconds since the epoch. */
+  readonly acquiredAt: number;
+  readonly contentId?: string;
+}
+
+export interface AcquireRequest {
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly contentId?: string;
+  /** Fresh for every admission: the idempotency key of our writes. */
+  readonly leaseId: string;
+  readonly instanceId: string;
+  readonly limit: number;
+  /** Device to revoke to make room, or the oldest live one. */
+  readonly takeover?: string;
+}
+
+export type AcquireOutcome =
+  | {
+      readonly kind: 'granted';
+      readonly lease: Lease;
+      /** Lease entries counted for the user after this write, this one included. */
+      readonly active: number;
+      /** This device's previous lease, now replaced (its socket gets 4409). */
+      readonly displaced?: Lease;
+      /** A lease revoked by takeover (its socket gets 4403). */
+      readonly revoked?: Lease;
+    }
+  | { readonly kind: 'denied'; readonly active: readonly Lease[] };
+
+export interface StoreOptions {
+  readonly table: string;
+  /** This process's instance id: its leases are live without a read. */
+  readonly selfInstanceId: () => string;
+}
+
+const LEASE_PREFIX = 'lease:';
+const SLOW_PATH_ATTEMPTS = 8;
+
+const userKey = (userId: string): Item => ({ pk: { S: `user#${userId}` } });
+const instanceKey = (instanceId: string): Item => ({ pk: { S: `instance#${instanceId}` } });
+
+function leaseValue(lease: Lease): AttributeValue {
+  const m: Item = {
+    leaseId: { S: lease.leaseId },
+    instanceId: { S: lease.instanceId },
+    acquiredAt: { N: String(lease.acquiredAt) },
+  };
+  if (lease.contentId !== undefined) m.contentId = { S: lease.contentId };
+  return { M: m };
+}
+
+function num(v: AttributeValue | undefined): number {
+  return v?.N === undefined ? 0 : Number(v.N);
+}
+
+/** Lease entries of a user item, keyed by device id. */
+export function leasesOf(item: Item | undefined): Map<string, Lease> {
+  const out = new Map<string, Lease>();
+  if (!item) return out;
+  for (const [name, value] of Object.entries(item)) {
+    if (!name.startsWith(LEASE_PREFIX) || value.M === undefined) continue;
+    const m = value.M;
+    const deviceId = name.slice(LEASE_PREFIX.length);
+    out.set(deviceId, {
+      deviceId,
+      leaseId: m.leaseId?.S ?? '',
+      instanceId: m.instanceId?.S ?? '',
+      acquiredAt: num(m.acquiredAt),
+      contentId: m.contentId?.S,
+    });
+  }
+  return out;
+}
+
+export class LeaseStore {
+  readonly #client: Pick<DynamoDBClient, 'send'>;
+  readonly #metrics: Metrics;
+  readonly #table: string;
+  readonly #self: () => string;
+
+  constructor(client: Pick<DynamoDBClient, 'send'>, metrics: Metrics, opts: StoreOptions) {
+    this.#client = client;
+    this.#metrics = metrics;
+    this.#table = opts.table;
+    this.#self = opts.selfInstanceId;
+  }
+
+  #send<T>(operation: string, command: unknown, signal?: AbortSignal): Promise<T> {
+    return send<T>(this.#client, this.#metrics, operation, command, signal);
+  }
+
+  /** Strongly consistent read of a user item. */
+  async readUser(userId: string, signal?: AbortSignal): Promise<Item | undefined> {
+    const out = await this.#send<GetItemCommandOutput>(
+      'GetItem',
+      new GetItemCommand({ TableName: this.#table, Key: userKey(userId), ConsistentRead: true }),
+      signal,
+    );
+    return out.Item;
+  }
+
+  /**
+   * Admits a device. Below the limit this is exactly one conditional write;
+   * at the limit (or on takeover, or when the device already holds a lease)
+   * it reads the user item and the instance items it names, prunes leases of
+   * dead instances and writes back under a version condition.
+   */
+  async acquire(req: AcquireRequest, signal?: AbortSignal): Promise<AcquireOutcome> {
+    const lease: Lease = {
+      deviceId: req.deviceId,
+      leaseId: req.leaseId,
+      instanceId: req.instanceId,
+      acquiredAt: Date.now(),
+      contentId: req.contentId,
+    };
+    let item: Item | undefined;
+    if (req.takeover === undefined) {
+      try {
+        const out = await this.#send<UpdateItemCommandOutput>(
+          'UpdateItem',
+          new UpdateItemCommand({
+            TableName: this.#table,
+            Key: userKey(req.userId),
+            UpdateExpression: 'SET #lease = :lease ADD #n :one, #v :one',
+            ConditionExpression: 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)',
+            ExpressionAttributeNames: { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' },
+            ExpressionAttributeValues: {
+              ':lease': leaseValue(lease),
+              ':one': { N: '1' },
+              ':limit': { N: String(req.limit) },
+            },
+            ReturnValues: 'UPDATED_NEW',
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+          signal,
+        );
+        return { kind: 'granted', lease, active: num(out.Attributes?.n) };
+      } catch (err) {
+        if (!isConditionFailure(err)) throw err;
+        item = err.Item ?? (await this.readUser(req.userId, signal));
+      }
+    } else {
+      item = await this.readUser(req.userId, signal);
+    }
+    return this.#acquireSlow(req, lease, item, signal);
+  }
+
+  async #acquireSlow(req: AcquireRequest, lease: Lease, item: Item | undefined, signal?: AbortSignal): Promise<AcquireOutcome> {
+    for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
+      const entries = leasesOf(item);
+      const mine = entries.get(req.deviceId);
+      // A retried write whose first attempt committed: the blocking entry is ours.
+      if (mine?.leaseId === req.leaseId) {
+        return { kind: 'granted', lease: mine, active: entries.size };
+      }
+      const live = await this.#liveInstances(entries.values(), signal);
+      const dead: string[] = [];
+      const others: Lease[] = [];
+      for (const [deviceId, l] of entries) {
+        if (deviceId === req.deviceId) continue;
+        if (live.has(l.instanceId)) others.push(l);
+        else dead.push(deviceId);
+      }
+      others.sort((a, b) => a.acquiredAt - b.acquiredAt);
+      let revoked: Lease | undefined;
+      if (req.takeover !== undefined && others.length > 0) {
+        const i = req.takeover === 'oldest' ? 0 : others.findIndex((l) => l.deviceId === req.takeover);
+        if (i >= 0) revoked = others.splice(i, 1)[0];
+      }
+      if (others.length >= req.limit) return { kind: 'denied', active: others };
+
+      const removed = revoked ? [...dead, revoked.deviceId] : dead;
+      const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
+      removed.forEach((deviceId, i) => (names[`#r${i}`] = LEASE_PREFIX + deviceId));
+      const version = item?.v;
+      try {
+        await this.#send(
+          'UpdateItem',
+          new UpdateItemCommand({
+            TableName: this.#table,
+            Key: userKey(req.userId),
+            UpdateExpression:
+              'SET #lease = :lease, #n = :count ADD #v :one' +
+              (removed.length > 0 ? ` REMOVE ${removed.map((_, i) => `#r${i}`).join(', ')}` : ''),
+            ConditionExpression: version === undefined ? 'attribute_not_exists(#v)' : '#v = :version',
+            ExpressionAttributeNames: names,
+            ExpressionAttributeValues: {
+              ':lease': leaseValue(lease),
+              ':count': { N: String(others.length + 1) },
+              ':one': { N: '1' },
+              ...(version === undefined ? {} : { ':version': version }),
+            },
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+          signal,
+        );
+        return {
+          kind: 'granted',
+          lease,
+          active: others.length + 1,
+          displaced: mine,
+          revoked,
+        };
+      } catch (err) {
+        if (!isConditionFailure(err)) throw err;
+        // Someone else wrote in between (or our own retry already committed): look again.
+        item = err.Item ?? (await this.readUser(req.userId, signal));
+      }
+    }
+    throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
+  }
+
+  /**
+   * Gives a lease back: removes the device's entry only if it still carries
+   * our lease id, so a late release never deletes a successor's lease.
+   * Returns false when the entry was already gone or replaced (including a
+   * retry of our own committed release).
+   */
+  async release(userId: string, deviceId: string, leaseId: string, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.#send(
+        'UpdateItem',
+        new UpdateItemCommand({
+          TableName: this.#table,
+          Key: userKey(userId),
+          UpdateExpression: 'REMOVE #lease ADD #n :minus, #v :one',
+          ConditionExpression: '#lease.leaseId = :leaseId',
+          ExpressionAttributeNames: { '#lease': LEASE_PREFIX + deviceId, '#n': 'n', '#v': 'v' },
+          ExpressionAttributeValues: { ':leaseId': { S: leaseId }, ':minus': { N: '-1' }, ':one': { N: '1' } },
+        }),
+        signal,
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  /** Live leases of a user, oldest first. */
+  async listLive(userId: string, signal?: AbortSignal): Promise<Lease[]> {
+    const entries = leasesOf(await this.readUser(userId, signal));
+    const live = await this.#liveInstances(entries.values(), signal);
+    return [...entries.values()].filter((l) => live.has(l.instanceId)).sort((a, b) => a.acquiredAt - b.acquiredAt);
+  }
+
+  /**
+   * Revokes a device's live lease (REST kick). Returns the removed lease so
+   * the caller can tell its gateway, or undefined when the device holds no
+   * live lease.
+   */
+  async revoke(userId: string, deviceId: string, signal?: AbortSignal): Promise<Lease | undefined> {
+    for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
+      const lease = leasesOf(await this.readUser(userId, signal)).get(deviceId);
+      if (!lease) return undefined;
+      const live = await this.#liveInstances([lease], signal);
+      const removed = await this.release(userId, deviceId, lease.leaseId, signal);
+      if (removed) return live.has(lease.instanceId) ? lease : undefined;
+    }
+    throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
+  }
+
+  /** Instance ids among these leases whose instance item is live now. Our own is live without a read. */
+  async #liveInstances(leases: Iterable<Lease>, signal?: AbortSignal): Promise<Set<string>> {
+    const self = this.#self();
+    const live = new Set<string>();
+    const toRead = new Set<string>();
+    for (const l of leases) {
+      if (l.instanceId === self) live.add(self);
+      else toRead.add(l.instanceId);
+    }
+    let keys = [...toRead].map(instanceKey);
+    const now = Date.now();
+    while (keys.length > 0) {
+      const batch = keys.slice(0, 100);
+      keys = keys.slice(100);
+      const out = await this.#send<BatchGetItemCommandOutput>(
+        'BatchGetItem',
+        new BatchGetItemCommand({
+          RequestItems: {
+            [this.#table]: { Keys: batch, ConsistentRead: true, ProjectionExpression: 'pk, expiresAt' },
+          },
+        }),
+        signal,
+      );
+      for (const it of out.Responses?.[this.#table] ?? []) {
+        if (num(it.expiresAt) > now) live.add(it.pk.S!.slice('instance#'.length));
+      }
+      const unprocessed = out.UnprocessedKeys?.[this.#table]?.Keys;
+      if (unprocessed?.length) keys = keys.concat(unprocessed);
+    }
+    return live;
+  }
+
+  // ---- instance items -----------------------------------------------------
+
+  /** Creates this process's instance item. */
+  async registerInstance(instanceId: string, ttlMs: number, host: string, signal?: AbortSignal): Promise<void> {
+    const now = Date.now();
+    await this.#send(
+      'PutItem',
+      new PutItemCommand({
+        TableName: this.#table,
+        Item: {
+          ...instanceKey(instanceId),
+          expiresAt: { N: String(now + ttlMs) },
+          beatAt: { N: String(now) },
+          startedAt: { N: String(now) },
+          host: { S: host },
+          ttl: { N: String(Math.ceil((now + ttlMs) / 1000) + 3600) },
+        },
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+      signal,
+    );
+  }
+
+  /**
+   * One heartbeat: extends the instance item only while it is still live
+   * (never revives an instance others may already consider dead) and takes
+   * the mailbox in the same write. Throws a condition failure when the item
+   * expired or is gone: the caller must fence.
+   */
+  async heartbeat(
+    instanceId: string,
+    sentAt: number,
+    ttlMs: number,
+    signal?: AbortSignal,
+  ): Promise<Array<{ leaseId: string; code: number }>> {
+    const out = await this.#send<UpdateItemCommandOutput>(
+      'UpdateItem',
+      new UpdateItemCommand({
+        TableName: this.#table,
+        Key: instanceKey(instanceId),
+        UpdateExpression: 'SET expiresAt = :expiresAt, beatAt = :now, #ttl = :ttl REMOVE mailbox',
+        ConditionExpression: 'attribute_exists(pk) AND expiresAt > :now',
+        ExpressionAttributeNames: { '#ttl': 'ttl' },
+        ExpressionAttributeValues: {
+          ':expiresAt': { N: String(sentAt + ttlMs) },
+          ':now': { N: String(sentAt) },
+          ':ttl': { N: String(Math.ceil((sentAt + ttlMs) / 1000) + 3600) },
+        },
+        ReturnValues: 'ALL_OLD',
+      }),
+      signal,
+    );
+    return (out.Attributes?.mailbox?.SS ?? []).map((entry) => {
+      const [leaseId, code] = entry.split(' ');
+      return { leaseId, code: Number(code) };
+    });
+  }
+
+  /**
+   * Drops a revoked lease id into the owning instance's mailbox. Does nothing
+   * when that instance item is gone (its leases are dead anyway).
+   */
+  async notify(instanceId: string, leaseId: string, code: number, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.#send(
+        'UpdateItem',
+        new UpdateItemCommand({
+          TableName: this.#table,
+          Key: instanceKey(instanceId),
+          UpdateExpression: 'ADD mailbox :entry',
+          ConditionExpression: 'attribute_exists(pk)',
+          ExpressionAttributeValues: { ':entry': { SS: [`${leaseId} ${code}`] } },
+        }),
+        signal,
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  /** Deletes an instance item: every lease attached to it is dead at once. */
+  async deleteInstance(instanceId: string, signal?: AbortSignal): Promise<void> {
+    await this.#send(
+      'DeleteItem',
+      new DeleteItemCommand({ TableName: this.#table, Key: instanceKey(instanceId) }),
+      signal,
+    );
+  }
+}

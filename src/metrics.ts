@@ -1,0 +1,108 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Reasons a lease is given back; bounded, so safe as a label. */
+export type ReleaseReason =
+  | 'client_close'
+  | 'ping_timeout'
+  | 'replaced'
+  | 'revoked'
+  | 'shutdown'
+  | 'fenced'
+  | 'lost'
+  | 'error';
+
+export type AcquireResult = 'granted' | 'denied' | 'error';
+
+/**
+ * Metric handles on a registry passed in (never prom-client's global one), so
+ * two gateways in one test process keep separate books. No label ever holds a
+ * user or device id.
+ */
+export class Metrics {
+  readonly registry: Registry;
+  readonly streamsActive: Gauge;
+  readonly wsConnections: Gauge;
+  readonly acquireTotal: Counter<'result'>;
+  readonly releaseTotal: Counter<'reason'>;
+  readonly acquireDuration: Histogram;
+  readonly dynamodbRequests: Counter<'operation' | 'outcome'>;
+  readonly heartbeatAge: Gauge;
+  readonly admissionsInFlight: Gauge;
+  readonly closesTotal: Counter<'code'>;
+  readonly fencingTotal: Counter;
+  readonly revocationsTotal: Counter<'code' | 'path'>;
+
+  /** Set by the instance lease once it exists; read at scrape time. */
+  heartbeatAgeSeconds: () => number = () => 0;
+
+  constructor(registry = new Registry()) {
+    this.registry = registry;
+    const self = this;
+    const registers = [registry];
+    collectDefaultMetrics({ register: registry });
+    this.streamsActive = new Gauge({
+      name: 'sigma_streams_active',
+      help: 'Sockets on this instance that hold a stream lease.',
+      registers,
+    });
+    this.wsConnections = new Gauge({
+      name: 'sigma_ws_connections',
+      help: 'Open WebSocket connections on this instance, leased or not.',
+      registers,
+    });
+    this.acquireTotal = new Counter({
+      name: 'sigma_lease_acquire_total',
+      help: 'Lease acquisitions by result (granted, denied at the limit, error).',
+      labelNames: ['result'],
+      registers,
+    });
+    this.releaseTotal = new Counter({
+      name: 'sigma_lease_release_total',
+      help: 'Leases given back, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.acquireDuration = new Histogram({
+      name: 'sigma_lease_acquire_duration_seconds',
+      help: 'Time from upgrade to the admission decision (granted or denied).',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.dynamodbRequests = new Counter({
+      name: 'sigma_dynamodb_requests_total',
+      help: 'DynamoDB requests by operation and outcome (ok, conditional_failed, throttled, timeout, error).',
+      labelNames: ['operation', 'outcome'],
+      registers,
+    });
+    this.heartbeatAge = new Gauge({
+      name: 'sigma_instance_heartbeat_age_seconds',
+      help: 'Seconds since the last successful instance heartbeat was sent.',
+      registers,
+      collect() {
+        this.set(self.heartbeatAgeSeconds());
+      },
+    });
+    this.admissionsInFlight = new Gauge({
+      name: 'sigma_admissions_in_flight',
+      help: 'Admissions waiting for the lease store.',
+      registers,
+    });
+    this.closesTotal = new Counter({
+      name: 'sigma_ws_closes_total',
+      help: 'Close codes sent by the gateway.',
+      labelNames: ['code'],
+      registers,
+    });
+    this.fencingTotal = new Counter({
+      name: 'sigma_fencing_events_total',
+      help: 'Times this process fenced itself (closed its sockets with 4408) and started a new instance.',
+      registers,
+    });
+    this.revocationsTotal = new Counter({
+      name: 'sigma_revocations_total',
+      help: 'Sockets closed because their lease was taken away, by close code and by path (local, mailbox, reconcile).',
+      labelNames: ['code', 'path'],
+      registers,
+    });
+  }
+}
