@@ -1,0 +1,77 @@
+/**
+ * A counting HTTP proxy in front of DynamoDB Local: the independent witness
+ * for the gateway's own `sigma_dynamodb_requests_total`. Every request is
+ * booked by operation (the `X-Amz-Target` header, `DynamoDB_20120810.<Op>`)
+ * and by the kind of item it touches (`user`, `instance`, `stream`: the
+ * prefix of the `pk` in its key), so heartbeats and lease writes can be told
+ * apart. Bodies are forwarded unchanged; it listens on 127.0.0.1 only.
+ */
+import { Agent, createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type Counts = Record<string, number>;
+
+export interface CountingProxy {
+  readonly endpoint: string;
+  /** A copy of the counts so far, keys `<Operation>` and `<Operation>:<kind>`. */
+  snapshot(): Counts;
+  close(): Promise<void>;
+}
+
+function kindOf(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { Key?: { pk?: { S?: string } }; Item?: { pk?: { S?: string } }; RequestItems?: unknown };
+    const pk = parsed.Key?.pk?.S ?? parsed.Item?.pk?.S;
+    if (pk !== undefined) return pk.split('#')[0];
+    if (parsed.RequestItems !== undefined) return 'batch';
+  } catch {
+    /* not JSON: counted under its operation only */
+  }
+  return 'other';
+}
+
+export async function startCountingProxy(target: string): Promise<CountingProxy> {
+  const upstream = new URL(target);
+  const agent = new Agent({ keepAlive: true, maxSockets: 256 });
+  const counts: Counts = {};
+  const book = (key: string): void => {
+    counts[key] = (counts[key] ?? 0) + 1;
+  };
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const op = String(req.headers['x-amz-target'] ?? 'none').split('.').pop()!;
+      book(op);
+      book(`${op}:${kindOf(body.toString())}`);
+      const out = request(
+        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent },
+        (up) => {
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.pipe(res);
+        },
+      );
+      out.on('error', () => res.destroy());
+      out.end(body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    snapshot: () => ({ ...counts }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+        agent.destroy();
+      }),
+  };
+}
+
+/** `after - before`, per key, dropping zeros. */
+export function diff(after: Counts, before: Counts): Counts {
+  const out: Counts = {};
+  for (const [k, v] of Object.entries(after)) if (v - (before[k] ?? 0) !== 0) out[k] = v - (before[k] ?? 0);
+  return out;
+}

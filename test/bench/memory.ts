@@ -1,0 +1,210 @@
+/**
+ * Phase 3 (memory and event-loop lag with idle leased sockets) and the
+ * steady-state half of phase 4 (DynamoDB writes per open stream-hour while
+ * those sockets sit idle), against a bare `ws` server holding the same
+ * number of sockets from the same client processes.
+ */
+import type { CountingProxy, Counts } from './count-proxy.js';
+import { diff } from './count-proxy.js';
+import { progress, sample, sleep } from './measure.js';
+import { openClients, rssBytes, startBareServer, startGateway, type ClientGroup } from './procs.js';
+
+export interface Level {
+  connections: number;
+  rssBytes: number;
+  /** (RSS at this level - RSS with no connection) / connections. */
+  perConnectionBytes: number;
+  heapUsedBytes?: number;
+}
+
+export interface SteadyWindow {
+  connections: number;
+  seconds: number;
+  /** Requests the proxy saw in the window, by operation and item kind. */
+  proxy: Counts;
+  /** Delta of the gateway's own sigma_dynamodb_requests_total in the window, by operation. */
+  gateway: Counts;
+  writes: number;
+  writesPerStreamHour: number;
+}
+
+export interface Lag {
+  connections: number;
+  seconds: number;
+  /** Raw monitorEventLoopDelay figures over the window (its 10 ms resolution timer included), ms. */
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+export interface ServerMemory {
+  baseRssBytes: number;
+  levels: Level[];
+  lag?: Lag;
+  steady: SteadyWindow[];
+}
+
+export interface MemoryResult {
+  levels: number[];
+  pingIntervalMs: number;
+  pongTimeoutMs: number;
+  heartbeatMs: number;
+  instanceTtlMs: number;
+  holdSeconds: number;
+  bare: ServerMemory;
+  gateway: ServerMemory;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function settledRss(read: () => number): Promise<number> {
+  await sleep(2000);
+  const xs: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    xs.push(read());
+    await sleep(200);
+  }
+  return median(xs);
+}
+
+interface Snapshot {
+  lagMs: { p50Ms: number; p99Ms: number; maxMs: number };
+  heapUsedBytes: number;
+  /** The gateway's own sigma_dynamodb_requests_total by operation (empty for the bare server). */
+  requests: Counts;
+}
+
+/** What the memory phase needs of either server; snapshot() also resets the lag window. */
+interface Probe {
+  url: string;
+  pid: number;
+  snapshot(): Promise<Snapshot>;
+  stop(): Promise<void>;
+}
+
+async function bareProbe(pingIntervalMs: number): Promise<Probe> {
+  const bare = await startBareServer(pingIntervalMs);
+  return {
+    url: bare.url,
+    pid: bare.proc.pid!,
+    snapshot: async () => {
+      const s = await bare.stats();
+      return { lagMs: { p50Ms: s.lagMs.p50, p99Ms: s.lagMs.p99, maxMs: s.lagMs.max }, heapUsedBytes: s.heapUsedBytes, requests: {} };
+    },
+    stop: bare.stop,
+  };
+}
+
+const OPS = ['UpdateItem', 'PutItem', 'DeleteItem', 'GetItem', 'BatchGetItem'];
+
+async function gatewayProbe(opts: { proxy: CountingProxy; table: string; pingIntervalMs: number; pongTimeoutMs: number }): Promise<Probe> {
+  const gw = await startGateway({
+    endpoint: opts.proxy.endpoint,
+    table: opts.table,
+    env: {
+      PING_INTERVAL_MS: String(opts.pingIntervalMs),
+      PONG_TIMEOUT_MS: String(opts.pongTimeoutMs),
+      INSTANCE_HEARTBEAT_MS: String(HEARTBEAT_MS),
+      INSTANCE_TTL_MS: String(INSTANCE_TTL_MS),
+      FENCING_MARGIN_MS: '5000',
+      ADMISSION_TIMEOUT_MS: '5000',
+      DYNAMODB_REQUEST_TIMEOUT_MS: '2000',
+    },
+  });
+  return {
+    url: gw.url,
+    pid: gw.proc.pid!,
+    snapshot: async () => {
+      const text = await gw.metrics();
+      const requests: Counts = {};
+      for (const op of OPS) requests[op] = sample(text, 'sigma_dynamodb_requests_total', { operation: op });
+      return {
+        lagMs: {
+          p50Ms: sample(text, 'nodejs_eventloop_lag_p50_seconds') * 1000,
+          p99Ms: sample(text, 'nodejs_eventloop_lag_p99_seconds') * 1000,
+          maxMs: sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
+        },
+        heapUsedBytes: sample(text, 'nodejs_heap_size_used_bytes'),
+        requests,
+      };
+    },
+    stop: gw.stop,
+  };
+}
+
+/** Production defaults: the steady-state cost is measured with them. */
+const HEARTBEAT_MS = 5000;
+const INSTANCE_TTL_MS = 20000;
+const WRITE_OPS = ['UpdateItem', 'PutItem', 'DeleteItem', 'BatchWriteItem'];
+
+export async function measureMemory(opts: {
+  proxy: CountingProxy;
+  table: string;
+  levels: number[];
+  /** Levels at which to hold for a steady-state window (first and last). */
+  holdSeconds: number;
+  pingIntervalMs: number;
+  pongTimeoutMs: number;
+}): Promise<MemoryResult> {
+  const result: MemoryResult = {
+    levels: opts.levels,
+    pingIntervalMs: opts.pingIntervalMs,
+    pongTimeoutMs: opts.pongTimeoutMs,
+    heartbeatMs: HEARTBEAT_MS,
+    instanceTtlMs: INSTANCE_TTL_MS,
+    holdSeconds: opts.holdSeconds,
+    bare: { baseRssBytes: 0, levels: [], steady: [] },
+    gateway: { baseRssBytes: 0, levels: [], steady: [] },
+  };
+  const top = opts.levels[opts.levels.length - 1];
+  const holdAt = new Set([opts.levels[0], top]);
+
+  for (const kind of ['bare', 'gateway'] as const) {
+    const server = kind === 'bare' ? await bareProbe(opts.pingIntervalMs) : await gatewayProbe(opts);
+    const out = result[kind];
+    const groups: ClientGroup[] = [];
+    try {
+      // Warm up the code paths (JIT, SDK, HTTP agent) so the base is a running server, not a cold one.
+      const warm = await openClients(server.url, `${kind}-warm`, 100);
+      await warm.close();
+      out.baseRssBytes = await settledRss(() => rssBytes(server.pid));
+      let open = 0;
+      for (const level of opts.levels) {
+        progress(`memory (${kind}): opening sockets up to ${level}`);
+        const group = await openClients(server.url, `${kind}-${level}`, level - open);
+        groups.push(group);
+        if (group.failed > 0) throw new Error(`memory (${kind}): ${group.failed} sockets were not granted`);
+        open = level;
+        const rss = await settledRss(() => rssBytes(server.pid));
+        const snap = await server.snapshot();
+        out.levels.push({ connections: level, rssBytes: rss, perConnectionBytes: (rss - out.baseRssBytes) / level, heapUsedBytes: snap.heapUsedBytes });
+        if (!holdAt.has(level)) continue;
+
+        progress(`memory (${kind}): holding ${level} idle sockets for ${opts.holdSeconds} s`);
+        // Taking a snapshot resets the lag histogram (prom-client and the bare server alike): the window starts now.
+        const before = await server.snapshot();
+        const proxyBefore = opts.proxy.snapshot();
+        const t0 = performance.now();
+        await sleep(opts.holdSeconds * 1000);
+        const seconds = (performance.now() - t0) / 1000;
+        const after = await server.snapshot();
+        if (level === top) out.lag = { connections: level, seconds, ...after.lagMs };
+        if (kind === 'bare') continue;
+        const proxy = diff(opts.proxy.snapshot(), proxyBefore);
+        const writes = WRITE_OPS.reduce((s, op) => s + (proxy[op] ?? 0), 0);
+        out.steady.push({
+          connections: level,
+          seconds,
+          proxy,
+          gateway: diff(after.requests, before.requests),
+          writes,
+          writesPerStreamHour: writes / (level * (seconds / 3600)),
+        });
+      }
+    } finally {
+      await Promise.all(groups.map((g) => g.close()));
+      await server.stop();
+    }
+  }
+  return result;
+}

@@ -1,0 +1,202 @@
+/**
+ * Every child process the bench starts goes through here, so one exit path
+ * can kill them all: normal end, an exception, Ctrl-C or SIGTERM. No java or
+ * node process outlives the bench.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { freePort, startDynamoLocal, type DynamoLocal } from '../helpers/dynamodb-local.js';
+import { gatewayEnv, ROOT } from '../helpers/gateway.js';
+import type { OpenOrder } from './clients.js';
+
+const children = new Set<ChildProcess>();
+const stoppers = new Set<() => Promise<void>>();
+
+function track(proc: ChildProcess): ChildProcess {
+  children.add(proc);
+  proc.once('exit', () => children.delete(proc));
+  return proc;
+}
+
+/** Kills every child still running (synchronous, so it also works from process 'exit'). */
+export function killAll(): void {
+  for (const proc of children) proc.kill('SIGKILL');
+  for (const stop of stoppers) void stop();
+}
+
+/** Stops DynamoDB Local and every child; waits for DynamoDB Local to exit. */
+export async function stopAll(): Promise<void> {
+  for (const proc of children) proc.kill('SIGKILL');
+  await Promise.all([...stoppers].map((stop) => stop()));
+}
+
+process.once('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`\nbench: ${signal}, stopping child processes\n`);
+    void stopAll().finally(() => process.exit(130));
+  });
+}
+
+export async function dynamoLocal(): Promise<DynamoLocal> {
+  const local = await startDynamoLocal();
+  stoppers.add(local.stop);
+  return local;
+}
+
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status);
+  return kb ? Number(kb[1]) * 1024 : NaN;
+}
+
+async function waitFor<T>(what: string, check: () => Promise<T | undefined>, proc: ChildProcess, timeoutMs = 30_000): Promise<T> {
+  const until = performance.now() + timeoutMs;
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${what} exited before it was ready`);
+    const value = await check().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (performance.now() > until) throw new Error(`${what} not ready within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export interface BenchGateway {
+  readonly proc: ChildProcess;
+  readonly url: string;
+  readonly opsUrl: string;
+  readonly env: Record<string, string>;
+  metrics(): Promise<string>;
+  rssBytes(): number;
+  /** SIGTERM (graceful drain) and wait for the exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A gateway as production runs it: compiled JavaScript (`node dist/main.js`,
+ * built once at bench start), its own process, ports chosen here so the logs
+ * can go to /dev/null at the production level (info).
+ */
+export async function startGateway(opts: { endpoint: string; table: string; env?: Record<string, string> }): Promise<BenchGateway> {
+  const [port, opsPort] = [await freePort(), await freePort()];
+  const env = await gatewayEnv({
+    endpoint: opts.endpoint,
+    table: opts.table,
+    env: { NODE_ENV: 'production', LOG_LEVEL: 'info', PORT: String(port), OPS_PORT: String(opsPort), ...opts.env },
+  });
+  const proc = track(
+    spawn(process.execPath, ['dist/main.js'], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    }),
+  );
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const opsUrl = `http://127.0.0.1:${opsPort}`;
+  const metrics = async (): Promise<string> => (await fetch(`${opsUrl}/metrics`)).text();
+  try {
+    await waitFor('gateway', async () => ((await fetch(`${opsUrl}/healthz`)).ok ? true : undefined), proc);
+  } catch (err) {
+    proc.kill('SIGKILL');
+    throw new Error(`${(err as Error).message}\n${stderr}`);
+  }
+  return {
+    proc,
+    url: `ws://127.0.0.1:${port}`,
+    opsUrl,
+    env,
+    metrics,
+    rssBytes: () => rssBytes(proc.pid!),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill('SIGTERM');
+        setTimeout(() => proc.kill('SIGKILL'), 15_000).unref();
+      }),
+  };
+}
+
+export interface BareServer {
+  readonly proc: ChildProcess;
+  readonly url: string;
+  stats(): Promise<{ rssBytes: number; heapUsedBytes: number; connections: number; lagMs: { p50: number; p99: number; max: number } }>;
+  stop(): Promise<void>;
+}
+
+/** The bare `ws` server (bare-ws-server.mjs), plain node, own process. */
+export async function startBareServer(pingIntervalMs: number): Promise<BareServer> {
+  const script = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url));
+  const proc = track(
+    fork(script, [], { env: { ...process.env, PING_INTERVAL_MS: String(pingIntervalMs) }, execArgv: [], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] }),
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.stdout!.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));
+    proc.once('exit', () => reject(new Error('bare ws server exited before listening')));
+  });
+  return {
+    proc,
+    url: `ws://127.0.0.1:${port}`,
+    stats: () =>
+      new Promise((resolve) => {
+        proc.once('message', (m) => resolve(m as Awaited<ReturnType<BareServer['stats']>>));
+        proc.send({ cmd: 'stats' });
+      }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (proc.exitCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill('SIGTERM');
+      }),
+  };
+}
+
+export interface ClientGroup {
+  /** Sockets granted (the first frame was `granted`). */
+  readonly granted: number;
+  readonly failed: number;
+  close(): Promise<void>;
+}
+
+const PER_PROCESS = 2500;
+
+/**
+ * Opens `count` idle leased sockets from child processes of at most 2500
+ * sockets each (the open-files limit is per process), users `<prefix>-<i>`.
+ */
+export async function openClients(url: string, prefix: string, count: number, concurrency = 64): Promise<ClientGroup> {
+  const script = fileURLToPath(new URL('./clients.ts', import.meta.url));
+  const procs = Math.ceil(count / PER_PROCESS);
+  const results = await Promise.all(
+    Array.from({ length: procs }, async (_, p) => {
+      const share = Math.floor(count / procs) + (p < count % procs ? 1 : 0);
+      const proc = track(fork(script, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+      const order: OpenOrder & { cmd: string } = { cmd: 'open', url, userPrefix: `${prefix}-${p}`, count: share, concurrency: Math.ceil(concurrency / procs) };
+      const opened = await new Promise<{ granted: number; failed: number }>((resolve, reject) => {
+        proc.once('message', (m) => resolve(m as { granted: number; failed: number }));
+        proc.once('exit', (code) => reject(new Error(`client process exited (${code}) while opening`)));
+        proc.send(order);
+      });
+      return { proc, ...opened };
+    }),
+  );
+  return {
+    granted: results.reduce((s, r) => s + r.granted, 0),
+    failed: results.reduce((s, r) => s + r.failed, 0),
+    close: async () => {
+      await Promise.all(
+        results.map(
+          ({ proc }) =>
+            new Promise<void>((resolve) => {
+              if (proc.exitCode !== null) return resolve();
+              proc.once('exit', () => resolve());
+              proc.send({ cmd: 'close' });
+              setTimeout(() => proc.kill('SIGKILL'), 10_000).unref();
+            }),
+        ),
+      );
+    },
+  };
+}
