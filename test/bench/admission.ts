@@ -11,10 +11,11 @@ import { UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb
 import WebSocket from 'ws';
 import { createClient } from '../../src/dynamo.js';
 import { mintToken } from '../helpers/tokens.js';
-import { pool, progress, summarize, type Summary } from './measure.js';
+import { pool, progress, sample, summarize, type Summary } from './measure.js';
+import { cpuSeconds, schedstat } from './procs.js';
 
-export function rawClient(endpoint: string): DynamoDBClient {
-  return createClient({ endpoint, requestTimeoutMs: 5000, maxAttempts: 1 });
+export function rawClient(endpoint: string, requestTimeoutMs = 5000): DynamoDBClient {
+  return createClient({ endpoint, requestTimeoutMs, maxAttempts: 1 });
 }
 
 /** The fast-path acquire of src/lease-store.ts, done directly. */
@@ -78,26 +79,35 @@ export const tokens = (prefix: string, n: number): Promise<string[]> =>
   Promise.all(Array.from({ length: n }, (_, i) => mintToken(`${prefix}-${i}`)));
 
 export interface LatencyResult {
-  rounds: number;
   raw: Summary;
   gateway: Summary;
   rawSamples: number[];
   gatewaySamples: number[];
+  /**
+   * The gateway process per admission, from /proc/<pid>/schedstat: CPU it ran,
+   * and time it sat runnable waiting for a core (the machine's contention, not its work).
+   */
+  gatewayCpuMsPerAdmission: number;
+  gatewayRunQueueMsPerAdmission: number;
+  /** The gateway's own upgrade-to-decision histogram (sigma_lease_acquire_duration_seconds), mean ms. */
+  gatewayInsideMeanMs: number;
 }
 
 /**
- * Sequential admissions, one at a time (no queueing in the figure), held
- * open until the end so releases do not overlap the measurement.
+ * Sequential operations, one at a time (no queueing in the figure),
+ * alternating raw and gateway one by one so both see the same moment of a
+ * noisy machine. Admissions are held open until the end so releases do not
+ * overlap the measurement.
  */
 export async function measureLatency(opts: {
   url: string;
   client: DynamoDBClient;
   table: string;
   count: number;
-  rounds: number;
   warmup: number;
+  gatewayPid: number;
+  metrics: () => Promise<string>;
 }): Promise<LatencyResult> {
-  const perRound = Math.ceil(opts.count / opts.rounds);
   const toks = await tokens('lat', opts.count + opts.warmup);
   const held: WebSocket[] = [];
   const raw: number[] = [];
@@ -106,32 +116,55 @@ export async function measureLatency(opts: {
     await rawAcquire(opts.client, opts.table, `lat-warm-${i}`);
     held.push((await admit(opts.url, toks[opts.count + i])).ws);
   }
-  for (let r = 0; r < opts.rounds; r++) {
-    for (let i = r * perRound; i < Math.min(opts.count, (r + 1) * perRound); i++) {
-      const t0 = performance.now();
-      await rawAcquire(opts.client, opts.table, `lat-raw-${i}`);
-      raw.push(performance.now() - t0);
-    }
-    for (let i = r * perRound; i < Math.min(opts.count, (r + 1) * perRound); i++) {
-      const a = await admit(opts.url, toks[i]);
-      if (a.type !== 'granted') throw new Error(`latency phase: expected granted, got ${a.type}`);
-      held.push(a.ws);
-      gw.push(a.ms);
-    }
-    progress(`latency: round ${r + 1}/${opts.rounds} (${gw.length} admissions)`);
+  const s0 = schedstat(opts.gatewayPid);
+  const m0 = await opts.metrics();
+  for (let i = 0; i < opts.count; i++) {
+    const t0 = performance.now();
+    await rawAcquire(opts.client, opts.table, `lat-raw-${i}`);
+    raw.push(performance.now() - t0);
+    const a = await admit(opts.url, toks[i]);
+    if (a.type !== 'granted') throw new Error(`latency phase: expected granted, got ${a.type}`);
+    held.push(a.ws);
+    gw.push(a.ms);
+    if ((i + 1) % Math.ceil(opts.count / 10) === 0) progress(`latency: ${i + 1}/${opts.count} pairs`);
   }
+  const s1 = schedstat(opts.gatewayPid);
+  const m1 = await opts.metrics();
   await closeAll(held);
-  return { rounds: opts.rounds, raw: summarize(raw), gateway: summarize(gw), rawSamples: raw, gatewaySamples: gw };
+  const inside = (m: string): [number, number] => [sample(m, 'sigma_lease_acquire_duration_seconds_sum'), sample(m, 'sigma_lease_acquire_duration_seconds_count')];
+  const [sum0, n0] = inside(m0);
+  const [sum1, n1] = inside(m1);
+  return {
+    raw: summarize(raw),
+    gateway: summarize(gw),
+    rawSamples: raw,
+    gatewaySamples: gw,
+    gatewayCpuMsPerAdmission: (s1.cpuNs - s0.cpuNs) / 1e6 / opts.count,
+    gatewayRunQueueMsPerAdmission: (s1.waitNs - s0.waitNs) / 1e6 / opts.count,
+    gatewayInsideMeanMs: ((sum1 - sum0) / (n1 - n0)) * 1000,
+  };
+}
+
+/** CPU seconds per 1000 operations, by process, over the measured rounds. */
+export interface CpuShare {
+  bench: number;
+  gateway: number;
+  dynamodbLocal: number;
+  /** CPU seconds of the three per wall second: how busy the cores were with our own work. */
+  coresBusy: number;
 }
 
 export interface ThroughputResult {
+  raw: CpuShare;
+  gatewayCpu: CpuShare;
   concurrency: number;
   rounds: number;
   rawOps: number;
   rawPerSec: number;
   gatewayOps: number;
   gatewayPerSec: number;
-  gatewayDenied: number;
+  /** Admissions that did not end in `granted` (1013 when the store did not answer in time). */
+  gatewayFailed: number;
 }
 
 /** Closed-loop load at fixed concurrency, in alternating rounds; distinct users, so always below the limit. */
@@ -141,36 +174,72 @@ export async function measureThroughput(opts: {
   table: string;
   count: number;
   rounds: number;
+  warmup: number;
   concurrency: number;
+  gatewayPid: number;
+  dynamodbPid?: number;
 }): Promise<ThroughputResult> {
   const perRound = Math.ceil(opts.count / opts.rounds);
   const toks = await tokens('tput', perRound * opts.rounds);
   let rawMs = 0;
   let gwMs = 0;
-  let denied = 0;
+  const cpu = { raw: [0, 0, 0], gateway: [0, 0, 0] };
+  const pids = [opts.gatewayPid, opts.dynamodbPid];
+  const read = (): number[] => [process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, ...pids.map((p) => (p === undefined ? NaN : cpuSeconds(p)))];
+  const book = (into: number[], before: number[]): void => read().forEach((v, i) => (into[i] += v - before[i]));
+  let failed = 0;
   const held: WebSocket[] = [];
-  for (let r = 0; r < opts.rounds; r++) {
-    let t0 = performance.now();
+  const rawRound = async (r: number): Promise<void> => {
+    const [t0, c0] = [performance.now(), read()];
     await pool(perRound, opts.concurrency, (i) => rawAcquire(opts.client, opts.table, `tput-raw-${r}-${i}`));
     rawMs += performance.now() - t0;
-    t0 = performance.now();
+    book(cpu.raw, c0);
+  };
+  const gatewayRound = async (r: number): Promise<void> => {
+    const [t0, c0] = [performance.now(), read()];
     await pool(perRound, opts.concurrency, async (i) => {
-      const a = await admit(opts.url, toks[r * perRound + i]);
-      held.push(a.ws);
-      if (a.type !== 'granted') denied++;
+      const a = await admit(opts.url, toks[r * perRound + i]).catch(() => undefined);
+      if (a) held.push(a.ws);
+      if (a?.type !== 'granted') failed++;
     });
     gwMs += performance.now() - t0;
+    book(cpu.gateway, c0);
+  };
+  // Warm both paths at full concurrency first (the JVM behind DynamoDB Local compiles its hot paths under load),
+  // then alternate which goes first so neither always meets the store right after the other's burst.
+  const warm = await tokens('tput-warm', opts.warmup);
+  await pool(opts.warmup, opts.concurrency, (i) => rawAcquire(opts.client, opts.table, `tput-warm-${i}`));
+  await pool(opts.warmup, opts.concurrency, async (i) => {
+    const a = await admit(opts.url, warm[i]).catch(() => undefined);
+    if (a) held.push(a.ws);
+  });
+  for (let r = 0; r < opts.rounds; r++) {
+    if (r % 2 === 0) {
+      await rawRound(r);
+      await gatewayRound(r);
+    } else {
+      await gatewayRound(r);
+      await rawRound(r);
+    }
     progress(`throughput: round ${r + 1}/${opts.rounds}`);
   }
   await closeAll(held);
   const ops = perRound * opts.rounds;
+  const share = (c: number[], ms: number): CpuShare => ({
+    bench: (c[0] / ops) * 1000,
+    gateway: (c[1] / ops) * 1000,
+    dynamodbLocal: (c[2] / ops) * 1000,
+    coresBusy: (c[0] + c[1] + (Number.isNaN(c[2]) ? 0 : c[2])) / (ms / 1000),
+  });
   return {
+    raw: share([cpu.raw[0], 0, cpu.raw[2]], rawMs),
+    gatewayCpu: share(cpu.gateway, gwMs),
     concurrency: opts.concurrency,
     rounds: opts.rounds,
     rawOps: ops,
     rawPerSec: ops / (rawMs / 1000),
-    gatewayOps: ops,
-    gatewayPerSec: ops / (gwMs / 1000),
-    gatewayDenied: denied,
+    gatewayOps: ops - failed,
+    gatewayPerSec: (ops - failed) / (gwMs / 1000),
+    gatewayFailed: failed,
   };
 }

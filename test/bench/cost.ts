@@ -73,22 +73,12 @@ async function step(
   };
 }
 
-/** Waits until the gateways' request counters stop moving (releases land after the close). */
-async function quiet(gateways: readonly BenchGateway[], expectReleases: number): Promise<void> {
-  const until = performance.now() + 15_000;
-  for (;;) {
-    let released = 0;
-    let active = 0;
-    for (const gw of gateways) {
-      const text = await gw.metrics();
-      released += sample(text, 'sigma_lease_release_total');
-      active += sample(text, 'sigma_streams_active');
-    }
-    if ((released >= expectReleases && active === 0) || performance.now() > until) break;
+/** Waits until the gateway has booked `expected` UpdateItem answers (a release is written after the close). */
+async function quiet(gw: BenchGateway, expected: number): Promise<void> {
+  const until = performance.now() + 30_000;
+  while (sample(await gw.metrics(), 'sigma_dynamodb_requests_total', { operation: 'UpdateItem' }) < expected && performance.now() < until) {
     await sleep(50);
   }
-  // A release is booked in the counter once DynamoDB answered; leave time for the last answers.
-  await sleep(300);
 }
 
 export async function measurePerOperation(opts: { proxy: CountingProxy; table: string; count: number }): Promise<PerOperation[]> {
@@ -99,7 +89,8 @@ export async function measurePerOperation(opts: { proxy: CountingProxy; table: s
     FENCING_MARGIN_MS: '60000',
     PING_INTERVAL_MS: '60000',
     PONG_TIMEOUT_MS: '10000',
-    ADMISSION_TIMEOUT_MS: '5000',
+    ADMISSION_TIMEOUT_MS: '10000',
+    DYNAMODB_REQUEST_TIMEOUT_MS: '5000',
   };
   const a = await startGateway({ endpoint: opts.proxy.endpoint, table: opts.table, env });
   const b = await startGateway({ endpoint: opts.proxy.endpoint, table: opts.table, env });
@@ -118,11 +109,11 @@ export async function measurePerOperation(opts: { proxy: CountingProxy; table: s
         });
       }),
     );
-    const before = sample(await a.metrics(), 'sigma_lease_release_total');
+    const before = sample(await a.metrics(), 'sigma_dynamodb_requests_total', { operation: 'UpdateItem' });
     out.push(
       await step('release (client closes)', n, both, opts.proxy, async () => {
         await closeAll(held);
-        await quiet([a], before + n);
+        await quiet(a, before + n);
       }),
     );
 

@@ -6,7 +6,7 @@
  * prefix of the `pk` in its key), so heartbeats and lease writes can be told
  * apart. Bodies are forwarded unchanged; it listens on 127.0.0.1 only.
  */
-import { Agent, createServer, request, type Server } from 'node:http';
+import { Agent, createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export type Counts = Record<string, number>;
@@ -37,6 +37,23 @@ export async function startCountingProxy(target: string): Promise<CountingProxy>
   const book = (key: string): void => {
     counts[key] = (counts[key] ?? 0) + 1;
   };
+  // A pooled upstream socket the store has just closed fails at once: retry that once on a fresh
+  // socket, so the proxy's own hiccup never becomes a client retry counted twice.
+  const forward = (req: IncomingMessage, res: ServerResponse, body: Buffer, attempt: number): void => {
+    const out = request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent: attempt === 0 ? agent : false },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
+    out.on('error', () => {
+      book('proxy_upstream_error');
+      if (attempt === 0 && !res.headersSent) forward(req, res, body, 1);
+      else res.destroy();
+    });
+    out.end(body);
+  };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -45,17 +62,11 @@ export async function startCountingProxy(target: string): Promise<CountingProxy>
       const op = String(req.headers['x-amz-target'] ?? 'none').split('.').pop()!;
       book(op);
       book(`${op}:${kindOf(body.toString())}`);
-      const out = request(
-        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent },
-        (up) => {
-          res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
-        },
-      );
-      out.on('error', () => res.destroy());
-      out.end(body);
+      forward(req, res, body, 0);
     });
   });
+  // Longer than any client's idle gap (heartbeats 5 s apart): Node's 5 s default races with them.
+  server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,

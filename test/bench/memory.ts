@@ -14,7 +14,13 @@ export interface Level {
   rssBytes: number;
   /** (RSS at this level - RSS with no connection) / connections. */
   perConnectionBytes: number;
-  heapUsedBytes?: number;
+  heapUsedBytes: number;
+  /** V8 heap reserved (used + free space in its pages, young generation included). */
+  heapTotalBytes: number;
+  /** The same after the hold window and a full GC (only at levels with one): the figure for an idle server. */
+  idleRssBytes?: number;
+  idlePerConnectionBytes?: number;
+  idleHeapUsedBytes?: number;
 }
 
 export interface SteadyWindow {
@@ -39,6 +45,8 @@ export interface Lag {
 
 export interface ServerMemory {
   baseRssBytes: number;
+  baseHeapUsedBytes: number;
+  baseHeapTotalBytes: number;
   levels: Level[];
   lag?: Lag;
   steady: SteadyWindow[];
@@ -70,6 +78,7 @@ async function settledRss(read: () => number): Promise<number> {
 interface Snapshot {
   lagMs: { p50Ms: number; p99Ms: number; maxMs: number };
   heapUsedBytes: number;
+  heapTotalBytes: number;
   /** The gateway's own sigma_dynamodb_requests_total by operation (empty for the bare server). */
   requests: Counts;
 }
@@ -83,13 +92,13 @@ interface Probe {
 }
 
 async function bareProbe(pingIntervalMs: number): Promise<Probe> {
-  const bare = await startBareServer(pingIntervalMs);
+  const bare = await startBareServer(pingIntervalMs, true);
   return {
     url: bare.url,
     pid: bare.proc.pid!,
     snapshot: async () => {
       const s = await bare.stats();
-      return { lagMs: { p50Ms: s.lagMs.p50, p99Ms: s.lagMs.p99, maxMs: s.lagMs.max }, heapUsedBytes: s.heapUsedBytes, requests: {} };
+      return { lagMs: { p50Ms: s.lagMs.p50, p99Ms: s.lagMs.p99, maxMs: s.lagMs.max }, heapUsedBytes: s.heapUsedBytes, heapTotalBytes: s.heapTotalBytes, requests: {} };
     },
     stop: bare.stop,
   };
@@ -101,14 +110,15 @@ async function gatewayProbe(opts: { proxy: CountingProxy; table: string; pingInt
   const gw = await startGateway({
     endpoint: opts.proxy.endpoint,
     table: opts.table,
+    gcProbe: true,
     env: {
       PING_INTERVAL_MS: String(opts.pingIntervalMs),
       PONG_TIMEOUT_MS: String(opts.pongTimeoutMs),
       INSTANCE_HEARTBEAT_MS: String(HEARTBEAT_MS),
       INSTANCE_TTL_MS: String(INSTANCE_TTL_MS),
       FENCING_MARGIN_MS: '5000',
-      ADMISSION_TIMEOUT_MS: '5000',
-      DYNAMODB_REQUEST_TIMEOUT_MS: '2000',
+      ADMISSION_TIMEOUT_MS: '10000',
+      DYNAMODB_REQUEST_TIMEOUT_MS: '5000',
     },
   });
   return {
@@ -125,6 +135,7 @@ async function gatewayProbe(opts: { proxy: CountingProxy; table: string; pingInt
           maxMs: sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
         },
         heapUsedBytes: sample(text, 'nodejs_heap_size_used_bytes'),
+        heapTotalBytes: sample(text, 'nodejs_heap_size_total_bytes'),
         requests,
       };
     },
@@ -153,58 +164,85 @@ export async function measureMemory(opts: {
     heartbeatMs: HEARTBEAT_MS,
     instanceTtlMs: INSTANCE_TTL_MS,
     holdSeconds: opts.holdSeconds,
-    bare: { baseRssBytes: 0, levels: [], steady: [] },
-    gateway: { baseRssBytes: 0, levels: [], steady: [] },
+    bare: { baseRssBytes: 0, baseHeapUsedBytes: 0, baseHeapTotalBytes: 0, levels: [], steady: [] },
+    gateway: { baseRssBytes: 0, baseHeapUsedBytes: 0, baseHeapTotalBytes: 0, levels: [], steady: [] },
   };
   const top = opts.levels[opts.levels.length - 1];
   const holdAt = new Set([opts.levels[0], top]);
 
-  for (const kind of ['bare', 'gateway'] as const) {
-    const server = kind === 'bare' ? await bareProbe(opts.pingIntervalMs) : await gatewayProbe(opts);
-    const out = result[kind];
-    const groups: ClientGroup[] = [];
-    try {
+  // Both servers run side by side and are measured in the same windows, so the lag baseline sees the same machine.
+  const servers = { bare: await bareProbe(opts.pingIntervalMs), gateway: await gatewayProbe(opts) };
+  const kinds = ['bare', 'gateway'] as const;
+  const groups: ClientGroup[] = [];
+  try {
+    for (const kind of kinds) {
       // Warm up the code paths (JIT, SDK, HTTP agent) so the base is a running server, not a cold one.
-      const warm = await openClients(server.url, `${kind}-warm`, 100);
+      const warm = await openClients(servers[kind].url, `${kind}-warm`, 100);
       await warm.close();
-      out.baseRssBytes = await settledRss(() => rssBytes(server.pid));
-      let open = 0;
-      for (const level of opts.levels) {
+    }
+    for (const kind of kinds) process.kill(servers[kind].pid, 'SIGUSR2');
+    for (const kind of kinds) {
+      result[kind].baseRssBytes = await settledRss(() => rssBytes(servers[kind].pid));
+      const snap = await servers[kind].snapshot();
+      result[kind].baseHeapUsedBytes = snap.heapUsedBytes;
+      result[kind].baseHeapTotalBytes = snap.heapTotalBytes;
+    }
+    const held = { bare: 0, gateway: 0 };
+    for (const level of opts.levels) {
+      for (const kind of kinds) {
         progress(`memory (${kind}): opening sockets up to ${level}`);
-        const group = await openClients(server.url, `${kind}-${level}`, level - open);
+        const want = level - held[kind];
+        const group = await openClients(servers[kind].url, `${kind}-${level}`, want);
         groups.push(group);
-        if (group.failed > 0) throw new Error(`memory (${kind}): ${group.failed} sockets were not granted`);
-        open = level;
-        const rss = await settledRss(() => rssBytes(server.pid));
-        const snap = await server.snapshot();
-        out.levels.push({ connections: level, rssBytes: rss, perConnectionBytes: (rss - out.baseRssBytes) / level, heapUsedBytes: snap.heapUsedBytes });
-        if (!holdAt.has(level)) continue;
-
-        progress(`memory (${kind}): holding ${level} idle sockets for ${opts.holdSeconds} s`);
-        // Taking a snapshot resets the lag histogram (prom-client and the bare server alike): the window starts now.
-        const before = await server.snapshot();
-        const proxyBefore = opts.proxy.snapshot();
-        const t0 = performance.now();
-        await sleep(opts.holdSeconds * 1000);
-        const seconds = (performance.now() - t0) / 1000;
-        const after = await server.snapshot();
-        if (level === top) out.lag = { connections: level, seconds, ...after.lagMs };
-        if (kind === 'bare') continue;
-        const proxy = diff(opts.proxy.snapshot(), proxyBefore);
-        const writes = WRITE_OPS.reduce((s, op) => s + (proxy[op] ?? 0), 0);
-        out.steady.push({
-          connections: level,
-          seconds,
-          proxy,
-          gateway: diff(after.requests, before.requests),
-          writes,
-          writesPerStreamHour: writes / (level * (seconds / 3600)),
+        if (group.granted < want * 0.95) throw new Error(`memory (${kind}): only ${group.granted} of ${want} sockets were granted`);
+        // Figures are per socket actually held (a refused one is closed by the server).
+        held[kind] += group.granted;
+      }
+      for (const kind of kinds) {
+        const rss = await settledRss(() => rssBytes(servers[kind].pid));
+        const snap = await servers[kind].snapshot();
+        result[kind].levels.push({
+          connections: held[kind],
+          rssBytes: rss,
+          perConnectionBytes: (rss - result[kind].baseRssBytes) / held[kind],
+          heapUsedBytes: snap.heapUsedBytes,
+          heapTotalBytes: snap.heapTotalBytes,
         });
       }
-    } finally {
-      await Promise.all(groups.map((g) => g.close()));
-      await server.stop();
+      if (!holdAt.has(level)) continue;
+
+      progress(`memory: holding ${held.gateway} + ${held.bare} idle sockets for ${opts.holdSeconds} s`);
+      // A snapshot resets the lag histogram (prom-client and the bare server alike): the window starts now.
+      const before = { bare: await servers.bare.snapshot(), gateway: await servers.gateway.snapshot() };
+      const proxyBefore = opts.proxy.snapshot();
+      const t0 = performance.now();
+      await sleep(opts.holdSeconds * 1000);
+      const seconds = (performance.now() - t0) / 1000;
+      const after = { bare: await servers.bare.snapshot(), gateway: await servers.gateway.snapshot() };
+      // RSS again after the idle window and one full GC in each server (gc-probe.mjs): what the sockets
+      // themselves hold, without the heap headroom the admission burst left behind.
+      for (const kind of kinds) process.kill(servers[kind].pid, 'SIGUSR2');
+      for (const kind of kinds) {
+        const entry = result[kind].levels[result[kind].levels.length - 1];
+        entry.idleRssBytes = await settledRss(() => rssBytes(servers[kind].pid));
+        entry.idlePerConnectionBytes = (entry.idleRssBytes - result[kind].baseRssBytes) / entry.connections;
+        entry.idleHeapUsedBytes = (await servers[kind].snapshot()).heapUsedBytes;
+      }
+      if (level === top) for (const kind of kinds) result[kind].lag = { connections: held[kind], seconds, ...after[kind].lagMs };
+      const proxy = diff(opts.proxy.snapshot(), proxyBefore);
+      const writes = WRITE_OPS.reduce((s, op) => s + (proxy[op] ?? 0), 0);
+      result.gateway.steady.push({
+        connections: held.gateway,
+        seconds,
+        proxy,
+        gateway: diff(after.gateway.requests, before.gateway.requests),
+        writes,
+        writesPerStreamHour: writes / (held.gateway * (seconds / 3600)),
+      });
     }
+  } finally {
+    await Promise.all(groups.map((g) => g.close()));
+    await Promise.all(kinds.map((k) => servers[k].stop()));
   }
   return result;
 }

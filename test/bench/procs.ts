@@ -3,7 +3,7 @@
  * can kill them all: normal end, an exception, Ctrl-C or SIGTERM. No java or
  * node process outlives the bench.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { freePort, startDynamoLocal, type DynamoLocal } from '../helpers/dynamodb-local.js';
@@ -62,6 +62,32 @@ async function waitFor<T>(what: string, check: () => Promise<T | undefined>, pro
   }
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+/** /proc/<pid>/schedstat: nanoseconds on a CPU, and nanoseconds runnable but waiting for one. */
+export function schedstat(pid: number): { cpuNs: number; waitNs: number } {
+  const [cpuNs, waitNs] = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+  return { cpuNs, waitNs };
+}
+
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** Pid of this process's DynamoDB Local (its java child), for CPU accounting. */
+export function javaChildPid(): number | undefined {
+  const out = spawnSync('ps', ['-o', 'pid=,comm=', '--ppid', String(process.pid)], { encoding: 'utf8' }).stdout;
+  const line = out.split('\n').find((l) => l.trim().endsWith('java'));
+  return line === undefined ? undefined : Number(line.trim().split(/\s+/)[0]);
+}
+
+/** node flags that load gc-probe.mjs: SIGUSR2 then runs a full GC in that process. */
+export const GC_PROBE_ARGS = ['--expose-gc', '--import', new URL('./gc-probe.mjs', import.meta.url).href];
+
 export interface BenchGateway {
   readonly proc: ChildProcess;
   readonly url: string;
@@ -78,7 +104,7 @@ export interface BenchGateway {
  * built once at bench start), its own process, ports chosen here so the logs
  * can go to /dev/null at the production level (info).
  */
-export async function startGateway(opts: { endpoint: string; table: string; env?: Record<string, string> }): Promise<BenchGateway> {
+export async function startGateway(opts: { endpoint: string; table: string; env?: Record<string, string>; gcProbe?: boolean }): Promise<BenchGateway> {
   const [port, opsPort] = [await freePort(), await freePort()];
   const env = await gatewayEnv({
     endpoint: opts.endpoint,
@@ -86,7 +112,7 @@ export async function startGateway(opts: { endpoint: string; table: string; env?
     env: { NODE_ENV: 'production', LOG_LEVEL: 'info', PORT: String(port), OPS_PORT: String(opsPort), ...opts.env },
   });
   const proc = track(
-    spawn(process.execPath, ['dist/main.js'], {
+    spawn(process.execPath, [...(opts.gcProbe ? GC_PROBE_ARGS : []), 'dist/main.js'], {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -122,15 +148,15 @@ export async function startGateway(opts: { endpoint: string; table: string; env?
 export interface BareServer {
   readonly proc: ChildProcess;
   readonly url: string;
-  stats(): Promise<{ rssBytes: number; heapUsedBytes: number; connections: number; lagMs: { p50: number; p99: number; max: number } }>;
+  stats(): Promise<{ rssBytes: number; heapUsedBytes: number; heapTotalBytes: number; connections: number; lagMs: { p50: number; p99: number; max: number } }>;
   stop(): Promise<void>;
 }
 
 /** The bare `ws` server (bare-ws-server.mjs), plain node, own process. */
-export async function startBareServer(pingIntervalMs: number): Promise<BareServer> {
+export async function startBareServer(pingIntervalMs: number, gcProbe = false): Promise<BareServer> {
   const script = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url));
   const proc = track(
-    fork(script, [], { env: { ...process.env, PING_INTERVAL_MS: String(pingIntervalMs) }, execArgv: [], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] }),
+    fork(script, [], { env: { ...process.env, PING_INTERVAL_MS: String(pingIntervalMs) }, execArgv: gcProbe ? GC_PROBE_ARGS : [], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] }),
   );
   const port = await new Promise<number>((resolve, reject) => {
     proc.stdout!.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));
