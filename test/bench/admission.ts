@@ -13,6 +13,7 @@ import { createClient } from '../../src/dynamo.js';
 import { mintToken } from '../helpers/tokens.js';
 import { pool, progress, sample, summarize, type Summary } from './measure.js';
 import { cpuSeconds, schedstat } from './procs.js';
+import { closeAll } from './sockets.js';
 
 export function rawClient(endpoint: string, requestTimeoutMs = 5000): DynamoDBClient {
   return createClient({ endpoint, requestTimeoutMs, maxAttempts: 1 });
@@ -60,19 +61,6 @@ export function admit(url: string, token: string, device = 'tv'): Promise<Admiss
       resolve({ ws, ms, type: (JSON.parse(data.toString()) as { type: string }).type });
     });
   });
-}
-
-export function closeAll(sockets: readonly WebSocket[]): Promise<void> {
-  return Promise.all(
-    sockets.map(
-      (ws) =>
-        new Promise<void>((resolve) => {
-          if (ws.readyState === WebSocket.CLOSED) return resolve();
-          ws.once('close', () => resolve());
-          ws.close(1000);
-        }),
-    ),
-  ).then(() => undefined);
 }
 
 export const tokens = (prefix: string, n: number): Promise<string[]> =>

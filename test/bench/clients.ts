@@ -10,6 +10,7 @@
  */
 import WebSocket from 'ws';
 import { mintToken } from '../helpers/tokens.js';
+import { closeAll } from './sockets.js';
 
 export interface OpenOrder {
   url: string;
@@ -53,24 +54,14 @@ async function open(order: OpenOrder): Promise<void> {
   process.send!({ type: 'opened', granted, failed, ms: performance.now() - started });
 }
 
-async function closeAll(): Promise<void> {
-  await Promise.all(
-    sockets.map(
-      (ws) =>
-        new Promise<void>((resolve) => {
-          if (ws.readyState === WebSocket.CLOSED) return resolve();
-          ws.once('close', () => resolve());
-          ws.close(1000);
-          setTimeout(() => (ws.terminate(), resolve()), 3000).unref();
-        }),
-    ),
-  );
+async function closeAndExit(): Promise<void> {
+  await closeAll(sockets);
   process.send!({ type: 'closed' }, () => process.exit(0));
 }
 
 process.on('message', (msg: { cmd: string } & OpenOrder) => {
   if (msg.cmd === 'open') void open(msg);
-  if (msg.cmd === 'close') void closeAll();
+  if (msg.cmd === 'close') void closeAndExit();
 });
 // The parent died: nothing must be left behind.
 process.on('disconnect', () => process.exit(0));

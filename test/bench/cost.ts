@@ -8,10 +8,11 @@
 import { BatchWriteItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type WebSocket from 'ws';
 import { mintToken } from '../helpers/tokens.js';
-import { admit, closeAll, tokens } from './admission.js';
+import { admit, tokens } from './admission.js';
 import { diff, type CountingProxy, type Counts } from './count-proxy.js';
 import { pool, progress, sample, sleep } from './measure.js';
 import { startGateway, type BenchGateway } from './procs.js';
+import { closeAll } from './sockets.js';
 
 const OPS = ['UpdateItem', 'PutItem', 'DeleteItem', 'GetItem', 'BatchGetItem'];
 

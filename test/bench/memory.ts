@@ -219,6 +219,8 @@ export async function measureMemory(opts: {
       await sleep(opts.holdSeconds * 1000);
       const seconds = (performance.now() - t0) / 1000;
       const after = { bare: await servers.bare.snapshot(), gateway: await servers.gateway.snapshot() };
+      // The proxy's books close with the window, before the slow RSS reads below (a heartbeat lands every 5 s).
+      const proxy = diff(opts.proxy.snapshot(), proxyBefore);
       // RSS again after the idle window and one full GC in each server (gc-probe.mjs): what the sockets
       // themselves hold, without the heap headroom the admission burst left behind.
       for (const kind of kinds) process.kill(servers[kind].pid, 'SIGUSR2');
@@ -229,7 +231,6 @@ export async function measureMemory(opts: {
         entry.idleHeapUsedBytes = (await servers[kind].snapshot()).heapUsedBytes;
       }
       if (level === top) for (const kind of kinds) result[kind].lag = { connections: held[kind], seconds, ...after[kind].lagMs };
-      const proxy = diff(opts.proxy.snapshot(), proxyBefore);
       const writes = WRITE_OPS.reduce((s, op) => s + (proxy[op] ?? 0), 0);
       result.gateway.steady.push({
         connections: held.gateway,
