@@ -32,6 +32,9 @@ export interface SteadyWindow {
   gateway: Counts;
   writes: number;
   writesPerStreamHour: number;
+  /** Times the gateway fenced itself in the window (then it is no steady state), and streams left at its end. */
+  fencings: number;
+  streamsAtEnd: number;
 }
 
 export interface Lag {
@@ -79,6 +82,9 @@ interface Snapshot {
   lagMs: { p50Ms: number; p99Ms: number; maxMs: number };
   heapUsedBytes: number;
   heapTotalBytes: number;
+  /** Gateway only: sigma_fencing_events_total and sigma_streams_active (0 for the bare server). */
+  fencings: number;
+  streams: number;
   /** The gateway's own sigma_dynamodb_requests_total by operation (empty for the bare server). */
   requests: Counts;
 }
@@ -98,7 +104,7 @@ async function bareProbe(pingIntervalMs: number): Promise<Probe> {
     pid: bare.proc.pid!,
     snapshot: async () => {
       const s = await bare.stats();
-      return { lagMs: { p50Ms: s.lagMs.p50, p99Ms: s.lagMs.p99, maxMs: s.lagMs.max }, heapUsedBytes: s.heapUsedBytes, heapTotalBytes: s.heapTotalBytes, requests: {} };
+      return { lagMs: { p50Ms: s.lagMs.p50, p99Ms: s.lagMs.p99, maxMs: s.lagMs.max }, heapUsedBytes: s.heapUsedBytes, heapTotalBytes: s.heapTotalBytes, fencings: 0, streams: s.connections, requests: {} };
     },
     stop: bare.stop,
   };
@@ -136,6 +142,8 @@ async function gatewayProbe(opts: { proxy: CountingProxy; table: string; pingInt
         },
         heapUsedBytes: sample(text, 'nodejs_heap_size_used_bytes'),
         heapTotalBytes: sample(text, 'nodejs_heap_size_total_bytes'),
+        fencings: sample(text, 'sigma_fencing_events_total'),
+        streams: sample(text, 'sigma_streams_active'),
         requests,
       };
     },
@@ -241,6 +249,8 @@ export async function measureMemory(opts: {
         gateway: diff(after.gateway.requests, before.gateway.requests),
         writes,
         writesPerStreamHour: writes / (held.gateway * (seconds / 3600)),
+        fencings: after.gateway.fencings - before.gateway.fencings,
+        streamsAtEnd: after.gateway.streams,
       });
     }
   } finally {
