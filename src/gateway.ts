@@ -414,8 +414,11 @@ export class Gateway implements SessionOwner {
   /** Every socket of the fenced instance goes with 4408; its leases die with its instance item. */
   onFenced(oldInstanceId: string): void {
     for (const session of this.#sessions) {
-      if (session.state === 'closed') continue;
-      this.end(session, CLOSE.LEASE_LOST, 'lease lost: gateway lost contact with the lease store', 'fenced', false);
+      if (session.state === 'leased') {
+        this.end(session, CLOSE.LEASE_LOST, 'lease lost: gateway lost contact with the lease store', 'fenced', false);
+      } else if (session.state === 'admitting') {
+        this.end(session, CLOSE.TRY_LATER, 'lease store unavailable, try again later');
+      }
     }
     this.#log.warn('fenced sessions closed', { instanceId: oldInstanceId });
   }
@@ -432,14 +435,15 @@ export class Gateway implements SessionOwner {
     clearTimeout(this.#sweepTimer);
     const sessions = [...this.#sessions].filter((s) => s.state !== 'closed');
     this.#log.info('draining', { sessions: sessions.length, windowMs });
-    const stepMs = 20;
-    const steps = Math.max(1, Math.floor(windowMs / stepMs));
-    const perStep = Math.ceil(sessions.length / steps);
-    for (let i = 0; i < sessions.length; i += perStep) {
-      for (const session of sessions.slice(i, i + perStep)) {
+    // At most one batch every 20 ms; a handful of sockets get one gap each.
+    const batches = Math.max(1, Math.min(sessions.length, Math.floor(windowMs / 20)));
+    const perBatch = Math.ceil(sessions.length / batches);
+    const gapMs = windowMs / batches;
+    for (let i = 0; i < sessions.length; i += perBatch) {
+      for (const session of sessions.slice(i, i + perBatch)) {
         this.end(session, CLOSE.RESTART, 'gateway restarting, reconnect', 'shutdown');
       }
-      if (i + perStep < sessions.length) await new Promise((r) => setTimeout(r, stepMs));
+      if (i + perBatch < sessions.length) await new Promise((r) => setTimeout(r, gapMs));
     }
     // Sessions still admitting when the drain began end through #admit's own check.
     await this.settle(this.#cfg.admissionTimeoutMs + 1000);

@@ -70,7 +70,8 @@ export class InstanceLease {
 
   /** The store answered recently enough that new admissions are worth trying. */
   get healthy(): boolean {
-    return this.live && this.heartbeatAgeMs() <= 2 * this.#t.instanceHeartbeatMs + 1000;
+    const hb = this.#t.instanceHeartbeatMs;
+    return this.live && this.heartbeatAgeMs() <= Math.min(2 * hb + 1000, this.#dangerAfterMs - hb);
   }
 
   get #dangerAfterMs(): number {

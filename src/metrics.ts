@@ -1,15 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Reasons a lease is given back; bounded, so safe as a label. */
-export type ReleaseReason =
-  | 'client_close'
-  | 'ping_timeout'
-  | 'replaced'
-  | 'revoked'
-  | 'shutdown'
-  | 'fenced'
-  | 'lost'
-  | 'error';
+export const RELEASE_REASONS = ['client_close', 'ping_timeout', 'replaced', 'revoked', 'shutdown', 'fenced', 'lost'] as const;
+export type ReleaseReason = (typeof RELEASE_REASONS)[number];
 
 export type AcquireResult = 'granted' | 'denied' | 'error';
 
@@ -93,6 +86,9 @@ export class Metrics {
       labelNames: ['code'],
       registers,
     });
+    // Start every bounded series at 0 so rate() and dashboards see them before the first event.
+    for (const result of ['granted', 'denied', 'error'] as const) this.acquireTotal.labels(result);
+    for (const reason of RELEASE_REASONS) this.releaseTotal.labels(reason);
     this.fencingTotal = new Counter({
       name: 'sigma_fencing_events_total',
       help: 'Times this process fenced itself (closed its sockets with 4408) and started a new instance.',
