@@ -71,6 +71,8 @@ export function createClient(opts: DynamoOptions): DynamoDBClient {
     requestHandler: {
       connectionTimeout: opts.requestTimeoutMs,
       requestTimeout: opts.requestTimeoutMs,
+      // Without this the SDK only logs a warning and keeps waiting.
+      throwOnRequestTimeout: true,
       httpAgent: new HttpAgent(agentOptions),
       httpsAgent: new HttpsAgent(agentOptions),
     },
@@ -101,7 +103,8 @@ export async function send<T>(
     const outcome = signal?.aborted ? 'timeout' : classify(err);
     metrics.dynamodbRequests.inc({ operation, outcome });
     if (outcome === 'conditional_failed') throw err;
-    throw new StoreUnavailableError(`DynamoDB ${operation} failed: ${outcome}`, outcome, { cause: err });
+    const detail = err instanceof Error ? ` (${err.name}: ${err.message.slice(0, 200)})` : '';
+    throw new StoreUnavailableError(`DynamoDB ${operation} failed: ${outcome}${detail}`, outcome, { cause: err });
   }
 }
 

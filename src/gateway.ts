@@ -79,6 +79,7 @@ export class Gateway implements SessionOwner {
   readonly #pending = new Set<Promise<unknown>>();
   #draining = false;
   #sweepTimer: NodeJS.Timeout | undefined;
+  #reconcileTimer: NodeJS.Timeout | undefined;
 
   constructor(deps: GatewayDeps) {
     this.#cfg = deps.config;
@@ -98,6 +99,7 @@ export class Gateway implements SessionOwner {
       handleProtocols: (protocols) => (protocols.has(APP_PROTOCOL) ? APP_PROTOCOL : false),
     });
     this.#scheduleSweep('ping', this.#cfg.pingIntervalMs);
+    this.#scheduleReconcile();
   }
 
   get draining(): boolean {
@@ -198,18 +200,24 @@ export class Gateway implements SessionOwner {
     this.#metrics.admissionsInFlight.inc();
     this.#track(attempt.finally(() => this.#metrics.admissionsInFlight.dec()).catch(() => {}));
     let outcome: Awaited<typeof attempt> | 'timeout';
+    let failure: unknown;
     try {
       outcome = await Promise.race([attempt, deadline]);
     } catch (err) {
       outcome = 'timeout';
-      if (!(err instanceof StoreUnavailableError)) log.error('admission failed', { err });
+      failure = err;
     } finally {
       clearTimeout(timer);
     }
 
     if (outcome === 'timeout') {
       this.#metrics.acquireTotal.inc({ result: 'error' });
-      log.warn('admission failed: lease store unavailable', { afterMs: Math.round(performance.now() - started) });
+      const afterMs = Math.round(performance.now() - started);
+      if (failure === undefined || failure instanceof StoreUnavailableError) {
+        log.warn('admission failed: lease store unavailable', { afterMs, err: failure ?? 'admission deadline passed' });
+      } else {
+        log.error('admission failed', { afterMs, err: failure });
+      }
       this.#releaseEventually(request.userId, request.deviceId, request.leaseId, instanceId);
       this.end(session, CLOSE.TRY_LATER, 'lease store unavailable, try again later');
       return;
@@ -409,6 +417,45 @@ export class Gateway implements SessionOwner {
     this.#scheduleSweep('ping', Math.max(0, this.#cfg.pingIntervalMs - this.#cfg.pongTimeoutMs));
   }
 
+  // ---- reconcile: the backstop for a lost mailbox write ---------------------
+
+  #scheduleReconcile(): void {
+    this.#reconcileTimer = setTimeout(() => {
+      void this.reconcile()
+        .catch((err: unknown) => this.#log.warn('reconcile failed; next round retries', { err }))
+        .finally(() => !this.#draining && this.#scheduleReconcile());
+    }, this.#cfg.reconcileIntervalMs);
+    this.#reconcileTimer.unref();
+  }
+
+  /**
+   * Reads the user items of every leased session here and closes the sockets
+   * whose lease is no longer in the store (kicked: 4403; taken by the same
+   * device elsewhere: 4409). A mailbox note that was lost therefore leaves a
+   * socket playing without a lease for at most RECONCILE_INTERVAL_MS.
+   * Costs one BatchGetItem per 100 users with a stream here.
+   */
+  async reconcile(): Promise<number> {
+    const leased = [...this.#byLease.values()];
+    if (leased.length === 0) return 0;
+    const users = await this.#store.readUsers(
+      [...new Set(leased.map((s) => s.userId))],
+      AbortSignal.timeout(Math.max(this.#cfg.admissionTimeoutMs, 5000)),
+    );
+    let closed = 0;
+    for (const session of leased) {
+      if (session.state !== 'leased' || session.leaseId === undefined) continue;
+      const entry = users.get(session.userId)?.get(session.deviceId);
+      if (entry?.leaseId === session.leaseId) continue;
+      // Re-check: the session may have been granted while we were reading.
+      if (this.#byLease.get(session.leaseId) !== session) continue;
+      const code = entry === undefined ? CLOSE.REVOKED.code : CLOSE.REPLACED.code;
+      this.#log.warn('reconcile: socket has no lease in the store', { userId: session.userId, deviceId: session.deviceId, code });
+      if (this.revokeLocal(session.leaseId, code, 'reconcile')) closed++;
+    }
+    return closed;
+  }
+
   // ---- instance events ------------------------------------------------------
 
   /** Every socket of the fenced instance goes with 4408; its leases die with its instance item. */
@@ -433,6 +480,7 @@ export class Gateway implements SessionOwner {
   async drain(windowMs: number): Promise<void> {
     this.#draining = true;
     clearTimeout(this.#sweepTimer);
+    clearTimeout(this.#reconcileTimer);
     const sessions = [...this.#sessions].filter((s) => s.state !== 'closed');
     this.#log.info('draining', { sessions: sessions.length, windowMs });
     // At most one batch every 20 ms; a handful of sockets get one gap each.
@@ -460,6 +508,7 @@ export class Gateway implements SessionOwner {
 
   close(): void {
     clearTimeout(this.#sweepTimer);
+    clearTimeout(this.#reconcileTimer);
     this.#wss.close();
   }
 }

@@ -275,6 +275,29 @@ export class LeaseStore {
     }
   }
 
+  /**
+   * Lease entries of many users (the reconcile backstop), keyed by user id.
+   * Strongly consistent, 100 keys a request.
+   */
+  async readUsers(userIds: readonly string[], signal?: AbortSignal): Promise<Map<string, Map<string, Lease>>> {
+    const out = new Map<string, Map<string, Lease>>();
+    let keys = userIds.map(userKey);
+    while (keys.length > 0) {
+      const batch = keys.slice(0, 100);
+      keys = keys.slice(100);
+      const res = await this.#send<BatchGetItemCommandOutput>(
+        'BatchGetItem',
+        new BatchGetItemCommand({ RequestItems: { [this.#table]: { Keys: batch, ConsistentRead: true } } }),
+        signal,
+      );
+      for (const item of res.Responses?.[this.#table] ?? []) out.set(item.pk.S!.slice('user#'.length), leasesOf(item));
+      const unprocessed = res.UnprocessedKeys?.[this.#table]?.Keys;
+      if (unprocessed?.length) keys = keys.concat(unprocessed);
+    }
+    for (const userId of userIds) if (!out.has(userId)) out.set(userId, new Map());
+    return out;
+  }
+
   /** Live leases of a user, oldest first. */
   async listLive(userId: string, signal?: AbortSignal): Promise<Lease[]> {
     const entries = leasesOf(await this.readUser(userId, signal));

@@ -37,6 +37,8 @@ export interface GatewayEnvOptions {
   table?: string;
   endpoint?: string;
   env?: Record<string, string>;
+  /** Entry file for child processes (a mutant copy in negative controls). */
+  entry?: string;
 }
 
 export async function gatewayEnv(opts: GatewayEnvOptions = {}): Promise<Record<string, string>> {
@@ -102,7 +104,7 @@ export interface ChildGateway {
 /** A gateway child process (`node --import tsx src/main.ts`); resolves once it listens. */
 export async function spawnGateway(opts: GatewayEnvOptions = {}): Promise<ChildGateway> {
   const env = await gatewayEnv({ ...opts, env: { LOG_LEVEL: 'info', ...opts.env } });
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const proc = spawn(process.execPath, ['--import', 'tsx', opts.entry ?? 'src/main.ts'], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
