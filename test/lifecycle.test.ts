@@ -40,18 +40,19 @@ describe('process lifecycle', () => {
   test('/readyz turns 503 at once when draining, and new upgrades get 503', async () => {
     const gw = await startGateway({ env: { DRAIN_MS: '1500' } });
     const token = await mintToken('rita');
-    const d = connect(gw.url, { token, device: 'tv' });
-    await d.decision;
+    // Two sockets: their closes are spread over the window, so the gateway is still draining below.
+    const devices = ['tv', 'phone'].map((device) => connect(gw.url, { token, device }));
+    await Promise.all(devices.map((d) => d.decision));
     assert.equal((await fetch(`${gw.opsUrl}/readyz`)).status, 200);
     assert.equal((await fetch(`${gw.opsUrl}/healthz`)).status, 200);
     const stopping = gw.stop();
+    const late = connect(gw.url, { token, device: 'laptop' });
+    const refused = new Promise<number>((resolve) => late.ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
     const ready = await fetch(`${gw.opsUrl}/readyz`);
     assert.equal(ready.status, 503);
     assert.match(await ready.text(), /draining/);
-    const late = connect(gw.url, { token, device: 'phone' });
-    const refused = await new Promise<number>((resolve) => late.ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
-    assert.equal(refused, 503);
-    assert.equal((await d.closed).code, 1012);
+    assert.equal(await refused, 503);
+    assert.deepEqual((await Promise.all(devices.map((d) => d.closed))).map((c) => c.code), [1012, 1012]);
     await stopping;
   });
 
