@@ -100,7 +100,9 @@ export async function send<T>(
     metrics.dynamodbRequests.inc({ operation, outcome: 'ok' });
     return out;
   } catch (err) {
-    const outcome = signal?.aborted ? 'timeout' : classify(err);
+    // A condition failure that arrives as the deadline fires is still a condition failure.
+    const classified = classify(err);
+    const outcome = classified === 'conditional_failed' || !signal?.aborted ? classified : 'timeout';
     metrics.dynamodbRequests.inc({ operation, outcome });
     if (outcome === 'conditional_failed') throw err;
     const detail = err instanceof Error ? ` (${err.name}: ${err.message.slice(0, 200)})` : '';

@@ -32,6 +32,8 @@ export interface FaultProxy {
   readonly endpoint: string;
   /** Requests seen, by operation (UpdateItem, GetItem, ...), faults included. */
   readonly counts: Map<string, number>;
+  /** Requests that touched a user item (lease reads and writes, not heartbeats). */
+  userRequests(): number;
   set(mode: FaultMode, opts?: FaultOptions): void;
   total(): number;
   resetCounts(): void;
@@ -56,6 +58,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   let opts: FaultOptions = {};
   let remaining = Number.POSITIVE_INFINITY;
   const counts = new Map<string, number>();
+  let userRequests = 0;
   const sockets = new Set<Socket>();
   const held = new Set<ServerResponse>();
 
@@ -90,6 +93,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       const body = Buffer.concat(chunks);
       const op = String(req.headers['x-amz-target'] ?? 'unknown').split('.').pop() ?? 'unknown';
       counts.set(op, (counts.get(op) ?? 0) + 1);
+      if (body.includes('"user#')) userRequests++;
       const fault = faultFor(op);
       const reply = (status: number, headers: IncomingMessage['headers'], data: Buffer): void => {
         if (res.destroyed) return;
@@ -134,6 +138,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   return {
     endpoint: `http://127.0.0.1:${port}`,
     counts,
+    userRequests: () => userRequests,
     set(next, nextOpts = {}) {
       mode = next;
       opts = nextOpts;
@@ -141,7 +146,10 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       if (next === 'pass') for (const res of held) res.destroy();
     },
     total: () => [...counts.values()].reduce((a, b) => a + b, 0),
-    resetCounts: () => counts.clear(),
+    resetCounts: () => {
+      counts.clear();
+      userRequests = 0;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
