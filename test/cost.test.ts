@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { connect, eventually } from './helpers/devices.js';
+import { connect, eventually, type Device } from './helpers/devices.js';
 import { dynamoEndpoint } from './helpers/dynamodb-local.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { newTable, startGateway, type TestGateway } from './helpers/gateway.js';
@@ -105,7 +105,7 @@ describe('DynamoDB requests per step', () => {
       return beatProxy.total();
     };
     const idle = await window();
-    const devices = [];
+    const devices: Device[] = [];
     for (let i = 0; i < 40; i++) {
       const d = connect(beating.url, { token: await mintToken(`viewer-${i}`), device: 'tv' });
       assert.equal((await d.decision).type, 'granted');

@@ -39,6 +39,19 @@ async function guarded(env: Record<string, string>): Promise<Guarded> {
   return { gw, proxy, control };
 }
 
+async function stopGuarded(g: Guarded): Promise<void> {
+  await g.control.close();
+  await g.gw.stop();
+  await g.proxy.close();
+}
+
+/** A guarded gateway for one test, stopped when the test ends. */
+async function guardedFor(t: { after(fn: () => Promise<void>): void }, env: Record<string, string>): Promise<Guarded> {
+  const g = await guarded(env);
+  t.after(() => stopGuarded(g));
+  return g;
+}
+
 async function assertControlAlive(g: Guarded): Promise<void> {
   if (g.control.ws.readyState !== WebSocket.OPEN) {
     const close = await g.control.closed;
@@ -83,11 +96,7 @@ describe('hostile input at the edge', () => {
     g = await guarded({ HANDSHAKE_TIMEOUT_MS: '1000', MESSAGE_RATE_PER_SOCKET: '5', MESSAGE_BURST_PER_SOCKET: '20', PING_INTERVAL_MS: '3000', PONG_TIMEOUT_MS: '2000' });
   });
   afterEach(() => assertControlAlive(g));
-  after(async () => {
-    await g.control.close();
-    await g.gw.stop();
-    await g.proxy.close();
-  });
+  after(() => stopGuarded(g));
 
   test('evil and look-alike origins get 403 before any store work; listed and absent origins pass', async () => {
     const token = await mintToken('olivia');
@@ -239,11 +248,7 @@ describe('connection floods and blocklist', () => {
       TRUSTED_PROXY_HOPS: '0',
     });
   });
-  after(async () => {
-    await g.control.close();
-    await g.gw.stop();
-    await g.proxy.close();
-  });
+  after(() => stopGuarded(g));
 
   test('per-IP flood: 429 with Retry-After before the upgrade, then a temporary block; no store requests', async () => {
     await new Promise((r) => setTimeout(r, 2100)); // the control device's own connect refilled
@@ -296,12 +301,7 @@ describe('connection floods and blocklist', () => {
 
 describe('behind a trusted proxy', () => {
   test('X-Forwarded-For is believed for the configured number of hops only', async (t) => {
-    const g = await guarded({ CONNECT_RATE_PER_IP: '1', CONNECT_BURST_PER_IP: '2', TRUSTED_PROXY_HOPS: '1' });
-    t.after(async () => {
-      await g.control.close();
-      await g.gw.stop();
-      await g.proxy.close();
-    });
+    const g = await guardedFor(t, { CONNECT_RATE_PER_IP: '1', CONNECT_BURST_PER_IP: '2', TRUSTED_PROXY_HOPS: '1' });
     const url = `${g.gw.url}/v1/lease?device=tv`;
     // Each client seen by our ingress has its own bucket...
     for (let i = 0; i < 5; i++) assert.equal((await upgradeStatus(url, { 'X-Forwarded-For': `198.51.100.${i}` })).status, 101);
@@ -314,12 +314,7 @@ describe('behind a trusted proxy', () => {
 
 describe('sockets and their limits', () => {
   test('MAX_CONNECTIONS: one socket more gets 503 before the upgrade', async (t) => {
-    const g = await guarded({ MAX_CONNECTIONS: '2' });
-    t.after(async () => {
-      await g.control.close();
-      await g.gw.stop();
-      await g.proxy.close();
-    });
+    const g = await guardedFor(t, { MAX_CONNECTIONS: '2' });
     const second = connect(g.gw.url, { token: await mintToken('p'), device: 'tv' });
     await second.decision;
     const third = await upgradeStatus(`${g.gw.url}/v1/lease?device=x`, {});
@@ -329,12 +324,7 @@ describe('sockets and their limits', () => {
   });
 
   test('token expiry: 4401 at exp without re-auth; a fresh token for the same user keeps the socket', async (t) => {
-    const g = await guarded({});
-    t.after(async () => {
-      await g.control.close();
-      await g.gw.stop();
-      await g.proxy.close();
-    });
+    const g = await guardedFor(t, {});
     const short = await mintToken('ursula', { expiresIn: 2 });
     const lapsing = connect(g.gw.url, { token: short, device: 'tv' });
     const renewing = connect(g.gw.url, { token: short, device: 'phone' });
@@ -356,12 +346,7 @@ describe('sockets and their limits', () => {
   });
 
   test('a token bound to a device (device_id claim) is refused for another device', async (t) => {
-    const g = await guarded({});
-    t.after(async () => {
-      await g.control.close();
-      await g.gw.stop();
-      await g.proxy.close();
-    });
+    const g = await guardedFor(t, {});
     const token = await mintToken('vicky', { claims: { device_id: 'tv' } });
     const wrong = connect(g.gw.url, { token, device: 'phone' });
     assert.equal((await wrong.closed).code, 4401);

@@ -60,9 +60,9 @@ export function rawConnect(port: number, path: string, headers: Record<string, s
   return new Promise((resolve, reject) => {
     const socket = tcpConnect(port, '127.0.0.1');
     const frames: RawFrame[] = [];
-    let head = Buffer.alloc(0);
+    let head: Buffer = Buffer.alloc(0);
     let upgraded = false;
-    let rest = Buffer.alloc(0);
+    let rest: Buffer = Buffer.alloc(0);
     const ended = new Promise<{ closeCode?: number; reason?: string }>((resolveEnd) => {
       socket.on('close', () => {
         const close = frames.find((f) => f.opcode === 0x8);
