@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 import { eventually, type Device } from './helpers/devices.js';
 import { mutantEntry, Recorder, startCluster, type Cluster } from './helpers/cluster.js';
-import { FAST_TIMINGS, leaseEntries } from './helpers/gateway.js';
+import { FAST_TIMINGS, leaseEntries, metric } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const HEARTBEAT = Number(FAST_TIMINGS.INSTANCE_HEARTBEAT_MS);
@@ -147,6 +147,39 @@ describe('many gateways, one truth', { concurrency: false }, () => {
     const healed = await admitWhenPossible(rec, a.gateway.url, 0, 'sara', saraToken, 'tv', 10_000);
     measured['blackhole: heal to first admission (ms)'] = Math.round(healed.at - healedAt);
     await Promise.all([healed.device.close(), taken.device.close()]);
+  });
+
+  test('throttling storm, slow store and commit-then-drop under one gateway child: fail closed in time, no orphan, no double count', async (t) => {
+    const cluster = await startCluster(2);
+    t.after(() => cluster.stop());
+    const [a, b] = cluster.nodes;
+    const rec = new Recorder();
+    const inFlight = async () => metric(await (await fetch(`${a.gateway.opsUrl}/metrics`)).text(), 'sigma_admissions_in_flight');
+
+    for (const mode of ['throttle', 'delay'] as const) {
+      a.proxy.set(mode, { only: ['UpdateItem', 'GetItem', 'BatchGetItem'], delayMs: 3 * DEADLINE });
+      const started = performance.now();
+      const d = rec.connect(a.gateway.url, 0, `storm-${mode}`, { token: await mintToken(`storm-${mode}`), device: 'tv' });
+      assert.equal((await d.closed).code, 1013, mode);
+      assert.ok(d.closedAt! - started <= DEADLINE + 500, `${mode}: answered after ${Math.round(d.closedAt! - started)} ms`);
+      a.proxy.set('pass');
+      await eventually(async () => (await inFlight()) === 0, 5000);
+      await eventually(async () => (await leaseEntries(cluster.endpoint, cluster.table, `storm-${mode}`)).length === 0, 10_000);
+      await eventually(async () => (await fetch(`${a.gateway.opsUrl}/readyz`)).status === 200, 10_000);
+    }
+
+    // The write commits, the reply is lost, the SDK retries and finds its own entry.
+    const token = await mintToken('dropped', { maxStreams: 1 });
+    a.proxy.set('drop-reply', { only: ['UpdateItem'], times: 1 });
+    const d = rec.connect(a.gateway.url, 0, 'dropped', { token, device: 'tv' });
+    assert.equal((await d.decision).type, 'granted');
+    a.proxy.set('drop-reply', { only: ['UpdateItem'], times: 1 });
+    await d.close();
+    await eventually(async () => (await leaseEntries(cluster.endpoint, cluster.table, 'dropped')).length === 0);
+    const next = rec.connect(b.gateway.url, 1, 'dropped', { token, device: 'phone' });
+    assert.equal((await next.decision).type, 'granted', 'the single slot was released exactly once');
+    await next.close();
+    assert.deepEqual(rec.violations(1).filter((v) => v.user === 'dropped'), []);
   });
 
   test('kick and takeover across gateways close the right socket within heartbeat + 1 s', async (t) => {
