@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Authenticator } from './auth.js';
 import type { Config } from './config.js';
+import { createDemoHandler } from './demo/server.js';
 import { createClient, ensureTable } from './dynamo.js';
 import { startEmbeddedStore, type EmbeddedStore } from './embedded-store.js';
 import { Gateway } from './gateway.js';
@@ -66,7 +67,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     fenced: (oldInstanceId) => gateway.onFenced(oldInstanceId),
   });
 
-  const publicServer = createServer(createApiHandler({ config, auth, store, gateway, log }));
+  const fallback = config.production ? undefined : createDemoHandler(config, log);
+  const publicServer = createServer(createApiHandler({ config, auth, store, gateway, log, fallback }));
   publicServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
   const opsServer = createOpsServer(metrics, {
     notReadyBecause: () =>
