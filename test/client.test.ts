@@ -40,17 +40,20 @@ function newLease(t: TestContext, opts: Partial<StreamLeaseOptions> & Pick<Strea
   return { lease, events };
 }
 
+/** Every test is bounded: a hang shows up as that test failing, not as a stuck run. */
+const BOUNDED = { timeout: 20_000 };
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('StreamLease against one gateway', () => {
   let gw: TestGateway;
   before(async () => {
     gw = await startGateway();
-  });
-  after(() => gw.stop());
+  }, BOUNDED);
+  after(() => gw.stop(), BOUNDED);
   const tokenFor = (user: string) => () => mintToken(user);
 
-  test('start() resolves on granted; stop() gives the slot back', async (t) => {
+  test('start() resolves on granted; stop() gives the slot back', BOUNDED, async (t) => {
     const { lease, events } = newLease(t, { url: gw.url, getToken: tokenFor('ann'), deviceId: 'tv', contentId: 'match-1' });
     const grant = await lease.start();
     assert.equal(grant.userId, 'ann');
@@ -69,7 +72,7 @@ describe('StreamLease against one gateway', () => {
     assert.equal(events.lost.length, 0, 'stop() is not a loss');
   });
 
-  test('at the limit start() rejects with StreamLimitError listing the active devices, and does not retry', async (t) => {
+  test('at the limit start() rejects with StreamLimitError listing the active devices, and does not retry', BOUNDED, async (t) => {
     for (const deviceId of ['a', 'b', 'c']) await newLease(t, { url: gw.url, getToken: tokenFor('ben'), deviceId, contentId: `film-${deviceId}` }).lease.start();
     const deniedBefore = metric(await gw.metrics(), 'sigma_lease_acquire_total{result="denied"}');
     const { lease, events } = newLease(t, { url: gw.url, getToken: tokenFor('ben'), deviceId: 'd' });
@@ -86,7 +89,7 @@ describe('StreamLease against one gateway', () => {
     assert.equal(events.reconnecting.length, 0);
   });
 
-  test('takeover stops the named device (4403: revoked, no reconnect) and plays here', async (t) => {
+  test('takeover stops the named device (4403: revoked, no reconnect) and plays here', BOUNDED, async (t) => {
     const leases = new Map<string, ReturnType<typeof newLease>>();
     for (const deviceId of ['a', 'b', 'c', 'd']) leases.set(deviceId, newLease(t, { url: gw.url, getToken: tokenFor('cat'), deviceId }));
     for (const id of ['a', 'b', 'c']) await leases.get(id)!.lease.start();
@@ -113,7 +116,7 @@ describe('StreamLease against one gateway', () => {
     assert.deepEqual(await leaseEntries(gw.endpoint, gw.table, 'cat'), ['c', 'd', 'e']);
   });
 
-  test('the same device id elsewhere closes this one with 4409: replaced, no reconnect', async (t) => {
+  test('the same device id elsewhere closes this one with 4409: replaced, no reconnect', BOUNDED, async (t) => {
     const first = newLease(t, { url: gw.url, getToken: tokenFor('dan'), deviceId: 'tv' });
     await first.lease.start();
     const second = newLease(t, { url: gw.url, getToken: tokenFor('dan'), deviceId: 'tv' });
@@ -125,7 +128,7 @@ describe('StreamLease against one gateway', () => {
     assert.deepEqual((await second.lease.listStreams()).streams.map((s) => s.leaseId), [grant.leaseId]);
   });
 
-  test('a terminal close during start() (1008) rejects with TerminalCloseError and is not retried', async (t) => {
+  test('a terminal close during start() (1008) rejects with TerminalCloseError and is not retried', BOUNDED, async (t) => {
     const { lease, events } = newLease(t, { url: gw.url, getToken: tokenFor('eve'), deviceId: 'tv' });
     const err = await lease.takeover('tv').then(() => assert.fail('granted'), (e: unknown) => e);
     assert.ok(err instanceof TerminalCloseError);
@@ -137,7 +140,7 @@ describe('StreamLease against one gateway', () => {
     assert.deepEqual(events.state, ['connecting', 'ended']);
   });
 
-  test('4401: one fresh token, then UnauthorizedError', async (t) => {
+  test('4401: one fresh token, then UnauthorizedError', BOUNDED, async (t) => {
     const asked: boolean[] = [];
     const bad = newLease(t, {
       url: gw.url,
@@ -160,7 +163,7 @@ describe('StreamLease against one gateway', () => {
   });
 
   for (const reauth of [false, true]) {
-    test(`a token about to expire is replaced on a new socket without a visible loss${reauth ? ' (reauth flag, gateway without reauth)' : ''}`, async (t) => {
+    test(`a token about to expire is replaced on a new socket without a visible loss${reauth ? ' (reauth flag, gateway without reauth)' : ''}`, BOUNDED, async (t) => {
       const asked: boolean[] = [];
       const { lease, events } = newLease(t, {
         url: gw.url,
@@ -182,7 +185,7 @@ describe('StreamLease against one gateway', () => {
 });
 
 describe('backoff', () => {
-  test('full-jitter delays stay within min(max, initial * 2^n), grow to the cap, and stop with stop()', async (t) => {
+  test('full-jitter delays stay within min(max, initial * 2^n), grow to the cap, and stop with stop()', BOUNDED, async (t) => {
     // A port that accepts and drops every connection: each attempt ends in 1006.
     const arrivals: number[] = [];
     const sockets = new Set<Socket>();
@@ -221,7 +224,7 @@ describe('gateway restart and a dead gateway (child processes)', () => {
   const gateways: ChildGateway[] = [];
   after(() => gateways.forEach((g) => g.kill('SIGKILL')));
 
-  test('1012 on SIGTERM: reconnects to the next gateway; a silent gateway is detected by the app ping', async (t) => {
+  test('1012 on SIGTERM: reconnects to the next gateway; a silent gateway is detected by the app ping', BOUNDED, async (t) => {
     const table = newTable();
     let current = await spawnGateway({ table });
     gateways.push(current);
