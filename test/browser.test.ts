@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
+import { COLD_STORE } from './helpers/cold-store.js';
 import { leaseEntries, ROOT, startGateway, type TestGateway } from './helpers/gateway.js';
 
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -19,7 +20,7 @@ describe('demo page in headless Chromium', () => {
   let browser: Browser;
   before(async () => {
     // An empty JWT_SECRET means the development secret: the only way the demo's token route exists.
-    gw = await startGateway({ env: { JWT_SECRET: '' } });
+    gw = await startGateway({ env: { ...COLD_STORE, JWT_SECRET: '' } });
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
     mkdirSync(OUTPUT, { recursive: true });
   });

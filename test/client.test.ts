@@ -16,6 +16,7 @@ import {
   type StreamLeaseOptions,
 } from '../src/client/index.js';
 import { eventually } from './helpers/devices.js';
+import { COLD_STORE } from './helpers/cold-store.js';
 import { dynamoEndpoint } from './helpers/dynamodb-local.js';
 import { leaseEntries, metric, newTable, spawnGateway, startGateway, type ChildGateway, type TestGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
@@ -42,15 +43,14 @@ function newLease(t: TestContext, opts: Partial<StreamLeaseOptions> & Pick<Strea
 
 /** Every test is bounded: a hang shows up as that test failing, not as a stuck run. */
 const BOUNDED = { timeout: 20_000 };
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('StreamLease against one gateway', () => {
   let gw: TestGateway;
   before(async () => {
-    gw = await startGateway();
-  }, BOUNDED);
-  after(() => gw.stop(), BOUNDED);
+    gw = await startGateway({ env: COLD_STORE });
+  });
+  after(() => gw.stop());
   const tokenFor = (user: string) => () => mintToken(user);
 
   test('start() resolves on granted; stop() gives the slot back', BOUNDED, async (t) => {
@@ -226,7 +226,7 @@ describe('gateway restart and a dead gateway (child processes)', () => {
 
   test('1012 on SIGTERM: reconnects to the next gateway; a silent gateway is detected by the app ping', BOUNDED, async (t) => {
     const table = newTable();
-    let current = await spawnGateway({ table });
+    let current = await spawnGateway({ table, env: COLD_STORE });
     gateways.push(current);
     const { lease, events } = newLease(t, { url: () => current.url, getToken: () => mintToken('hal'), deviceId: 'tv' });
     const first = await lease.start();
@@ -236,9 +236,11 @@ describe('gateway restart and a dead gateway (child processes)', () => {
     await eventually(() => events.lost.length === 1, 5000);
     assert.deepEqual([events.lost[0].code, events.lost[0].willReconnect], [1012, true]);
     assert.equal((await current.exited).code, 0);
-    current = await spawnGateway({ table });
+    const again = lease.start(); // while reconnecting: joins the retry, opens no second socket
+    current = await spawnGateway({ table, env: COLD_STORE });
     gateways.push(current);
     await eventually(() => events.granted.length === 2, 10_000);
+    assert.equal((await again).leaseId, events.granted[1].leaseId);
     assert.notEqual(events.granted[1].leaseId, first.leaseId);
     assert.ok(events.reconnecting.length >= 2, `retried while no gateway listened (${events.reconnecting.length})`);
     assert.deepEqual(await leaseEntries(await dynamoEndpoint(), table, 'hal'), ['tv'], 'one lease, no ghost of the old gateway');

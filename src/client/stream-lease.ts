@@ -217,6 +217,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   start(): Promise<Grant> {
     if (this.#state === 'granted' && this.#grant) return Promise.resolve(this.#grant);
     if (this.#pending) return this.#pending.promise;
+    // Already on its way back after a loss: wait for that attempt, do not start a second one.
+    if (this.#state === 'connecting' || this.#state === 'reconnecting') return (this.#pending = deferred()).promise;
     return this.#begin(undefined);
   }
 
