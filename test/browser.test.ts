@@ -15,6 +15,21 @@ import { leaseEntries, ROOT, startGateway, type TestGateway } from './helpers/ga
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 const OUTPUT = join(ROOT, 'test-output');
 
+test('with a configured JWT_SECRET the demo page is served but its token route does not exist', { timeout: 20_000 }, async () => {
+  const gw = await startGateway({ env: COLD_STORE });
+  try {
+    const http = gw.url.replace('ws://', 'http://');
+    const page = await fetch(`${http}/`);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /Start playback on a new device/);
+    const token = await fetch(`${http}/demo/token?user=alice`, { method: 'POST' });
+    assert.equal(token.status, 404);
+    assert.doesNotMatch(await token.text(), /eyJ/);
+  } finally {
+    await gw.stop();
+  }
+});
+
 describe('demo page in headless Chromium', () => {
   let gw: TestGateway;
   let browser: Browser;
