@@ -236,7 +236,7 @@ describe('gateway restart and a dead gateway (child processes)', () => {
     await eventually(() => events.lost.length === 1, 5000);
     assert.deepEqual([events.lost[0].code, events.lost[0].willReconnect], [1012, true]);
     assert.equal((await current.exited).code, 0);
-    const again = lease.start(); // while reconnecting: joins the retry, opens no second socket
+    const again = lease.start(); // while reconnecting: resolves with the grant the retries bring
     current = await spawnGateway({ table, env: COLD_STORE });
     gateways.push(current);
     await eventually(() => events.granted.length === 2, 10_000);
