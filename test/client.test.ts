@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import {
   backoffCapMs,
   StreamLease,
@@ -184,21 +184,23 @@ describe('StreamLease against one gateway', () => {
   }
 });
 
+/** A port that accepts and drops every connection: each attempt ends in 1006. Records arrival times. */
+async function droppingServer(t: TestContext): Promise<{ url: string; arrivals: number[] }> {
+  const arrivals: number[] = [];
+  const server = createServer((socket: Socket) => {
+    arrivals.push(performance.now());
+    socket.destroy();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => server.close(() => r())));
+  return { url: `ws://127.0.0.1:${(server.address() as { port: number }).port}`, arrivals };
+}
+
 describe('backoff', () => {
   test('full-jitter delays stay within min(max, initial * 2^n), grow to the cap, and stop with stop()', BOUNDED, async (t) => {
-    // A port that accepts and drops every connection: each attempt ends in 1006.
-    const arrivals: number[] = [];
-    const sockets = new Set<Socket>();
-    const server = createServer((socket) => {
-      arrivals.push(performance.now());
-      sockets.add(socket);
-      socket.destroy();
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    t.after(() => new Promise<void>((r) => server.close(() => r())));
-    const port = (server.address() as { port: number }).port;
+    const { url, arrivals } = await droppingServer(t);
     const opts = { initialMs: 40, maxMs: 160, stableAfterMs: 1000 };
-    const { lease, events } = newLease(t, { url: `ws://127.0.0.1:${port}`, getToken: () => 'x.e30.x', deviceId: 'tv', backoff: opts });
+    const { lease, events } = newLease(t, { url, getToken: () => 'x.e30.x', deviceId: 'tv', backoff: opts });
     void lease.start().catch(() => {});
     await eventually(() => arrivals.length >= 9, 5000);
     lease.stop();
@@ -217,6 +219,30 @@ describe('backoff', () => {
     assert.ok(new Set(retries.map((r) => r.delayMs)).size > 2, `jittered: ${retries.map((r) => r.delayMs)}`);
     await sleep(400);
     assert.equal(arrivals.length, stoppedAt, 'no attempt after stop()');
+  });
+
+  test('start() after a loss, while a retry is scheduled, waits for it instead of connecting at once', BOUNDED, async (t) => {
+    // A stand-in gateway (only the SDK's timing is under test here): the first socket is granted and
+    // then closed with 1012; every later one is dropped, so the lease keeps retrying.
+    const arrivals: number[] = [];
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    t.after(() => new Promise<void>((r) => wss.close(() => r())));
+    wss.on('connection', (ws) => {
+      arrivals.push(performance.now());
+      if (arrivals.length > 1) return ws.terminate();
+      ws.send(JSON.stringify({ type: 'granted', leaseId: 'l1', userId: 'u', deviceId: 'tv', limit: 3, active: 1 }));
+      setTimeout(() => ws.close(1012, 'gateway restarting'), 50);
+    });
+    await new Promise((r) => wss.once('listening', r));
+    const url = `ws://127.0.0.1:${(wss.address() as { port: number }).port}`;
+    const { lease, events } = newLease(t, { url, getToken: () => 'x.e30.x', deviceId: 'tv', backoff: { initialMs: 400, maxMs: 400 } });
+    await lease.start();
+    // A retry far enough away to tell "at once" from "when scheduled" (each has a 50% chance).
+    const retry = await eventually(() => events.reconnecting.find((r) => r.delayMs >= 200 && performance.now() - r.at < 20), 8000, 1);
+    const before = arrivals.length;
+    void lease.start().catch(() => {});
+    await sleep(retry.delayMs - (performance.now() - retry.at) - 50);
+    assert.equal(arrivals.length, before, 'no connection before the scheduled retry');
   });
 });
 
