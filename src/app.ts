@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Authenticator } from './auth.js';
 import type { Config } from './config.js';
+import { createDemoHandler } from './demo/server.js';
 import { createClient, ensureTable } from './dynamo.js';
 import { startEmbeddedStore, type EmbeddedStore } from './embedded-store.js';
 import { Gateway } from './gateway.js';
@@ -71,6 +72,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     fenced: (oldInstanceId) => gateway.onFenced(oldInstanceId),
   });
 
+  // The demo page and its dev-only token route, never in production.
+  const fallback = config.production ? undefined : createDemoHandler(config, log);
   // Slow handshakes (slowloris) are cut once their headers take longer than HANDSHAKE_TIMEOUT_MS.
   const publicServer = createServer(
     {
@@ -78,7 +81,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       requestTimeout: config.handshakeTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, config.handshakeTimeoutMs),
     },
-    createApiHandler({ config, auth, store, gateway, log }),
+    createApiHandler({ config, auth, store, gateway, log, fallback }),
   );
   publicServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
   const opsServer = createOpsServer(metrics, {
