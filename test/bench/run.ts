@@ -114,7 +114,9 @@ async function main(): Promise<void> {
       ]),
     );
     writeFileSync(join(outDir, 'report.md'), markdown(results, svgName));
-    writeFileSync(join(outDir, 'report.json'), JSON.stringify({ ...results, targets: targets(results) }, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? +v.toFixed(3) : v), 2) + '\n');
+    const json = JSON.stringify({ ...results, targets: targets(results) }, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? +v.toFixed(3) : v), 2);
+    // Sample arrays on one line each: thousands of numbers one per line would swamp every diff of the committed copy.
+    writeFileSync(join(outDir, 'report.json'), json.replace(/\[\s*(-?[\d.]+(?:,\s*-?[\d.]+)*)\s*\]/g, (_m, inner: string) => `[${inner.split(/,\s*/).join(', ')}]`) + '\n');
     for (const t of targets(results)) progress(`${t.pass ? 'pass' : 'MISS'}  ${t.what}: ${t.value} (target ${t.target})`);
     progress(`report: ${join(outDir, 'report.md')} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
   } finally {
