@@ -136,7 +136,7 @@ describe('k8s/ kustomize base', () => {
     assert.equal(containerPort('ops'), config.opsPort);
   });
 
-  describe('probes answer on the ops port of a running gateway', () => {
+  describe('probes answer on the ops port of a running gateway', { timeout: 60_000 }, () => {
     let gw: TestGateway;
     before(async () => {
       gw = await startGateway();
