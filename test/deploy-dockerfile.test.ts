@@ -8,16 +8,15 @@
  * stops building, installs the wrong dependencies or cannot start fails here.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, posix } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CreateTableCommand, UpdateTimeToLiveCommand } from '@aws-sdk/client-dynamodb';
 import { connect, eventually } from './helpers/devices.js';
-import { envFile, readRepoFile, readYaml } from './helpers/deploy.js';
-import { dynamoEndpoint, freePort, localClient } from './helpers/dynamodb-local.js';
-import { leaseEntries, newTable, ROOT, scanTable } from './helpers/gateway.js';
+import { createTableFromCloudFormation, envFile, only, readRepoFile, renderKustomize, watchdog } from './helpers/deploy.js';
+import { dynamoEndpoint, freePort } from './helpers/dynamodb-local.js';
+import { leaseEntries, ROOT, scanTable } from './helpers/gateway.js';
 import { mintToken, TEST_SECRET } from './helpers/tokens.js';
 
 interface Instruction {
@@ -78,6 +77,19 @@ const stepsOf = (stage: Stage, op: string): Instruction[] => stage.steps.filter(
 const envOf = (stage: Stage): Record<string, string> =>
   Object.fromEntries(stepsOf(stage, 'ENV').map((s) => /^(\S+?)[= ](.*)$/.exec(s.args)!.slice(1, 3) as [string, string]));
 
+/** Every process this file starts, killed by the watchdog if the file overruns. */
+const children = new Set<ChildProcess>();
+watchdog(240_000, 'deploy-dockerfile.test.ts', () => {
+  for (const c of children) {
+    if (c.exitCode !== null || c.signalCode !== null) continue;
+    try {
+      process.kill(-c.pid!, 'SIGKILL');
+    } catch {
+      c.kill('SIGKILL');
+    }
+  }
+});
+
 describe('Dockerfile', () => {
   test('pins a Node LTS image and runs node as PID 1, non-root, in production mode, on both ports', () => {
     assert.ok(dockerfile.length >= 2, 'multi-stage: a build stage and a runtime stage');
@@ -113,13 +125,15 @@ describe('Dockerfile', () => {
     }
   });
 
-  describe('replayed without Docker: build, install, start, drain', { timeout: 240_000 }, () => {
+  describe('replayed without Docker: build, install, start, drain', () => {
     let dir: string;
     const stageRoot = (name: string): string => join(dir, 'stages', name);
     const done = new Map<string, Promise<void>>();
 
     async function run(cmd: string, cwd: string, env: Record<string, string>): Promise<void> {
-      const proc = spawn('sh', ['-c', cmd], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      // Its own process group, so the watchdog can end npm and everything it started.
+      const proc = spawn('sh', ['-c', cmd], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      children.add(proc);
       let out = '';
       proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
       proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -197,22 +211,7 @@ describe('Dockerfile', () => {
     test('CMD starts with production settings, turns ready, holds a lease, and drains on SIGTERM with exit 0', async (t) => {
       // The table exactly as k8s/aws/dynamodb-table.yaml defines it; the gateway must not create it.
       const endpoint = await dynamoEndpoint();
-      const table = newTable();
-      const spec = readYaml('k8s/aws/dynamodb-table.yaml').Resources.LeaseTable.Properties;
-      const client = localClient(endpoint);
-      try {
-        await client.send(
-          new CreateTableCommand({
-            TableName: table,
-            AttributeDefinitions: spec.AttributeDefinitions,
-            KeySchema: spec.KeySchema,
-            BillingMode: spec.BillingMode,
-          }),
-        );
-        await client.send(new UpdateTimeToLiveCommand({ TableName: table, TimeToLiveSpecification: spec.TimeToLiveSpecification }));
-      } finally {
-        client.destroy();
-      }
+      const table = await createTableFromCloudFormation(endpoint);
 
       const [port, opsPort] = [await freePort(), await freePort()];
       const { AWS_REGION: _region, ...configMap } = envFile('k8s/gateway.env');
@@ -234,6 +233,7 @@ describe('Dockerfile', () => {
       const [cmd, ...args] = JSON.parse(stepsOf(runtime, 'CMD').at(-1)!.args) as string[];
       assert.equal(cmd, 'node');
       const proc = spawn(process.execPath, args, { cwd: app(), env, stdio: ['ignore', 'pipe', 'pipe'] });
+      children.add(proc);
       let output = '';
       proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
       proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -249,6 +249,15 @@ describe('Dockerfile', () => {
         return (await fetch(`http://127.0.0.1:${opsPort}/readyz`)).status === 200;
       }, 20_000, 100).catch((err: Error) => assert.fail(`never ready: ${err.message}\n${output}`));
       assert.match(output, /"msg":"listening"/);
+      // What the kubelet will ask: the Deployment's probes, on the ports they name.
+      const container = only(renderKustomize(), 'Deployment').spec.template.spec.containers[0];
+      const portOf = (name: string): number => container.ports.find((p: { name: string }) => p.name === name).containerPort;
+      const local: Record<number, number> = { [portOf('http')]: port, [portOf('ops')]: opsPort };
+      for (const probe of ['readinessProbe', 'livenessProbe']) {
+        const { path, port: named } = container[probe].httpGet;
+        assert.equal((await fetch(`http://127.0.0.1:${local[portOf(named)]}${path}`)).status, 200, `${probe} ${path}`);
+        assert.equal((await fetch(`http://127.0.0.1:${port}${path}`)).status, 404, `${path} is not on the public port`);
+      }
       assert.doesNotMatch(output, /development secret|embedded/, 'production settings, no dev fallbacks');
 
       const device = connect(`ws://127.0.0.1:${port}`, { token: await mintToken('image-user'), device: 'tv' });

@@ -7,6 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { PrometheusRule, ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
@@ -28,7 +30,8 @@ import {
   yamlDocs,
   type Manifest,
 } from './helpers/deploy.js';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { createOpsServer } from '../src/ops-server.js';
+import { Metrics } from '../src/metrics.js';
 
 const MODELS: Record<string, { validate(): void } & (new (data: any) => { validate(): void })> = {
   'v1/ServiceAccount': ServiceAccount,
@@ -136,26 +139,31 @@ describe('k8s/ kustomize base', () => {
     assert.equal(containerPort('ops'), config.opsPort);
   });
 
-  describe('probes answer on the ops port of a running gateway', { timeout: 60_000 }, () => {
-    let gw: TestGateway;
+  describe('probes answer on the ops port the app serves', () => {
+    // The ops server exactly as app.ts builds it, minus the store: probe paths are routing, not leases.
+    // The full app answers these probes in deploy-dockerfile.test.ts.
+    let ops: Server;
+    const base = (s: Server): string => `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
     before(async () => {
-      gw = await startGateway();
+      ops = createOpsServer(new Metrics(), { notReadyBecause: () => undefined });
+      await new Promise<void>((r) => ops.listen(0, '127.0.0.1', r));
     });
-    after(() => gw.stop());
+    after(() => {
+      ops.closeAllConnections();
+      ops.close();
+    });
 
-    test('readiness /readyz and liveness /healthz: 200 on the ops port, absent from the public port', async () => {
-      const probes = { readinessProbe: 200, livenessProbe: 200 } as const;
-      for (const [probe, status] of Object.entries(probes)) {
+    test('readiness /readyz and liveness /healthz answer 200 on the port the probes name, the ops port', async () => {
+      for (const probe of ['readinessProbe', 'livenessProbe']) {
         const get = container[probe]?.httpGet;
         assert.ok(get, `${probe} is an httpGet probe`);
-        assert.equal(containerPort(get.port), 3001, `${probe} targets the ops port`);
-        const ops = await fetch(`${gw.opsUrl}${get.path}`);
-        assert.equal(ops.status, status, `${probe} ${get.path} on the ops port`);
-        const pub = await fetch(`http://127.0.0.1:${gw.app.port}${get.path}`);
-        assert.equal(pub.status, 404, `${get.path} is not served on the public port`);
+        assert.equal(containerPort(get.port), loadConfig({}).opsPort, `${probe} targets the ops port (OPS_PORT default)`);
+        const res = await fetch(`${base(ops)}${get.path}`);
+        assert.equal(res.status, 200, `${probe} ${get.path} on the ops server`);
       }
       assert.equal(container.readinessProbe.httpGet.path, '/readyz');
       assert.equal(container.livenessProbe.httpGet.path, '/healthz');
+      assert.equal((await fetch(`${base(ops)}/nope`)).status, 404, 'the ops server does not answer any path');
     });
   });
 

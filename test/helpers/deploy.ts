@@ -6,8 +6,10 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CreateTableCommand, UpdateTimeToLiveCommand } from '@aws-sdk/client-dynamodb';
 import { parseAllDocuments, parse } from 'yaml';
-import { ROOT } from './gateway.js';
+import { localClient } from './dynamodb-local.js';
+import { newTable, ROOT } from './gateway.js';
 
 export type Manifest = {
   apiVersion: string;
@@ -87,4 +89,43 @@ export function dashboardQueries(dashboard: any): Array<{ panel: string; legend:
   return panels.flatMap((p) =>
     (p.targets ?? []).map((t: any) => ({ panel: p.title as string, legend: String(t.legendFormat ?? t.refId), expr: t.expr as string })),
   );
+}
+
+/**
+ * Ends this test file's process with a message if it runs past `ms`. A
+ * DynamoDB request that never answers (the SDK's requestTimeout only warns,
+ * see the deploy report) would otherwise hold CI until its own deadline.
+ * `cleanup` kills what the file started, so nothing outlives it.
+ */
+export function watchdog(ms: number, what: string, cleanup: () => void): void {
+  setTimeout(() => {
+    process.stderr.write(`${what}: still running after ${ms / 1000} s, giving up (a request that never answered?)\n`);
+    cleanup();
+    process.exit(1);
+  }, ms).unref();
+}
+
+/**
+ * Creates a fresh table in DynamoDB Local exactly as k8s/aws/dynamodb-table.yaml
+ * defines it (key, billing, TTL) and returns its name. Gateways then start with
+ * CREATE_TABLE=false, as they do on AWS.
+ */
+export async function createTableFromCloudFormation(endpoint: string): Promise<string> {
+  const spec = readYaml('k8s/aws/dynamodb-table.yaml').Resources.LeaseTable.Properties;
+  const table = newTable();
+  const client = localClient(endpoint);
+  try {
+    await client.send(
+      new CreateTableCommand({
+        TableName: table,
+        AttributeDefinitions: spec.AttributeDefinitions,
+        KeySchema: spec.KeySchema,
+        BillingMode: spec.BillingMode,
+      }),
+    );
+    await client.send(new UpdateTimeToLiveCommand({ TableName: table, TimeToLiveSpecification: spec.TimeToLiveSpecification }));
+  } finally {
+    client.destroy();
+  }
+  return table;
 }
