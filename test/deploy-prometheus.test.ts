@@ -176,6 +176,7 @@ describe('Prometheus scrapes a gateway; dashboard and alerts evaluate', () => {
       const all = body.data.groups.flatMap((g) => g.rules);
       return all.length > 0 && all.every((r) => r.health !== 'unknown') ? all : undefined;
     }, 10_000, 200);
+    assert.ok(rules);
     assert.deepEqual(rules.map((r) => r.name).sort(), alertRules(rule).map((r) => r.alert).sort());
     for (const r of rules) assert.equal(r.health, 'ok', `${r.name}: ${r.lastError}`);
   });
@@ -251,6 +252,7 @@ describe('Prometheus scrapes a gateway; dashboard and alerts evaluate', () => {
       const set = new Set(alerts.map((a) => a.labels.alertname));
       return set.has('SigmaStreamGatewayDown') && set.has('SigmaStreamAllGatewaysDown') ? alerts : undefined;
     }, 15_000, 250);
+    assert.ok(names);
     assert.ok(names.every((a) => a.state === 'pending'), 'pending until their `for:` elapses');
   });
 });
