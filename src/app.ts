@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Authenticator } from './auth.js';
 import type { Config } from './config.js';
+import { createDemoHandler } from './demo/server.js';
 import { createClient, ensureTable } from './dynamo.js';
 import { startEmbeddedStore, type EmbeddedStore } from './embedded-store.js';
 import { Gateway } from './gateway.js';
@@ -56,7 +57,12 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   }
 
   const metrics = new Metrics();
-  const auth = new Authenticator(config.auth);
+  const auth = new Authenticator(
+    config.auth,
+    { refreshMs: config.jwksRefreshMs, maxStaleMs: config.jwksMaxStaleMs, cooldownMs: config.jwksCooldownMs },
+    log,
+  );
+  auth.start();
   let instance: InstanceLease | undefined;
   const currentInstance = (): InstanceLease => instance!;
   const store = new LeaseStore(client, metrics, { table: config.table, selfInstanceId: () => currentInstance().id });
@@ -66,14 +72,32 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     fenced: (oldInstanceId) => gateway.onFenced(oldInstanceId),
   });
 
-  const publicServer = createServer(createApiHandler({ config, auth, store, gateway, log }));
+  // The demo page and its dev-only token route, never in production.
+  const fallback = config.production ? undefined : createDemoHandler(config, log);
+  // Slow handshakes (slowloris) are cut once their headers take longer than HANDSHAKE_TIMEOUT_MS.
+  const publicServer = createServer(
+    {
+      headersTimeout: config.handshakeTimeoutMs,
+      requestTimeout: config.handshakeTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, config.handshakeTimeoutMs),
+    },
+    createApiHandler({ config, auth, store, gateway, log, fallback }),
+  );
   publicServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
   const opsServer = createOpsServer(metrics, {
     notReadyBecause: () =>
-      gateway.draining ? 'draining' : !currentInstance().healthy ? 'lease store not answering' : undefined,
+      gateway.draining
+        ? 'draining'
+        : !auth.ready
+          ? 'signing keys not loaded'
+          : !currentInstance().healthy
+            ? 'lease store not answering'
+            : undefined,
   });
 
-  await instance.start();
+  // Serve even if the store is down at boot: readiness stays 503 and admissions get 1013 until it answers.
+  await instance.start(config.instanceTtlMs);
+  if (!instance.live) log.error('lease store not answering at start-up; serving 1013 until it does', { table: config.table });
   const port = await listen(publicServer, config.port, config.host);
   const opsPort = await listen(opsServer, config.opsPort, config.host);
 
@@ -84,6 +108,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     await gateway.drain(config.drainMs);
     await instance!.stop();
     gateway.close();
+    auth.stop();
     publicServer.closeAllConnections();
     await new Promise((r) => publicServer.close(r));
     opsServer.closeAllConnections();

@@ -1,7 +1,8 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { AuthConfig } from './config.js';
+import type { Logger } from './log.js';
 
 /** Who is connecting, as proven by the token. */
 export interface Principal {
@@ -11,6 +12,8 @@ export interface Principal {
   readonly scopes: ReadonlySet<string>;
   /** Token expiry, seconds since the epoch. */
   readonly exp: number;
+  /** From the optional `device_id` claim: the token is only good for this device. */
+  readonly deviceId?: string;
 }
 
 /** Bounded reasons, safe as a metric label and shown to the player in the 4401 close reason. */
@@ -79,14 +82,110 @@ const JOSE_REASONS: Record<string, AuthFailure> = {
 
 type Key = Uint8Array | KeyObject | JWTVerifyGetKey;
 
+export interface JwksTimings {
+  /** Background refresh period. */
+  readonly refreshMs: number;
+  /** The last good key set is used at most this long after it was fetched. */
+  readonly maxStaleMs: number;
+  /** At most one refetch per this period for tokens naming an unknown `kid`. */
+  readonly cooldownMs: number;
+  /** Timeout of one fetch. @default 2000 */
+  readonly fetchTimeoutMs?: number;
+}
+
+/**
+ * A JSON Web Key Set kept in memory. Unlike fetching on demand, an outage of
+ * the JWKS endpoint does not fail logins: the last good set stays in use for
+ * up to `maxStaleMs`, refreshed in the background. A token with an unknown
+ * `kid` (key rotation) triggers at most one refetch per `cooldownMs`, so a
+ * flood of made-up kids cannot turn into a flood of fetches.
+ */
+export class JwksKeys {
+  readonly #url: URL;
+  readonly #t: JwksTimings;
+  readonly #log?: Logger;
+  #resolve: JWTVerifyGetKey | undefined;
+  #fetchedAt = 0;
+  #lastAttempt = Number.NEGATIVE_INFINITY;
+  #inflight: Promise<boolean> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(url: string, timings: JwksTimings, log?: Logger) {
+    this.#url = new URL(url);
+    this.#t = timings;
+    this.#log = log;
+  }
+
+  /** True while a key set younger than `maxStaleMs` is loaded. */
+  get ready(): boolean {
+    return this.#resolve !== undefined && Date.now() - this.#fetchedAt <= this.#t.maxStaleMs;
+  }
+
+  /** First fetch (not awaited by callers: readiness waits for it), then background refreshes. */
+  start(): void {
+    const loop = (): void => {
+      void this.refresh().then((ok) => {
+        const next = ok ? this.#t.refreshMs : Math.min(this.#t.refreshMs, 1000);
+        this.#timer = setTimeout(loop, next);
+        this.#timer.unref();
+      });
+    };
+    loop();
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+  }
+
+  /** Fetches the key set once (concurrent callers share the fetch); false when it failed. */
+  refresh(): Promise<boolean> {
+    this.#inflight ??= this.#fetch().finally(() => (this.#inflight = undefined));
+    return this.#inflight;
+  }
+
+  async #fetch(): Promise<boolean> {
+    this.#lastAttempt = performance.now();
+    try {
+      const res = await fetch(this.#url, { signal: AbortSignal.timeout(this.#t.fetchTimeoutMs ?? 2000), headers: { accept: 'application/json' } });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const body = (await res.json()) as JSONWebKeySet;
+      if (!Array.isArray(body?.keys)) throw new Error('no "keys" array');
+      this.#resolve = createLocalJWKSet(body);
+      this.#fetchedAt = Date.now();
+      return true;
+    } catch (err) {
+      this.#log?.warn('JWKS fetch failed; keeping the last good key set', {
+        url: this.#url.origin + this.#url.pathname,
+        err,
+        staleForMs: this.#resolve ? Date.now() - this.#fetchedAt : undefined,
+      });
+      return false;
+    }
+  }
+
+  /** The key resolver handed to jwtVerify. */
+  readonly getKey: JWTVerifyGetKey = async (header, token) => {
+    if (!this.ready) throw new AuthError('keys_unavailable', 'signing keys unavailable');
+    try {
+      return await this.#resolve!(header, token);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_JWKS_NO_MATCHING_KEY') throw err;
+      if (performance.now() - this.#lastAttempt < this.#t.cooldownMs) throw err;
+      await this.refresh();
+      return this.#resolve!(header, token);
+    }
+  };
+}
+
 /** Verifies tokens against the configured key, with the algorithm pinned to that key's type. */
 export class Authenticator {
   readonly #key: Key;
   readonly #algorithms: string[];
   readonly #issuer?: string;
   readonly #audience?: string;
+  readonly #jwks?: JwksKeys;
 
-  constructor(cfg: AuthConfig) {
+  constructor(cfg: AuthConfig, jwks: JwksTimings = { refreshMs: 300_000, maxStaleMs: 3_600_000, cooldownMs: 30_000 }, log?: Logger) {
     this.#issuer = cfg.issuer;
     this.#audience = cfg.audience;
     if (cfg.publicKeyPem !== undefined) {
@@ -99,12 +198,26 @@ export class Authenticator {
         throw Object.assign(new Error('JWT_PUBLIC_KEY must be an RSA or P-256 EC public key'), { code: 'ERR_CONFIG' });
       }
     } else if (cfg.jwksUrl !== undefined) {
-      this.#key = createRemoteJWKSet(new URL(cfg.jwksUrl), { timeoutDuration: 2000, cooldownDuration: 30_000 });
+      this.#jwks = new JwksKeys(cfg.jwksUrl, jwks, log);
+      this.#key = this.#jwks.getKey;
       this.#algorithms = ['RS256', 'ES256'];
     } else {
       this.#key = new TextEncoder().encode(cfg.secret);
       this.#algorithms = ['HS256'];
     }
+  }
+
+  /** False until a JWKS key set is loaded (always true for static keys). */
+  get ready(): boolean {
+    return this.#jwks?.ready ?? true;
+  }
+
+  start(): void {
+    this.#jwks?.start();
+  }
+
+  stop(): void {
+    this.#jwks?.stop();
   }
 
   /** Verifies a token and returns the principal, or throws {@link AuthError}. */
@@ -120,6 +233,7 @@ export class Authenticator {
         requiredClaims: ['exp', 'sub'],
       }));
     } catch (err) {
+      if (err instanceof AuthError) throw err;
       throw toAuthError(err);
     }
     return principalOf(payload);
@@ -162,7 +276,9 @@ function principalOf(payload: JWTPayload): Principal {
     }
     maxStreams = raw;
   }
-  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number };
+  const deviceId = payload.device_id;
+  if (deviceId !== undefined && typeof deviceId !== 'string') throw new AuthError('claim', 'token "device_id" must be a string');
+  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number, deviceId };
 }
 
 /** OAuth 2 `scope`: a space-separated string, or (some issuers) an array of strings. */

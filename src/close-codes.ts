@@ -22,6 +22,9 @@ function define<const T extends Record<string, CloseCode>>(codes: T): T {
 
 export const CLOSE = define({
   NORMAL: { code: 1000, name: 'normal', reconnect: 'no', meaning: 'the player stopped' },
+  // 1002 and 1007 are sent by the WebSocket layer (ws) for malformed frames; listed so players know them.
+  PROTOCOL_ERROR: { code: 1002, name: 'protocol_error', reconnect: 'no', meaning: 'malformed frame (unmasked, reserved bits or opcode)' },
+  INVALID_DATA: { code: 1007, name: 'invalid_payload', reconnect: 'no', meaning: 'text frame that is not UTF-8' },
   POLICY: { code: 1008, name: 'policy_violation', reconnect: 'no', meaning: 'bad message, bad request or message rate' },
   TOO_BIG: { code: 1009, name: 'message_too_big', reconnect: 'no', meaning: 'message larger than the limit' },
   INTERNAL: { code: 1011, name: 'internal_error', reconnect: 'backoff', meaning: 'unexpected gateway error' },

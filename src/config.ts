@@ -1,3 +1,5 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
+
 /**
  * The only reader of `process.env`. Every setting is parsed, validated and
  * frozen here, so the rest of the gateway never sees a string it has to
@@ -60,6 +62,33 @@ export interface Config {
   readonly dynamodbMaxAttempts: number;
   /** Largest accepted WebSocket message. @default 4096 */
   readonly maxPayloadBytes: number;
+  /** Browser origins allowed to open sockets and call the REST API; '*' allows any. */
+  readonly allowedOrigins: ReadonlySet<string> | '*';
+  /** Proxies in front of us whose X-Forwarded-For entries we believe. @default 0 */
+  readonly trustedProxyHops: number;
+  /** Upgrade attempts per second per client IP, and the bucket size. @default 20, 40 */
+  readonly connectRatePerIp: number;
+  readonly connectBurstPerIp: number;
+  /** Upgrade attempts per second per user, and the bucket size. @default 5, 20 */
+  readonly connectRatePerUser: number;
+  readonly connectBurstPerUser: number;
+  /** Consecutive rate-limit rejections after which an IP or user is blocked. @default 20 */
+  readonly blockAfterRejections: number;
+  /** How long a blocked IP or user stays blocked. @default 60000 */
+  readonly blockMs: number;
+  /** Messages per second per socket (app pings count), and the bucket size. @default 5, 20 */
+  readonly messageRatePerSocket: number;
+  readonly messageBurstPerSocket: number;
+  /** Sockets this process accepts; more get 503 before the upgrade. @default 20000 */
+  readonly maxConnections: number;
+  /** A request (or upgrade) whose headers are not complete by then is cut. @default 10000 */
+  readonly handshakeTimeoutMs: number;
+  /** JWKS background refresh period. @default 300000 */
+  readonly jwksRefreshMs: number;
+  /** Last good key set is used at most this long after it was fetched. @default 3600000 */
+  readonly jwksMaxStaleMs: number;
+  /** At most one refetch per this period when a token names an unknown `kid`. @default 30000 */
+  readonly jwksCooldownMs: number;
   readonly logLevel: LogLevel;
 }
 
@@ -138,8 +167,26 @@ export function loadConfig(env: Env = process.env): Config {
   if (keys === 0 && production) {
     throw new ConfigError('NODE_ENV=production needs JWT_SECRET, JWT_PUBLIC_KEY or JWKS_URL to verify tokens');
   }
-  if (jwksUrl !== undefined && !/^https?:\/\//.test(jwksUrl)) {
-    throw new ConfigError(`JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
+  if (jwksUrl !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(jwksUrl);
+    } catch {
+      url = undefined;
+    }
+    if (!url || !/^https?:$/.test(url.protocol)) throw new ConfigError(`JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
+  }
+  if (publicKeyPem !== undefined) {
+    let key: KeyObject;
+    try {
+      key = createPublicKey(publicKeyPem);
+    } catch (err) {
+      throw new ConfigError(`JWT_PUBLIC_KEY is not a PEM public key (${(err as Error).message})`);
+    }
+    const p256 = key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1';
+    if (key.asymmetricKeyType !== 'rsa' && !p256) {
+      throw new ConfigError(`JWT_PUBLIC_KEY must be an RSA key (RS256) or a P-256 EC key (ES256), got ${key.asymmetricKeyType}`);
+    }
   }
   const auth: AuthConfig = Object.freeze({
     secret: keys === 0 ? DEV_JWT_SECRET : secret,
@@ -160,7 +207,33 @@ export function loadConfig(env: Env = process.env): Config {
     );
   }
 
+  const pingIntervalMs = int(env, 'PING_INTERVAL_MS', 20000, 10);
+  const pongTimeoutMs = int(env, 'PONG_TIMEOUT_MS', 10000, 10);
+  if (pongTimeoutMs >= pingIntervalMs) {
+    throw new ConfigError(`PONG_TIMEOUT_MS (${pongTimeoutMs}) must be below PING_INTERVAL_MS (${pingIntervalMs}): a pong is awaited before the next ping`);
+  }
+
   const logLevel = oneOf(env, 'LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const) ?? 'info';
+
+  const originsRaw = read(env, 'ALLOWED_ORIGINS');
+  let allowedOrigins: ReadonlySet<string> | '*';
+  if (originsRaw === '*' || (originsRaw === undefined && !production)) {
+    allowedOrigins = '*';
+  } else {
+    const list = (originsRaw ?? '').split(',').map((o) => o.trim()).filter(Boolean);
+    for (const origin of list) {
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(origin);
+      } catch {
+        parsed = undefined;
+      }
+      if (!parsed || parsed.origin !== origin) {
+        throw new ConfigError(`ALLOWED_ORIGINS entries must be exact origins like https://www.example.com (no path, no trailing slash), got "${origin}"`);
+      }
+    }
+    allowedOrigins = new Set(list);
+  }
 
   return Object.freeze({
     nodeEnv,
@@ -175,8 +248,8 @@ export function loadConfig(env: Env = process.env): Config {
     createTable: bool(env, 'CREATE_TABLE', store === 'embedded' || dynamodbEndpoint !== undefined),
     auth,
     maxStreams: int(env, 'MAX_STREAMS', 3, 1, 1000),
-    pingIntervalMs: int(env, 'PING_INTERVAL_MS', 20000, 10),
-    pongTimeoutMs: int(env, 'PONG_TIMEOUT_MS', 10000, 10),
+    pingIntervalMs,
+    pongTimeoutMs,
     instanceHeartbeatMs,
     instanceTtlMs,
     fencingMarginMs,
@@ -186,6 +259,21 @@ export function loadConfig(env: Env = process.env): Config {
     dynamodbRequestTimeoutMs: int(env, 'DYNAMODB_REQUEST_TIMEOUT_MS', 1000, 10),
     dynamodbMaxAttempts: int(env, 'DYNAMODB_MAX_ATTEMPTS', 3, 1, 10),
     maxPayloadBytes: int(env, 'MAX_PAYLOAD_BYTES', 4096, 128, 1024 * 1024),
+    allowedOrigins,
+    trustedProxyHops: int(env, 'TRUSTED_PROXY_HOPS', 0, 0, 10),
+    connectRatePerIp: int(env, 'CONNECT_RATE_PER_IP', 20, 1),
+    connectBurstPerIp: int(env, 'CONNECT_BURST_PER_IP', 40, 1),
+    connectRatePerUser: int(env, 'CONNECT_RATE_PER_USER', 5, 1),
+    connectBurstPerUser: int(env, 'CONNECT_BURST_PER_USER', 20, 1),
+    blockAfterRejections: int(env, 'BLOCK_AFTER_REJECTIONS', 20, 1),
+    blockMs: int(env, 'BLOCK_MS', 60000, 0),
+    messageRatePerSocket: int(env, 'MESSAGE_RATE_PER_SOCKET', 5, 1),
+    messageBurstPerSocket: int(env, 'MESSAGE_BURST_PER_SOCKET', 20, 1),
+    maxConnections: int(env, 'MAX_CONNECTIONS', 20000, 1),
+    handshakeTimeoutMs: int(env, 'HANDSHAKE_TIMEOUT_MS', 10000, 100),
+    jwksRefreshMs: int(env, 'JWKS_REFRESH_MS', 300000, 100),
+    jwksMaxStaleMs: int(env, 'JWKS_MAX_STALE_MS', 3600000, 100),
+    jwksCooldownMs: int(env, 'JWKS_COOLDOWN_MS', 30000, 0),
     logLevel,
   });
 }

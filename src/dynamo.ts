@@ -71,6 +71,8 @@ export function createClient(opts: DynamoOptions): DynamoDBClient {
     requestHandler: {
       connectionTimeout: opts.requestTimeoutMs,
       requestTimeout: opts.requestTimeoutMs,
+      // Without this the SDK only logs a warning and keeps waiting.
+      throwOnRequestTimeout: true,
       httpAgent: new HttpAgent(agentOptions),
       httpsAgent: new HttpsAgent(agentOptions),
     },
@@ -98,10 +100,13 @@ export async function send<T>(
     metrics.dynamodbRequests.inc({ operation, outcome: 'ok' });
     return out;
   } catch (err) {
-    const outcome = signal?.aborted ? 'timeout' : classify(err);
+    // A condition failure that arrives as the deadline fires is still a condition failure.
+    const classified = classify(err);
+    const outcome = classified === 'conditional_failed' || !signal?.aborted ? classified : 'timeout';
     metrics.dynamodbRequests.inc({ operation, outcome });
     if (outcome === 'conditional_failed') throw err;
-    throw new StoreUnavailableError(`DynamoDB ${operation} failed: ${outcome}`, outcome, { cause: err });
+    const detail = err instanceof Error ? ` (${err.name}: ${err.message.slice(0, 200)})` : '';
+    throw new StoreUnavailableError(`DynamoDB ${operation} failed: ${outcome}${detail}`, outcome, { cause: err });
   }
 }
 

@@ -10,12 +10,17 @@ import { StoreUnavailableError } from './dynamo.js';
 import type { InstanceLease } from './instance.js';
 import type { Lease, LeaseStore } from './lease-store.js';
 import type { Logger } from './log.js';
-import type { Metrics, ReleaseReason } from './metrics.js';
+import type { Metrics, RejectionReason, ReleaseReason } from './metrics.js';
+import { clientIp, KeyedLimiter, take } from './rate-limit.js';
 import { Session, type SessionOwner } from './session.js';
 
 /** Device and content ids: what a player may put in the query string. */
 export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 export const LEASE_PATH = '/v1/lease';
+/** Resolution of token expiry on open sockets. */
+const EXPIRY_CHECK_MS = 1000;
+/** A socket may re-authenticate at most once per this period. */
+const REAUTH_MIN_GAP_MS = 1000;
 
 export interface GatewayDeps {
   readonly config: Config;
@@ -78,7 +83,16 @@ export class Gateway implements SessionOwner {
   /** Releases (and clean-ups of uncertain writes) still in flight; shutdown waits for them. */
   readonly #pending = new Set<Promise<unknown>>();
   #draining = false;
+  #closed = false;
+  /** Lease ids of admissions that gave up while their write was in flight (see #abandon). */
+  readonly #abandoned = new Map<string, { userId: string; deviceId: string; instanceId: string; until: number }>();
+  /** Mailbox revocations that arrived before the admission they name was granted. */
+  readonly #earlyRevocations = new Map<string, number>();
   #sweepTimer: NodeJS.Timeout | undefined;
+  #reconcileTimer: NodeJS.Timeout | undefined;
+  #expiryTimer: NodeJS.Timeout | undefined;
+  readonly #ipLimiter: KeyedLimiter;
+  readonly #userLimiter: KeyedLimiter;
 
   constructor(deps: GatewayDeps) {
     this.#cfg = deps.config;
@@ -97,7 +111,22 @@ export class Gateway implements SessionOwner {
       // Select our app protocol and nothing else: never echo `bearer.<token>`.
       handleProtocols: (protocols) => (protocols.has(APP_PROTOCOL) ? APP_PROTOCOL : false),
     });
+    this.#ipLimiter = new KeyedLimiter({
+      ratePerSec: this.#cfg.connectRatePerIp,
+      burst: this.#cfg.connectBurstPerIp,
+      blockAfter: this.#cfg.blockAfterRejections,
+      blockMs: this.#cfg.blockMs,
+    });
+    this.#userLimiter = new KeyedLimiter({
+      ratePerSec: this.#cfg.connectRatePerUser,
+      burst: this.#cfg.connectBurstPerUser,
+      blockAfter: this.#cfg.blockAfterRejections,
+      blockMs: this.#cfg.blockMs,
+    });
     this.#scheduleSweep('ping', this.#cfg.pingIntervalMs);
+    this.#scheduleReconcile();
+    this.#expiryTimer = setInterval(() => this.#expireTokens(), EXPIRY_CHECK_MS);
+    this.#expiryTimer.unref();
   }
 
   get draining(): boolean {
@@ -108,15 +137,55 @@ export class Gateway implements SessionOwner {
     return this.#sessions.size;
   }
 
-  /** The public server's 'upgrade' listener: guard clauses, each ending the handshake. */
+  /** Is this browser origin allowed? Requests without Origin are native players: allowed. */
+  originAllowed(origin: string | undefined): boolean {
+    if (origin === undefined) return true;
+    const allowed = this.#cfg.allowedOrigins;
+    return allowed === '*' || allowed.has(origin);
+  }
+
+  #reject(socket: Duplex, reason: RejectionReason, status: number, code: string, message: string, extra?: Record<string, string>): void {
+    this.#metrics.rejections.inc({ reason });
+    abortHandshake(socket, status, code, message, extra);
+  }
+
+  /**
+   * The public server's 'upgrade' listener: guard clauses, each ending the
+   * handshake with an HTTP status. All of them run before any token or store
+   * work, so floods cost no DynamoDB request.
+   */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    let url: URL;
+    try {
+      // Only the path and query matter; an absolute-form target (`GET http://host:port/...`) is allowed by
+      // HTTP but `new URL` throws on some of them, so it is parsed relative to a fixed base.
+      url = new URL((req.url ?? '/').replace(/^[a-z]+:\/\/[^/]*/i, '') || '/', 'http://localhost');
+    } catch {
+      this.#reject(socket, 'bad_request', 400, 'bad_request', 'request target is not a valid URL');
+      return;
+    }
     if (url.pathname !== LEASE_PATH) {
-      abortHandshake(socket, 404, 'not_found', `no WebSocket endpoint at ${url.pathname}; use ${LEASE_PATH}`);
+      this.#reject(socket, 'not_found', 404, 'not_found', `no WebSocket endpoint at ${url.pathname.slice(0, 100)}; use ${LEASE_PATH}`);
       return;
     }
     if (this.#draining) {
-      abortHandshake(socket, 503, 'draining', 'this gateway is shutting down; reconnect to another', { 'Retry-After': '1' });
+      this.#reject(socket, 'draining', 503, 'draining', 'this gateway is shutting down; reconnect to another', { 'Retry-After': '1' });
+      return;
+    }
+    if (this.#sessions.size >= this.#cfg.maxConnections) {
+      this.#reject(socket, 'max_connections', 503, 'max_connections', 'this gateway is full; reconnect to another', { 'Retry-After': '1' });
+      return;
+    }
+    if (!this.originAllowed(req.headers.origin)) {
+      this.#reject(socket, 'origin', 403, 'origin_not_allowed', 'this origin may not open streams');
+      return;
+    }
+    const ip = clientIp(req.socket.remoteAddress, req.headers['x-forwarded-for'], this.#cfg.trustedProxyHops);
+    const verdict = this.#ipLimiter.check(ip);
+    if (!verdict.ok) {
+      const reason = verdict.blocked ? 'ip_blocked' : 'ip_rate';
+      if (verdict.blocked) this.#log.warn('client blocked: too many connection attempts', { ip, retryAfterSec: verdict.retryAfterSec });
+      this.#reject(socket, reason, 429, reason, 'too many connection attempts from this address', { 'Retry-After': String(verdict.retryAfterSec) });
       return;
     }
     this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, req, url));
@@ -126,24 +195,22 @@ export class Gateway implements SessionOwner {
     const device = url.searchParams.get('device') ?? '';
     const content = url.searchParams.get('content') ?? undefined;
     const takeover = url.searchParams.get('takeover') ?? undefined;
-    const session = new Session(ws, this, device, content);
+    const session = new Session(ws, this, device, content, this.#cfg.messageBurstPerSocket);
     this.#sessions.add(session);
     this.#metrics.wsConnections.inc();
 
-    if (!ID_PATTERN.test(device)) {
-      this.end(session, CLOSE.POLICY, 'device must be 1-128 characters of A-Z a-z 0-9 . _ : -');
-      return;
-    }
-    if (content !== undefined && !ID_PATTERN.test(content)) {
-      this.end(session, CLOSE.POLICY, 'content must be 1-128 characters of A-Z a-z 0-9 . _ : -');
-      return;
-    }
-    if (takeover !== undefined && takeover !== 'oldest' && !ID_PATTERN.test(takeover)) {
-      this.end(session, CLOSE.POLICY, 'takeover must be a device id or "oldest"');
-      return;
-    }
-    if (takeover === device) {
-      this.end(session, CLOSE.POLICY, 'takeover must name another device');
+    const invalid = !ID_PATTERN.test(device)
+      ? 'device must be 1-128 characters of A-Z a-z 0-9 . _ : -'
+      : content !== undefined && !ID_PATTERN.test(content)
+        ? 'content must be 1-128 characters of A-Z a-z 0-9 . _ : -'
+        : takeover !== undefined && takeover !== 'oldest' && !ID_PATTERN.test(takeover)
+          ? 'takeover must be a device id or "oldest"'
+          : takeover === device
+            ? 'takeover must name another device'
+            : undefined;
+    if (invalid !== undefined) {
+      this.#metrics.rejections.inc({ reason: 'bad_request' });
+      this.end(session, CLOSE.POLICY, invalid);
       return;
     }
     void this.#admit(session, tokenFromRequest(req.headers), takeover);
@@ -155,13 +222,26 @@ export class Gateway implements SessionOwner {
     try {
       principal = await this.#auth.verify(token);
     } catch (err) {
-      const reason = err instanceof AuthError ? err.message : 'token rejected';
-      this.#log.info('unauthorized', { deviceId: session.deviceId, reason: (err as AuthError).reason });
-      this.end(session, CLOSE.UNAUTHORIZED, reason);
+      this.#authFailed(session, err);
+      return;
+    }
+    if (principal.deviceId !== undefined && principal.deviceId !== session.deviceId) {
+      this.#authFailed(session, new AuthError('claim', 'token is bound to another device'));
       return;
     }
     session.userId = principal.userId;
+    session.exp = principal.exp;
     if (isClosed(session)) return;
+
+    // Per-user attempt limit, after the token (we need the user) and before the store.
+    const verdict = this.#userLimiter.check(principal.userId);
+    if (!verdict.ok) {
+      const reason = verdict.blocked ? 'user_blocked' : 'user_rate';
+      this.#metrics.rejections.inc({ reason });
+      if (verdict.blocked) this.#log.warn('user blocked: too many connection attempts', { userId: principal.userId, retryAfterSec: verdict.retryAfterSec });
+      this.end(session, CLOSE.TRY_LATER, `too many connection attempts for this account, retry in ${verdict.retryAfterSec} s`);
+      return;
+    }
 
     const instance = this.#instance();
     if (!instance.live) {
@@ -198,19 +278,25 @@ export class Gateway implements SessionOwner {
     this.#metrics.admissionsInFlight.inc();
     this.#track(attempt.finally(() => this.#metrics.admissionsInFlight.dec()).catch(() => {}));
     let outcome: Awaited<typeof attempt> | 'timeout';
+    let failure: unknown;
     try {
       outcome = await Promise.race([attempt, deadline]);
     } catch (err) {
       outcome = 'timeout';
-      if (!(err instanceof StoreUnavailableError)) log.error('admission failed', { err });
+      failure = err;
     } finally {
       clearTimeout(timer);
     }
 
     if (outcome === 'timeout') {
+      this.#abandon(request.userId, request.deviceId, request.leaseId, instanceId, attempt);
       this.#metrics.acquireTotal.inc({ result: 'error' });
-      log.warn('admission failed: lease store unavailable', { afterMs: Math.round(performance.now() - started) });
-      this.#releaseEventually(request.userId, request.deviceId, request.leaseId, instanceId);
+      const afterMs = Math.round(performance.now() - started);
+      if (failure === undefined || failure instanceof StoreUnavailableError) {
+        log.warn('admission failed: lease store unavailable', { afterMs, err: failure ?? 'admission deadline passed' });
+      } else {
+        log.error('admission failed', { afterMs, err: failure });
+      }
       this.end(session, CLOSE.TRY_LATER, 'lease store unavailable, try again later');
       return;
     }
@@ -245,6 +331,13 @@ export class Gateway implements SessionOwner {
       }
       return;
     }
+    const early = this.#earlyRevocations.get(request.leaseId);
+    if (early !== undefined) {
+      // Taken away (mailbox) before our own write's reply arrived: the lease is already gone.
+      this.#earlyRevocations.delete(request.leaseId);
+      this.end(session, early === CLOSE.REPLACED.code ? CLOSE.REPLACED : CLOSE.REVOKED, 'replaced or revoked while connecting');
+      return;
+    }
     session.state = 'leased';
     session.leaseId = request.leaseId;
     this.#byLease.set(request.leaseId, session);
@@ -258,6 +351,13 @@ export class Gateway implements SessionOwner {
       limit,
       active: outcome.active,
     });
+  }
+
+  #authFailed(session: Session, err: unknown): void {
+    const failure = err instanceof AuthError ? err : new AuthError('malformed', 'token rejected');
+    this.#metrics.authFailures.inc({ reason: failure.reason });
+    this.#log.info('unauthorized', { deviceId: session.deviceId, reason: failure.reason });
+    this.end(session, CLOSE.UNAUTHORIZED, failure.message);
   }
 
   /**
@@ -285,7 +385,11 @@ export class Gateway implements SessionOwner {
   /** Closes the socket holding `leaseId` on this instance, if any (its lease is already gone). */
   revokeLocal(leaseId: string, code: number, path: 'local' | 'mailbox' | 'reconcile'): boolean {
     const session = this.#byLease.get(leaseId);
-    if (!session) return false;
+    if (!session) {
+      // Maybe an admission whose write committed but whose reply has not arrived yet: remember briefly.
+      if (path === 'mailbox') this.#rememberEarly(leaseId, code);
+      return false;
+    }
     const close = code === CLOSE.REPLACED.code ? CLOSE.REPLACED : code === CLOSE.LEASE_LOST.code ? CLOSE.LEASE_LOST : CLOSE.REVOKED;
     this.#metrics.revocationsTotal.inc({ code: String(close.code), path });
     const text =
@@ -336,15 +440,34 @@ export class Gateway implements SessionOwner {
       for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
         try {
           await this.#store.release(userId, deviceId, leaseId, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
+          this.#abandoned.delete(leaseId);
           return;
         } catch (err) {
-          if (this.#instance().id !== instanceId) return;
+          // A replaced instance's leases are dead anyway; a closed gateway has no client left.
+          if (this.#closed || this.#instance().id !== instanceId) return;
           this.#log.warn('release failed, retrying', { userId, deviceId, leaseId, err, retryInMs: delay });
-          await new Promise((r) => setTimeout(r, delay));
+          await new Promise((r) => setTimeout(r, delay).unref());
         }
       }
     };
     this.#track(run());
+  }
+
+  /**
+   * An admission gave up at its deadline, but its write may still commit.
+   * Release once the attempt has settled, and keep the lease id so the
+   * reconcile loop removes the entry if the write lands even later.
+   */
+  #abandon(userId: string, deviceId: string, leaseId: string, instanceId: string, attempt: Promise<unknown>): void {
+    this.#abandoned.set(leaseId, { userId, deviceId, instanceId, until: performance.now() + 2 * this.#cfg.reconcileIntervalMs + this.#cfg.admissionTimeoutMs });
+    const release = (): void => this.#releaseEventually(userId, deviceId, leaseId, instanceId);
+    attempt.then(release, release);
+  }
+
+  #rememberEarly(leaseId: string, code: number): void {
+    if (this.#earlyRevocations.size > 10_000) this.#earlyRevocations.clear();
+    this.#earlyRevocations.set(leaseId, code);
+    setTimeout(() => this.#earlyRevocations.delete(leaseId), 2 * this.#cfg.admissionTimeoutMs).unref();
   }
 
   #track(p: Promise<unknown>): void {
@@ -358,23 +481,86 @@ export class Gateway implements SessionOwner {
     this.end(session, undefined, '', session.awaitingPong && code === 1006 ? 'ping_timeout' : 'client_close');
   }
 
+  /** ws refused a frame (too big, bad UTF-8, unmasked, reserved opcode) and is closing the socket. */
+  onSocketError(session: Session, err: Error & { code?: string }): void {
+    const tooBig = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH';
+    this.#metrics.rejections.inc({ reason: tooBig ? 'message_too_big' : 'bad_message' });
+    this.#log.info('protocol error from client', { userId: session.userId, deviceId: session.deviceId, code: err.code });
+  }
+
   onMessage(session: Session, data: RawData, isBinary: boolean): void {
-    if (isBinary) {
-      this.end(session, CLOSE.POLICY, 'binary frames are not part of the protocol');
+    if (session.state === 'closed') return;
+    if (!take(session.messages, this.#cfg.messageRatePerSocket, this.#cfg.messageBurstPerSocket)) {
+      this.#metrics.rejections.inc({ reason: 'message_rate' });
+      this.end(session, CLOSE.POLICY, 'message rate exceeded', 'policy');
       return;
     }
-    let type: unknown;
+    if (isBinary) {
+      this.#metrics.rejections.inc({ reason: 'bad_message' });
+      this.end(session, CLOSE.POLICY, 'binary frames are not part of the protocol', 'policy');
+      return;
+    }
+    let message: { type?: unknown; token?: unknown } | null;
     try {
-      type = (JSON.parse(data.toString()) as { type?: unknown } | null)?.type;
+      message = JSON.parse(data.toString()) as typeof message;
     } catch {
+      message = null;
+    }
+    if (message === null || typeof message !== 'object') {
+      this.#metrics.rejections.inc({ reason: 'bad_message' });
       session.send({ type: 'error', code: 'bad_json', message: 'messages must be JSON objects' });
       return;
     }
-    if (type === 'ping') {
+    if (message.type === 'ping') {
       session.send({ type: 'pong' });
       return;
     }
+    if (message.type === 'reauth') {
+      void this.#reauth(session, typeof message.token === 'string' ? message.token : undefined);
+      return;
+    }
+    this.#metrics.rejections.inc({ reason: 'bad_message' });
     session.send({ type: 'error', code: 'unknown_type', message: 'unknown message type' });
+  }
+
+  /**
+   * `{"type":"reauth","token":"..."}`: a fresh token for the same user (and
+   * device, if bound) extends the socket past the old token's expiry.
+   * Answers `{"type":"reauthed","exp":...}` or an error frame; the socket
+   * keeps its old expiry on failure.
+   */
+  async #reauth(session: Session, token: string | undefined): Promise<void> {
+    const now = performance.now();
+    if (now - session.reauthAt < REAUTH_MIN_GAP_MS) {
+      session.send({ type: 'error', code: 'reauth_rate', message: 'one re-authentication per second at most' });
+      return;
+    }
+    session.reauthAt = now;
+    try {
+      const principal = await this.#auth.verify(token);
+      if (principal.userId !== session.userId) throw new AuthError('claim', 'token is for another user');
+      if (principal.deviceId !== undefined && principal.deviceId !== session.deviceId) {
+        throw new AuthError('claim', 'token is bound to another device');
+      }
+      if (session.state === 'closed') return;
+      session.exp = principal.exp;
+      session.send({ type: 'reauthed', exp: principal.exp });
+    } catch (err) {
+      const failure = err instanceof AuthError ? err : new AuthError('malformed', 'token rejected');
+      this.#metrics.authFailures.inc({ reason: failure.reason });
+      session.send({ type: 'error', code: 'reauth_failed', message: failure.message });
+    }
+  }
+
+  /** Closes sockets whose token has expired (4401), checked every second by one timer. */
+  #expireTokens(): void {
+    const nowSec = Date.now() / 1000;
+    for (const session of this.#sessions) {
+      if (session.exp > 0 && session.exp <= nowSec && session.state !== 'closed') {
+        this.#metrics.authFailures.inc({ reason: 'expired' });
+        this.end(session, CLOSE.UNAUTHORIZED, 'token expired: reconnect or re-authenticate with a fresh token', 'token_expired');
+      }
+    }
   }
 
   // ---- liveness: one sweep timer for every socket --------------------------
@@ -409,13 +595,67 @@ export class Gateway implements SessionOwner {
     this.#scheduleSweep('ping', Math.max(0, this.#cfg.pingIntervalMs - this.#cfg.pongTimeoutMs));
   }
 
+  // ---- reconcile: the backstop for a lost mailbox write ---------------------
+
+  #scheduleReconcile(): void {
+    this.#reconcileTimer = setTimeout(() => {
+      void this.reconcile()
+        .catch((err: unknown) => this.#log.warn('reconcile failed; next round retries', { err }))
+        .finally(() => !this.#draining && this.#scheduleReconcile());
+    }, this.#cfg.reconcileIntervalMs);
+    this.#reconcileTimer.unref();
+  }
+
+  /**
+   * Reads the user items of every leased session here and closes the sockets
+   * whose lease is no longer in the store (kicked: 4403; taken by the same
+   * device elsewhere: 4409). A mailbox note that was lost therefore leaves a
+   * socket playing without a lease for at most RECONCILE_INTERVAL_MS.
+   * Costs one BatchGetItem per 100 users with a stream here.
+   */
+  async reconcile(): Promise<number> {
+    const leased = [...this.#byLease.values()];
+    const now = performance.now();
+    for (const [leaseId, a] of this.#abandoned) {
+      if (a.until < now || a.instanceId !== this.#instance().id) this.#abandoned.delete(leaseId);
+    }
+    const abandoned = [...this.#abandoned];
+    if (leased.length === 0 && abandoned.length === 0) return 0;
+    const users = await this.#store.readUsers(
+      [...new Set([...leased.map((s) => s.userId), ...abandoned.map(([, a]) => a.userId)])],
+      AbortSignal.timeout(Math.max(this.#cfg.admissionTimeoutMs, 5000)),
+    );
+    // An abandoned admission's write landed after all: give that slot back.
+    for (const [leaseId, a] of abandoned) {
+      if (users.get(a.userId)?.get(a.deviceId)?.leaseId === leaseId) {
+        this.#log.warn('reconcile: releasing a lease whose admission had given up', { userId: a.userId, deviceId: a.deviceId });
+        this.#releaseEventually(a.userId, a.deviceId, leaseId, a.instanceId);
+      }
+    }
+    let closed = 0;
+    for (const session of leased) {
+      if (session.state !== 'leased' || session.leaseId === undefined) continue;
+      const entry = users.get(session.userId)?.get(session.deviceId);
+      if (entry?.leaseId === session.leaseId) continue;
+      // Re-check: the session may have been granted while we were reading.
+      if (this.#byLease.get(session.leaseId) !== session) continue;
+      const code = entry === undefined ? CLOSE.REVOKED.code : CLOSE.REPLACED.code;
+      this.#log.warn('reconcile: socket has no lease in the store', { userId: session.userId, deviceId: session.deviceId, code });
+      if (this.revokeLocal(session.leaseId, code, 'reconcile')) closed++;
+    }
+    return closed;
+  }
+
   // ---- instance events ------------------------------------------------------
 
   /** Every socket of the fenced instance goes with 4408; its leases die with its instance item. */
   onFenced(oldInstanceId: string): void {
     for (const session of this.#sessions) {
-      if (session.state === 'closed') continue;
-      this.end(session, CLOSE.LEASE_LOST, 'lease lost: gateway lost contact with the lease store', 'fenced', false);
+      if (session.state === 'leased') {
+        this.end(session, CLOSE.LEASE_LOST, 'lease lost: gateway lost contact with the lease store', 'fenced', false);
+      } else if (session.state === 'admitting') {
+        this.end(session, CLOSE.TRY_LATER, 'lease store unavailable, try again later');
+      }
     }
     this.#log.warn('fenced sessions closed', { instanceId: oldInstanceId });
   }
@@ -430,16 +670,19 @@ export class Gateway implements SessionOwner {
   async drain(windowMs: number): Promise<void> {
     this.#draining = true;
     clearTimeout(this.#sweepTimer);
+    clearTimeout(this.#reconcileTimer);
+    clearInterval(this.#expiryTimer);
     const sessions = [...this.#sessions].filter((s) => s.state !== 'closed');
     this.#log.info('draining', { sessions: sessions.length, windowMs });
-    const stepMs = 20;
-    const steps = Math.max(1, Math.floor(windowMs / stepMs));
-    const perStep = Math.ceil(sessions.length / steps);
-    for (let i = 0; i < sessions.length; i += perStep) {
-      for (const session of sessions.slice(i, i + perStep)) {
+    // At most one batch every 20 ms; a handful of sockets get one gap each.
+    const batches = Math.max(1, Math.min(sessions.length, Math.floor(windowMs / 20)));
+    const perBatch = Math.ceil(sessions.length / batches);
+    const gapMs = windowMs / batches;
+    for (let i = 0; i < sessions.length; i += perBatch) {
+      for (const session of sessions.slice(i, i + perBatch)) {
         this.end(session, CLOSE.RESTART, 'gateway restarting, reconnect', 'shutdown');
       }
-      if (i + perStep < sessions.length) await new Promise((r) => setTimeout(r, stepMs));
+      if (i + perBatch < sessions.length) await new Promise((r) => setTimeout(r, gapMs));
     }
     // Sessions still admitting when the drain began end through #admit's own check.
     await this.settle(this.#cfg.admissionTimeoutMs + 1000);
@@ -455,7 +698,10 @@ export class Gateway implements SessionOwner {
   }
 
   close(): void {
+    this.#closed = true;
     clearTimeout(this.#sweepTimer);
+    clearTimeout(this.#reconcileTimer);
+    clearInterval(this.#expiryTimer);
     this.#wss.close();
   }
 }

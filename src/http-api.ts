@@ -99,6 +99,22 @@ export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: Ser
 async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const path = (req.url ?? '/').split('?')[0];
   if (deps.fallback?.(req, res)) return;
+  // CORS for browser players on the origins ALLOWED_ORIGINS lists (tokens travel in a header, never cookies).
+  const origin = req.headers.origin;
+  if (origin !== undefined) {
+    if (!deps.gateway.originAllowed(origin)) throw new HttpError(403, 'origin_not_allowed', 'this origin may not call the API');
+    res.setHeader('Access-Control-Allow-Origin', origin);
+    res.setHeader('Vary', 'Origin');
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, {
+        'Access-Control-Allow-Methods': 'GET, DELETE',
+        'Access-Control-Allow-Headers': 'Authorization',
+        'Access-Control-Max-Age': '600',
+      });
+      res.end();
+      return;
+    }
+  }
   const found = match(path);
   if (!found) throw new HttpError(404, 'not_found', `no route for ${path.slice(0, 100)}`);
   if (req.method !== found.method) {

@@ -38,6 +38,8 @@ export class InstanceLease {
   #beatTimer: NodeJS.Timeout | undefined;
   #watchTimer: NodeJS.Timeout | undefined;
   #beatInFlight = false;
+  /** Mailbox entries handled since the last beat: deleted by the next one. */
+  #ack: string[] = [];
   readonly #store: LeaseStore;
   readonly #t: InstanceTimings;
   readonly #log: Logger;
@@ -70,19 +72,31 @@ export class InstanceLease {
 
   /** The store answered recently enough that new admissions are worth trying. */
   get healthy(): boolean {
-    return this.live && this.heartbeatAgeMs() <= 2 * this.#t.instanceHeartbeatMs + 1000;
+    const hb = this.#t.instanceHeartbeatMs;
+    return this.live && this.heartbeatAgeMs() <= Math.min(2 * hb + 1000, this.#dangerAfterMs - hb);
   }
 
   get #dangerAfterMs(): number {
     return this.#t.instanceTtlMs - this.#t.fencingMarginMs;
   }
 
-  /** Registers the instance item (retrying in the background until it works) and starts beating. */
-  async start(): Promise<void> {
+  /**
+   * Registers the instance item and starts beating. Resolves once registered
+   * or after `waitMs`, whichever comes first: registration keeps retrying in
+   * the background while readiness says the store is not answering.
+   */
+  async start(waitMs = Number.POSITIVE_INFINITY): Promise<void> {
     const watchEveryMs = Math.max(10, Math.min(this.#t.instanceHeartbeatMs, this.#t.fencingMarginMs || 1000) / 4);
     this.#watchTimer = setInterval(() => this.#watch(), watchEveryMs);
     this.#watchTimer.unref();
-    await this.#register();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#register(),
+      new Promise<void>((r) => {
+        if (Number.isFinite(waitMs)) timer = setTimeout(r, waitMs);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   async #register(): Promise<void> {
@@ -96,8 +110,11 @@ export class InstanceLease {
         this.#scheduleBeat();
         return;
       } catch (err) {
+        // The item exists: a retry of our own PutItem whose reply was lost, or (vanishingly) a clash.
+        // Either way that id is spoiled; start over with a new one rather than wait for TTL cleanup.
+        if (isConditionFailure(err)) this.#id = uuidv7();
         this.#log.warn('instance registration failed, retrying', { instanceId: this.#id, err, retryInMs: delay });
-        await new Promise((r) => setTimeout(r, delay));
+        await new Promise((r) => setTimeout(r, delay).unref());
       }
     }
   }
@@ -114,12 +131,22 @@ export class InstanceLease {
     this.#beatInFlight = true;
     const id = this.#id;
     const sentAt = performance.now();
+    // Give up on this beat (and its SDK retries) before the danger point, so no late attempt can extend an
+    // item that has already expired in others' eyes.
+    const budgetMs = Math.max(1, Math.min(this.#t.instanceHeartbeatMs, this.#lastOkSentAt + this.#dangerAfterMs - sentAt));
+    const ack = this.#ack;
     let ok = false;
     try {
-      const mailbox = await this.#store.heartbeat(id, Date.now(), this.#t.instanceTtlMs, AbortSignal.timeout(this.#t.instanceHeartbeatMs));
+      const mailbox = await this.#store.heartbeat(id, Date.now(), this.#t.instanceTtlMs, ack, AbortSignal.timeout(budgetMs));
       if (id !== this.#id) return; // fenced while the beat was in flight
+      if (performance.now() - this.#lastOkSentAt >= this.#dangerAfterMs) {
+        // Acknowledged too late: we may already count as dead elsewhere.
+        this.#fence(`heartbeat acknowledged after the fencing deadline`);
+        return;
+      }
       ok = true;
       this.#lastOkSentAt = sentAt;
+      this.#ack = mailbox.map((m) => m.entry);
       for (const { leaseId, code } of mailbox) this.#handlers.revoked(leaseId, code);
     } catch (err) {
       if (id !== this.#id) return;
@@ -155,6 +182,7 @@ export class InstanceLease {
     const oldId = this.#id;
     this.#registered = false;
     this.#id = uuidv7();
+    this.#ack = [];
     clearTimeout(this.#beatTimer);
     this.#metrics.fencingTotal.inc();
     this.#log.error('fenced: closing all sockets and starting a new instance', {

@@ -74,6 +74,11 @@ export interface StoreOptions {
 const LEASE_PREFIX = 'lease:';
 const SLOW_PATH_ATTEMPTS = 8;
 
+/** Full-jitter backoff before resending keys DynamoDB left unprocessed (it does so when throttling). */
+function backoff(round: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.random() * Math.min(1000, 25 * 2 ** round)));
+}
+
 const userKey = (userId: string): Item => ({ pk: { S: `user#${userId}` } });
 const instanceKey = (instanceId: string): Item => ({ pk: { S: `instance#${instanceId}` } });
 
@@ -184,12 +189,15 @@ export class LeaseStore {
   }
 
   async #acquireSlow(req: AcquireRequest, lease: Lease, item: Item | undefined, signal?: AbortSignal): Promise<AcquireOutcome> {
+    // What the last write we sent displaced and revoked: if it committed but its reply was lost, the
+    // retry fails its condition and only this tells whose socket must still be closed.
+    let sent: { displaced?: Lease; revoked?: Lease } = {};
     for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
       const entries = leasesOf(item);
       const mine = entries.get(req.deviceId);
       // A retried write whose first attempt committed: the blocking entry is ours.
       if (mine?.leaseId === req.leaseId) {
-        return { kind: 'granted', lease: mine, active: entries.size };
+        return { kind: 'granted', lease: mine, active: entries.size, ...sent };
       }
       const live = await this.#liveInstances(entries.values(), signal);
       const dead: string[] = [];
@@ -201,7 +209,8 @@ export class LeaseStore {
       }
       others.sort((a, b) => a.acquiredAt - b.acquiredAt);
       let revoked: Lease | undefined;
-      if (req.takeover !== undefined && others.length > 0) {
+      // Takeover revokes only when it is needed to make room.
+      if (req.takeover !== undefined && others.length >= req.limit) {
         const i = req.takeover === 'oldest' ? 0 : others.findIndex((l) => l.deviceId === req.takeover);
         if (i >= 0) revoked = others.splice(i, 1)[0];
       }
@@ -211,6 +220,7 @@ export class LeaseStore {
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
       removed.forEach((deviceId, i) => (names[`#r${i}`] = LEASE_PREFIX + deviceId));
       const version = item?.v;
+      sent = { displaced: mine, revoked };
       try {
         await this.#send(
           'UpdateItem',
@@ -275,6 +285,33 @@ export class LeaseStore {
     }
   }
 
+  /**
+   * Lease entries of many users (the reconcile backstop), keyed by user id.
+   * Strongly consistent, 100 keys a request.
+   */
+  async readUsers(userIds: readonly string[], signal?: AbortSignal): Promise<Map<string, Map<string, Lease>>> {
+    const out = new Map<string, Map<string, Lease>>();
+    let keys = userIds.map(userKey);
+    let rounds = 0;
+    while (keys.length > 0) {
+      const batch = keys.slice(0, 100);
+      keys = keys.slice(100);
+      const res = await this.#send<BatchGetItemCommandOutput>(
+        'BatchGetItem',
+        new BatchGetItemCommand({ RequestItems: { [this.#table]: { Keys: batch, ConsistentRead: true } } }),
+        signal,
+      );
+      for (const item of res.Responses?.[this.#table] ?? []) out.set(item.pk.S!.slice('user#'.length), leasesOf(item));
+      const unprocessed = res.UnprocessedKeys?.[this.#table]?.Keys;
+      if (unprocessed?.length) {
+        keys = keys.concat(unprocessed);
+        await backoff(++rounds);
+      }
+    }
+    for (const userId of userIds) if (!out.has(userId)) out.set(userId, new Map());
+    return out;
+  }
+
   /** Live leases of a user, oldest first. */
   async listLive(userId: string, signal?: AbortSignal): Promise<Lease[]> {
     const entries = leasesOf(await this.readUser(userId, signal));
@@ -288,12 +325,18 @@ export class LeaseStore {
    * live lease.
    */
   async revoke(userId: string, deviceId: string, signal?: AbortSignal): Promise<Lease | undefined> {
+    let attempted: Lease | undefined;
     for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
       const lease = leasesOf(await this.readUser(userId, signal)).get(deviceId);
-      if (!lease) return undefined;
+      // Gone after our release "failed": its reply was lost and the retry found it removed. Ours.
+      if (!lease) return attempted;
       const live = await this.#liveInstances([lease], signal);
-      const removed = await this.release(userId, deviceId, lease.leaseId, signal);
-      if (removed) return live.has(lease.instanceId) ? lease : undefined;
+      if (!live.has(lease.instanceId)) {
+        await this.release(userId, deviceId, lease.leaseId, signal);
+        return undefined;
+      }
+      attempted = lease;
+      if (await this.release(userId, deviceId, lease.leaseId, signal)) return lease;
     }
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
   }
@@ -308,6 +351,7 @@ export class LeaseStore {
       else toRead.add(l.instanceId);
     }
     let keys = [...toRead].map(instanceKey);
+    let rounds = 0;
     const now = Date.now();
     while (keys.length > 0) {
       const batch = keys.slice(0, 100);
@@ -325,7 +369,10 @@ export class LeaseStore {
         if (num(it.expiresAt) > now) live.add(it.pk.S!.slice('instance#'.length));
       }
       const unprocessed = out.UnprocessedKeys?.[this.#table]?.Keys;
-      if (unprocessed?.length) keys = keys.concat(unprocessed);
+      if (unprocessed?.length) {
+        keys = keys.concat(unprocessed);
+        await backoff(++rounds);
+      }
     }
     return live;
   }
@@ -355,36 +402,40 @@ export class LeaseStore {
 
   /**
    * One heartbeat: extends the instance item only while it is still live
-   * (never revives an instance others may already consider dead) and takes
-   * the mailbox in the same write. Throws a condition failure when the item
-   * expired or is gone: the caller must fence.
+   * (never revives an instance others may already consider dead) and reads
+   * the mailbox in the same write. Entries are deleted one beat later, once
+   * handled (`ack`), so a retry whose first attempt committed cannot lose
+   * them. Throws a condition failure when the item expired or is gone: the
+   * caller must fence.
    */
   async heartbeat(
     instanceId: string,
     sentAt: number,
     ttlMs: number,
+    ack: readonly string[],
     signal?: AbortSignal,
-  ): Promise<Array<{ leaseId: string; code: number }>> {
+  ): Promise<Array<{ entry: string; leaseId: string; code: number }>> {
     const out = await this.#send<UpdateItemCommandOutput>(
       'UpdateItem',
       new UpdateItemCommand({
         TableName: this.#table,
         Key: instanceKey(instanceId),
-        UpdateExpression: 'SET expiresAt = :expiresAt, beatAt = :now, #ttl = :ttl REMOVE mailbox',
+        UpdateExpression: 'SET expiresAt = :expiresAt, beatAt = :now, #ttl = :ttl' + (ack.length > 0 ? ' DELETE mailbox :ack' : ''),
         ConditionExpression: 'attribute_exists(pk) AND expiresAt > :now',
         ExpressionAttributeNames: { '#ttl': 'ttl' },
         ExpressionAttributeValues: {
           ':expiresAt': { N: String(sentAt + ttlMs) },
           ':now': { N: String(sentAt) },
           ':ttl': { N: String(Math.ceil((sentAt + ttlMs) / 1000) + 3600) },
+          ...(ack.length > 0 ? { ':ack': { SS: [...ack] } } : {}),
         },
-        ReturnValues: 'ALL_OLD',
+        ReturnValues: 'ALL_NEW',
       }),
       signal,
     );
     return (out.Attributes?.mailbox?.SS ?? []).map((entry) => {
       const [leaseId, code] = entry.split(' ');
-      return { leaseId, code: Number(code) };
+      return { entry, leaseId, code: Number(code) };
     });
   }
 

@@ -1,15 +1,25 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Reasons a lease is given back; bounded, so safe as a label. */
-export type ReleaseReason =
-  | 'client_close'
-  | 'ping_timeout'
-  | 'replaced'
-  | 'revoked'
-  | 'shutdown'
-  | 'fenced'
-  | 'lost'
-  | 'error';
+export const RELEASE_REASONS = ['client_close', 'ping_timeout', 'replaced', 'revoked', 'shutdown', 'fenced', 'lost', 'token_expired', 'policy'] as const;
+
+/** Why a connection or message was turned away before any store work. */
+export const REJECTION_REASONS = [
+  'not_found',
+  'draining',
+  'max_connections',
+  'origin',
+  'ip_rate',
+  'ip_blocked',
+  'user_rate',
+  'user_blocked',
+  'bad_request',
+  'message_rate',
+  'message_too_big',
+  'bad_message',
+] as const;
+export type RejectionReason = (typeof REJECTION_REASONS)[number];
+export type ReleaseReason = (typeof RELEASE_REASONS)[number];
 
 export type AcquireResult = 'granted' | 'denied' | 'error';
 
@@ -31,6 +41,8 @@ export class Metrics {
   readonly closesTotal: Counter<'code'>;
   readonly fencingTotal: Counter;
   readonly revocationsTotal: Counter<'code' | 'path'>;
+  readonly authFailures: Counter<'reason'>;
+  readonly rejections: Counter<'reason'>;
 
   /** Set by the instance lease once it exists; read at scrape time. */
   heartbeatAgeSeconds: () => number = () => 0;
@@ -93,11 +105,27 @@ export class Metrics {
       labelNames: ['code'],
       registers,
     });
+    // Start every bounded series at 0 so rate() and dashboards see them before the first event.
+    for (const result of ['granted', 'denied', 'error'] as const) this.acquireTotal.labels(result);
+    for (const reason of RELEASE_REASONS) this.releaseTotal.labels(reason);
     this.fencingTotal = new Counter({
       name: 'sigma_fencing_events_total',
       help: 'Times this process fenced itself (closed its sockets with 4408) and started a new instance.',
       registers,
     });
+    this.authFailures = new Counter({
+      name: 'sigma_auth_failures_total',
+      help: 'Tokens refused, by reason (missing, malformed, expired, bad_signature, algorithm, claim, ...).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.rejections = new Counter({
+      name: 'sigma_rejections_total',
+      help: 'Connections and messages turned away before any store work, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of REJECTION_REASONS) this.rejections.labels(reason);
     this.revocationsTotal = new Counter({
       name: 'sigma_revocations_total',
       help: 'Sockets closed because their lease was taken away, by close code and by path (local, mailbox, reconcile).',

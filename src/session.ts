@@ -1,4 +1,5 @@
 import type { RawData, WebSocket } from 'ws';
+import { newBucket, type Bucket } from './rate-limit.js';
 
 /**
  * One device's socket. It is deliberately small (a few fields, no closures):
@@ -14,6 +15,7 @@ export type SessionState = 'admitting' | 'leased' | 'closed';
 export interface SessionOwner {
   onMessage(session: Session, data: RawData, isBinary: boolean): void;
   onSocketClose(session: Session, code: number): void;
+  onSocketError(session: Session, err: Error & { code?: string }): void;
 }
 
 const SESSION = Symbol('session');
@@ -26,13 +28,20 @@ export class Session {
   userId = '';
   /** A protocol ping went out and no pong came back yet. */
   awaitingPong = false;
+  /** Token expiry (seconds since the epoch); 0 until authenticated. */
+  exp = 0;
+  /** Monotonic ms of the last re-authentication attempt. */
+  reauthAt = Number.NEGATIVE_INFINITY;
+  /** Message rate bucket (app pings count). */
+  readonly messages: Bucket;
   readonly ws: WebSocket;
   readonly owner: SessionOwner;
   readonly deviceId: string;
   readonly contentId: string | undefined;
 
-  constructor(ws: WebSocket, owner: SessionOwner, deviceId: string, contentId: string | undefined) {
+  constructor(ws: WebSocket, owner: SessionOwner, deviceId: string, contentId: string | undefined, messageBurst: number) {
     this.ws = ws;
+    this.messages = newBucket(messageBurst);
     this.owner = owner;
     this.deviceId = deviceId;
     this.contentId = contentId;
@@ -64,6 +73,8 @@ function socketOnClose(this: TaggedSocket, code: number): void {
   if (session) session.owner.onSocketClose(session, code);
 }
 
-function socketOnError(this: TaggedSocket): void {
-  // ws closes the socket after an 'error' (1002, 1007, 1009 ...); the 'close' listener does the rest.
+function socketOnError(this: TaggedSocket, err: Error): void {
+  // ws has already answered with 1002, 1007 or 1009 and closes the socket; the 'close' listener does the rest.
+  const session = this[SESSION];
+  if (session) session.owner.onSocketError(session, err);
 }

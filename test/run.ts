@@ -8,8 +8,12 @@ import { readdirSync } from 'node:fs';
 import { startDynamoLocal } from './helpers/dynamodb-local.js';
 
 const started = Date.now();
-const files = process.argv.slice(2).length > 0
-  ? process.argv.slice(2)
+// `npm test -- test/a.test.ts --test-name-pattern=x`: files and node test-runner flags pass through.
+const args = process.argv.slice(2);
+const flags = args.filter((a) => a.startsWith('--'));
+const named = args.filter((a) => !a.startsWith('--'));
+const files = named.length > 0
+  ? named
   : readdirSync(new URL('.', import.meta.url)).filter((f) => f.endsWith('.test.ts')).sort().map((f) => `test/${f}`);
 
 // Node 20 here (the image runs a current LTS): the SDK's notice would repeat in every file's output.
@@ -20,7 +24,7 @@ process.stdout.write(`DynamoDB Local at ${local.endpoint} (${Date.now() - starte
 
 const child = spawn(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${process.env.TEST_CONCURRENCY ?? '2'}`, ...files],
+  ['--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${process.env.TEST_CONCURRENCY ?? '2'}`, ...flags, ...files],
   { stdio: 'inherit', env: { ...process.env, SIGMA_TEST_DYNAMODB_ENDPOINT: local.endpoint } },
 );
 const stop = (): void => {

@@ -24,7 +24,7 @@ export const FAST_TIMINGS: Record<string, string> = {
   INSTANCE_TTL_MS: '3000',
   FENCING_MARGIN_MS: '1000',
   ADMISSION_TIMEOUT_MS: '1500',
-  DYNAMODB_REQUEST_TIMEOUT_MS: '400',
+  DYNAMODB_REQUEST_TIMEOUT_MS: '1000',
   RECONCILE_INTERVAL_MS: '2000',
   DRAIN_MS: '500',
 };
@@ -37,6 +37,8 @@ export interface GatewayEnvOptions {
   table?: string;
   endpoint?: string;
   env?: Record<string, string>;
+  /** Entry file for child processes (a mutant copy in negative controls). */
+  entry?: string;
 }
 
 export async function gatewayEnv(opts: GatewayEnvOptions = {}): Promise<Record<string, string>> {
@@ -51,6 +53,9 @@ export async function gatewayEnv(opts: GatewayEnvOptions = {}): Promise<Record<s
     CREATE_TABLE: 'true',
     JWT_SECRET: TEST_SECRET,
     LOG_LEVEL: 'warn',
+    // Every test client connects from 127.0.0.1: only the tests of the per-IP limit keep it.
+    CONNECT_RATE_PER_IP: '100000',
+    CONNECT_BURST_PER_IP: '100000',
     ...FAST_TIMINGS,
     ...opts.env,
   };
@@ -102,7 +107,7 @@ export interface ChildGateway {
 /** A gateway child process (`node --import tsx src/main.ts`); resolves once it listens. */
 export async function spawnGateway(opts: GatewayEnvOptions = {}): Promise<ChildGateway> {
   const env = await gatewayEnv({ ...opts, env: { LOG_LEVEL: 'info', ...opts.env } });
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const proc = spawn(process.execPath, ['--import', 'tsx', opts.entry ?? 'src/main.ts'], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

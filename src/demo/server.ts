@@ -1,0 +1,132 @@
+/**
+ * The demo page, served on the public port when NODE_ENV is not production
+ * (src/app.ts passes this handler as the API's `fallback`):
+ *
+ *   GET  /                       demo.html
+ *   GET  /demo/demo.css          demo.css
+ *   GET  /demo/page.js           page.ts and the player SDK, bundled by esbuild on first request
+ *   POST /demo/token?user=<id>   a token for any user: ONLY with the development secret
+ *
+ * The token route is the dangerous one: it mints tokens for whoever asks. It
+ * exists only when the gateway runs without JWT_SECRET, JWT_PUBLIC_KEY and
+ * JWKS_URL (so it accepts the well-known development secret anyway) and
+ * NODE_ENV is not production; otherwise it answers 404. Tests get it by
+ * starting a gateway with an empty JWT_SECRET.
+ */
+import { readFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { SignJWT } from 'jose';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+
+const DEMO_USER = /^[A-Za-z0-9._:-]{1,64}$/;
+/** Lifetime of a demo token, s: short, so the page also shows the SDK's refresh before expiry. */
+const DEMO_TOKEN_TTL_S = 600;
+
+const STATIC: Record<string, { file: string; type: string }> = {
+  '/': { file: 'demo.html', type: 'text/html; charset=utf-8' },
+  '/demo/demo.css': { file: 'demo.css', type: 'text/css; charset=utf-8' },
+};
+
+/**
+ * Files next to this module: src/demo when run from the sources (tsx), and
+ * from dist/demo the build does not copy them, so look in src/demo too.
+ */
+async function readAsset(name: string): Promise<string> {
+  for (const url of [new URL(`./${name}`, import.meta.url), new URL(`../../src/demo/${name}`, import.meta.url)]) {
+    try {
+      return await readFile(url, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+  throw new Error(`demo asset ${name} not found next to ${import.meta.url}`);
+}
+
+/** page.ts with the SDK, as one browser script. esbuild is a dev tool: imported only when the page asks. */
+async function bundlePage(): Promise<string> {
+  const esbuild = await import('esbuild');
+  const entry = [new URL('./page.ts', import.meta.url), new URL('../../src/demo/page.ts', import.meta.url)];
+  let lastErr: unknown;
+  for (const url of entry) {
+    try {
+      const out = await esbuild.build({
+        entryPoints: [decodeURIComponent(url.pathname)],
+        bundle: true,
+        format: 'esm',
+        platform: 'browser',
+        target: 'es2020',
+        write: false,
+        logLevel: 'silent',
+      });
+      return out.outputFiles[0].text;
+    } catch (err) {
+      lastErr = err;
+    }
+  }
+  throw lastErr;
+}
+
+function send(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'Content-Type': type, 'Content-Length': String(Buffer.byteLength(body)), 'Cache-Control': 'no-store', ...headers });
+  res.end(body);
+}
+
+export function createDemoHandler(config: Config, log: Logger): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const mintsTokens = !config.production && config.auth.devSecret && config.auth.secret !== undefined;
+  let script: Promise<string> | undefined;
+
+  const fail = (res: ServerResponse, what: string) => (err: unknown) => {
+    log.error('demo page failed', { err, what });
+    if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', `demo page unavailable: ${what}`);
+  };
+
+  return (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const asset = STATIC[url.pathname];
+    if (asset && req.method === 'GET') {
+      readAsset(asset.file).then(
+        (body) =>
+          send(res, 200, asset.type, body, {
+            'Content-Security-Policy': "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'",
+          }),
+        fail(res, asset.file),
+      );
+      return true;
+    }
+    if (url.pathname === '/demo/page.js' && req.method === 'GET') {
+      script ??= bundlePage();
+      script.then(
+        (body) => send(res, 200, 'text/javascript; charset=utf-8', body),
+        (err: unknown) => {
+          script = undefined;
+          fail(res, 'bundling page.ts (is esbuild installed? it is a devDependency)')(err);
+        },
+      );
+      return true;
+    }
+    if (url.pathname === '/demo/token') {
+      if (!mintsTokens) {
+        send(res, 404, 'application/json', JSON.stringify({ error: { code: 'not_found', message: 'demo tokens exist only with the development secret (no JWT_SECRET, JWT_PUBLIC_KEY or JWKS_URL)' } }));
+        return true;
+      }
+      if (req.method !== 'POST') {
+        send(res, 405, 'application/json', JSON.stringify({ error: { code: 'method_not_allowed', message: '/demo/token allows POST' } }), { Allow: 'POST' });
+        return true;
+      }
+      const user = url.searchParams.get('user') ?? '';
+      if (!DEMO_USER.test(user)) {
+        send(res, 400, 'application/json', JSON.stringify({ error: { code: 'bad_user', message: 'user must be 1-64 characters of A-Z a-z 0-9 . _ : -' } }));
+        return true;
+      }
+      let jwt = new SignJWT({}).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject(user).setIssuedAt().setExpirationTime(`${DEMO_TOKEN_TTL_S}s`);
+      if (config.auth.issuer) jwt = jwt.setIssuer(config.auth.issuer);
+      if (config.auth.audience) jwt = jwt.setAudience(config.auth.audience);
+      jwt
+        .sign(new TextEncoder().encode(config.auth.secret))
+        .then((token) => send(res, 200, 'application/json', JSON.stringify({ token, userId: user })), fail(res, 'token'));
+      return true;
+    }
+    return false;
+  };
+}

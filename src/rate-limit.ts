@@ -1,0 +1,111 @@
+import { performance } from 'node:perf_hooks';
+
+/** A token bucket: `tokens` refill at `ratePerSec` up to `burst`. Two numbers, so sockets can carry one inline. */
+export interface Bucket {
+  tokens: number;
+  /** Monotonic ms of the last refill. */
+  at: number;
+}
+
+export function newBucket(burst: number, now = performance.now()): Bucket {
+  return { tokens: burst, at: now };
+}
+
+/** Takes one token if there is one. */
+export function take(bucket: Bucket, ratePerSec: number, burst: number, now = performance.now()): boolean {
+  bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) * ratePerSec) / 1000);
+  bucket.at = now;
+  if (bucket.tokens < 1) return false;
+  bucket.tokens -= 1;
+  return true;
+}
+
+export type Verdict = { readonly ok: true } | { readonly ok: false; readonly blocked: boolean; readonly retryAfterSec: number };
+
+interface Entry extends Bucket {
+  strikes: number;
+  blockedUntil: number;
+}
+
+export interface KeyedLimiterOptions {
+  readonly ratePerSec: number;
+  readonly burst: number;
+  /** Consecutive rejections that turn into a block. */
+  readonly blockAfter: number;
+  readonly blockMs: number;
+  /** Memory bound: idle keys are dropped first, then the oldest. @default 100000 */
+  readonly maxKeys?: number;
+}
+
+const OK: Verdict = { ok: true };
+
+/**
+ * Token buckets by key (client IP, user id), with a temporary blocklist for
+ * keys that keep hitting the limit. Runs before any store work, so a flood
+ * costs CPU and memory bounded by `maxKeys`, never DynamoDB requests.
+ */
+export class KeyedLimiter {
+  readonly #o: Required<KeyedLimiterOptions>;
+  readonly #entries = new Map<string, Entry>();
+
+  constructor(opts: KeyedLimiterOptions) {
+    this.#o = { maxKeys: 100_000, ...opts };
+  }
+
+  check(key: string, now = performance.now()): Verdict {
+    let e = this.#entries.get(key);
+    if (!e) {
+      if (this.#entries.size >= this.#o.maxKeys) this.#evict(now);
+      e = { tokens: this.#o.burst, at: now, strikes: 0, blockedUntil: 0 };
+      this.#entries.set(key, e);
+    }
+    if (e.blockedUntil > now) {
+      return { ok: false, blocked: true, retryAfterSec: Math.ceil((e.blockedUntil - now) / 1000) };
+    }
+    if (take(e, this.#o.ratePerSec, this.#o.burst, now)) {
+      e.strikes = 0;
+      return OK;
+    }
+    if (++e.strikes >= this.#o.blockAfter && this.#o.blockMs > 0) {
+      e.strikes = 0;
+      e.blockedUntil = now + this.#o.blockMs;
+      return { ok: false, blocked: true, retryAfterSec: Math.ceil(this.#o.blockMs / 1000) };
+    }
+    return { ok: false, blocked: false, retryAfterSec: Math.max(1, Math.ceil((1 - e.tokens) / this.#o.ratePerSec)) };
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  #evict(now: number): void {
+    for (const [key, e] of this.#entries) {
+      const full = e.tokens + ((now - e.at) * this.#o.ratePerSec) / 1000 >= this.#o.burst;
+      if (full && e.blockedUntil <= now) this.#entries.delete(key);
+    }
+    // Still full of active keys: drop the oldest tenth rather than grow.
+    if (this.#entries.size >= this.#o.maxKeys) {
+      let drop = Math.ceil(this.#o.maxKeys / 10);
+      for (const key of this.#entries.keys()) {
+        if (drop-- <= 0) break;
+        this.#entries.delete(key);
+      }
+    }
+  }
+}
+
+/**
+ * The client's address: the socket's peer, or, behind `trustedHops` proxies
+ * that each append to X-Forwarded-For, the entry the outermost trusted proxy
+ * saw. Entries further left were written by the client and are never believed.
+ */
+export function clientIp(remoteAddress: string | undefined, forwardedFor: string | string[] | undefined, trustedHops: number): string {
+  const peer = remoteAddress ?? 'unknown';
+  if (trustedHops === 0 || forwardedFor === undefined) return peer;
+  const chain = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor)
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (chain.length === 0) return peer;
+  return chain[Math.max(0, chain.length - trustedHops)];
+}

@@ -1,0 +1,120 @@
+/**
+ * What each step costs in DynamoDB requests, counted twice: by the gateway's
+ * own sigma_dynamodb_requests_total and by a proxy in front of the store.
+ * The README's cost table is this test.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { connect, eventually, type Device } from './helpers/devices.js';
+import { dynamoEndpoint } from './helpers/dynamodb-local.js';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import { newTable, startGateway, type TestGateway } from './helpers/gateway.js';
+import { mintToken } from './helpers/tokens.js';
+
+/** Sum of sigma_dynamodb_requests_total by operation. */
+function requestsByOperation(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(/^sigma_dynamodb_requests_total\{operation="(\w+)",outcome="\w+"\} (\d+)/gm)) {
+    out.set(m[1], (out.get(m[1]) ?? 0) + Number(m[2]));
+  }
+  return out;
+}
+
+describe('DynamoDB requests per step', () => {
+  let proxy: FaultProxy;
+  let otherProxy: FaultProxy;
+  let gw: TestGateway;
+  let other: TestGateway;
+  // Slow heartbeats and no reconcile during the counted steps.
+  const quiet = { INSTANCE_HEARTBEAT_MS: '60000', INSTANCE_TTL_MS: '240000', FENCING_MARGIN_MS: '60000', RECONCILE_INTERVAL_MS: '600000' };
+  before(async () => {
+    const endpoint = await dynamoEndpoint();
+    const table = newTable();
+    proxy = await startFaultProxy(endpoint);
+    otherProxy = await startFaultProxy(endpoint);
+    gw = await startGateway({ table, endpoint: proxy.endpoint, env: quiet });
+    other = await startGateway({ table, endpoint: otherProxy.endpoint, env: quiet });
+  });
+  after(async () => {
+    await Promise.all([gw.stop(), other.stop()]);
+    await Promise.all([proxy.close(), otherProxy.close()]);
+  });
+
+  /** Runs a step and returns what reached the store, checking both counts agree. */
+  async function cost(step: () => Promise<void>): Promise<Record<string, number>> {
+    const before = requestsByOperation(await gw.metrics());
+    proxy.resetCounts();
+    await step();
+    const after = requestsByOperation(await gw.metrics());
+    const seen = Object.fromEntries([...proxy.counts].sort());
+    const counted = Object.fromEntries(
+      [...after].map(([op, n]) => [op, n - (before.get(op) ?? 0)] as const).filter(([, n]) => n > 0).sort(),
+    );
+    assert.deepEqual(counted, seen, 'the gateway counts every request that reached the store');
+    return seen;
+  }
+
+  test('admission below the limit: 1 UpdateItem; release: 1 UpdateItem', async () => {
+    const token = await mintToken('yara');
+    let d = connect(gw.url, { token, device: 'warmup' });
+    await d.decision;
+    await d.close();
+    await eventually(() => proxy.counts.get('UpdateItem') === 2);
+
+    assert.deepEqual(await cost(async () => {
+      d = connect(gw.url, { token, device: 'tv' });
+      await d.decision;
+    }), { UpdateItem: 1 });
+    assert.deepEqual(await cost(async () => {
+      await d.close();
+      await eventually(() => proxy.counts.get('UpdateItem') === 1);
+      await new Promise((r) => setTimeout(r, 100));
+    }), { UpdateItem: 1 });
+  });
+
+  test('denial: 1 UpdateItem when every lease is on this gateway, plus 1 BatchGetItem when others hold some', async (t) => {
+    const token = await mintToken('zoe');
+    const held = ['a', 'b', 'c'].map((device) => connect(gw.url, { token, device }));
+    t.after(() => held.forEach((d) => d.close()));
+    await Promise.all(held.map((d) => d.decision));
+    assert.deepEqual(await cost(async () => {
+      await connect(gw.url, { token, device: 'd' }).closed;
+    }), { UpdateItem: 1 });
+
+    await held[0].close();
+    await eventually(async () => (await connect(other.url, { token, device: 'remote' }).decision.catch(() => ({ type: 'x' }))).type === 'granted');
+    assert.deepEqual(await cost(async () => {
+      await connect(gw.url, { token, device: 'd' }).closed;
+    }), { BatchGetItem: 1, UpdateItem: 1 });
+  });
+
+  test('heartbeat: 1 UpdateItem per beat per gateway, whatever the number of open streams', async (t) => {
+    const endpoint = await dynamoEndpoint();
+    const beatProxy = await startFaultProxy(endpoint);
+    const beating = await startGateway({
+      endpoint: beatProxy.endpoint,
+      env: { INSTANCE_HEARTBEAT_MS: '400', INSTANCE_TTL_MS: '4000', ADMISSION_TIMEOUT_MS: '5000', RECONCILE_INTERVAL_MS: '600000', PING_INTERVAL_MS: '60000', PONG_TIMEOUT_MS: '10000' },
+    });
+    t.after(async () => {
+      await beating.stop();
+      await beatProxy.close();
+    });
+    const window = async (): Promise<number> => {
+      beatProxy.resetCounts();
+      await new Promise((r) => setTimeout(r, 2400));
+      return beatProxy.total();
+    };
+    const idle = await window();
+    const devices: Device[] = [];
+    for (let i = 0; i < 40; i++) {
+      const d = connect(beating.url, { token: await mintToken(`viewer-${i}`), device: 'tv' });
+      assert.equal((await d.decision).type, 'granted');
+      devices.push(d);
+    }
+    t.after(() => devices.forEach((d) => d.close()));
+    const busy = await window();
+    assert.ok(idle >= 4 && idle <= 8, `~6 beats in 2.4 s idle, saw ${idle}`);
+    assert.ok(Math.abs(busy - idle) <= 1, `40 open streams cost no extra requests (idle ${idle}, busy ${busy})`);
+    assert.deepEqual([...beatProxy.counts.keys()], ['UpdateItem']);
+  });
+});

@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+import { describe, test } from 'node:test';
+import { connect, eventually } from './helpers/devices.js';
+import { dynamoEndpoint, freePort } from './helpers/dynamodb-local.js';
+import { FAST_TIMINGS, leaseEntries, newTable, ROOT, scanTable, spawnGateway, startGateway } from './helpers/gateway.js';
+import { mintToken } from './helpers/tokens.js';
+
+const TTL = Number(FAST_TIMINGS.INSTANCE_TTL_MS);
+const MARGIN = Number(FAST_TIMINGS.FENCING_MARGIN_MS);
+
+describe('process lifecycle', () => {
+  test('SIGTERM drains with 1012, releases every lease, deletes the instance item and exits 0', async () => {
+    const gw = await spawnGateway({ env: { DRAIN_MS: '1000' } });
+    const token = await mintToken('tess');
+    const devices = ['a', 'b', 'c'].map((device) => connect(gw.url, { token, device }));
+    await Promise.all(devices.map((d) => d.decision));
+    const endpoint = await dynamoEndpoint();
+    const before = await scanTable(endpoint, gw.table);
+    assert.equal(before.filter((i) => i.pk.S!.startsWith('instance#')).length, 1);
+
+    const sentAt = performance.now();
+    gw.kill('SIGTERM');
+    const closes = await Promise.all(devices.map((d) => d.closed));
+    assert.deepEqual(closes.map((c) => c.code), [1012, 1012, 1012]);
+    const { code } = await gw.exited;
+    const tookMs = performance.now() - sentAt;
+    assert.equal(code, 0);
+    assert.ok(tookMs < 1000 + 3000, `exited after ${Math.round(tookMs)} ms`);
+    const spread = Math.max(...devices.map((d) => d.closedAt!)) - Math.min(...devices.map((d) => d.closedAt!));
+    assert.ok(spread >= 200, `closes spread over the drain window (${Math.round(spread)} ms)`);
+
+    const items = await scanTable(endpoint, gw.table);
+    assert.deepEqual(items.filter((i) => i.pk.S!.startsWith('instance#')), [], 'instance item deleted');
+    assert.deepEqual(await leaseEntries(endpoint, gw.table, 'tess'), [], 'no lease left');
+    assert.ok(gw.lines.some((l) => l.includes('"msg":"stopped"')));
+  });
+
+  test('/readyz turns 503 at once when draining, and new upgrades get 503', async () => {
+    const gw = await startGateway({ env: { DRAIN_MS: '1500' } });
+    const token = await mintToken('rita');
+    // Two sockets: their closes are spread over the window, so the gateway is still draining below.
+    const devices = ['tv', 'phone'].map((device) => connect(gw.url, { token, device }));
+    await Promise.all(devices.map((d) => d.decision));
+    assert.equal((await fetch(`${gw.opsUrl}/readyz`)).status, 200);
+    assert.equal((await fetch(`${gw.opsUrl}/healthz`)).status, 200);
+    const stopping = gw.stop();
+    const late = connect(gw.url, { token, device: 'laptop' });
+    const refused = new Promise<number>((resolve) => late.ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
+    const ready = await fetch(`${gw.opsUrl}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.match(await ready.text(), /draining/);
+    assert.equal(await refused, 503);
+    assert.deepEqual((await Promise.all(devices.map((d) => d.closed))).map((c) => c.code), [1012, 1012]);
+    await stopping;
+  });
+
+  test('a SIGKILLed gateway\'s slots are taken over by another gateway within the instance TTL', async () => {
+    const table = newTable();
+    const victim = await spawnGateway({ table });
+    const token = await mintToken('kyle');
+    const devices = ['a', 'b', 'c'].map((device) => connect(victim.url, { token, device }));
+    await Promise.all(devices.map((d) => d.decision));
+    const survivor = await startGateway({ table });
+    try {
+      assert.equal((await connect(survivor.url, { token, device: 'd' }).closed).code, 4429);
+      victim.kill('SIGKILL');
+      const killedAt = performance.now();
+      await victim.exited;
+      let admittedAt = 0;
+      await eventually(async () => {
+        const d = connect(survivor.url, { token, device: 'd' });
+        const frame = await d.decision.catch(() => ({ type: 'closed' }));
+        if (frame.type === 'granted') {
+          admittedAt = performance.now();
+          await d.close();
+          return true;
+        }
+        return false;
+      }, TTL + 4000, 100);
+      const after = admittedAt - killedAt;
+      assert.ok(after >= TTL - MARGIN, `admitted ${Math.round(after)} ms after SIGKILL (not before TTL - margin)`);
+      assert.ok(after <= TTL + 2000, `admitted ${Math.round(after)} ms after SIGKILL (TTL ${TTL} ms)`);
+    } finally {
+      await survivor.stop();
+    }
+  });
+
+  test('a fresh clone serves on the embedded store with no configuration', async () => {
+    const port = await freePort();
+    const opsPort = await freePort();
+    const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: String(port), OPS_PORT: String(opsPort), HOST: '127.0.0.1' };
+    const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await eventually(() => out.includes('"msg":"listening"'), 20_000);
+      assert.match(out, /"store":"embedded"/);
+      assert.match(out, /npm run --silent token/, 'tells a newcomer how to try it');
+      const tokenProc = spawn(process.execPath, ['--import', 'tsx', 'src/token-cli.ts', 'newcomer'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+      let token = '';
+      tokenProc.stdout.on('data', (d: Buffer) => (token += d.toString()));
+      await new Promise((r) => tokenProc.on('exit', r));
+      const d = connect(`ws://127.0.0.1:${port}`, { token: token.trim(), device: 'laptop' });
+      assert.equal((await d.decision).type, 'granted');
+      await d.close();
+      assert.equal((await fetch(`http://127.0.0.1:${opsPort}/readyz`)).status, 200);
+    } finally {
+      proc.kill('SIGTERM');
+      await new Promise((r) => proc.on('exit', r));
+    }
+  });
+});

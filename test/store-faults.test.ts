@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { connect, eventually } from './helpers/devices.js';
+import { dynamoEndpoint, localClient } from './helpers/dynamodb-local.js';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import { FAST_TIMINGS, leaseEntries, metric, startGateway, type TestGateway } from './helpers/gateway.js';
+import { mintToken } from './helpers/tokens.js';
+
+const DEADLINE = Number(FAST_TIMINGS.ADMISSION_TIMEOUT_MS);
+
+/** The user item's own count of lease entries: a double count would show here. */
+async function storedCount(endpoint: string, table: string, userId: string): Promise<number> {
+  const client = localClient(endpoint);
+  try {
+    const out = await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: `user#${userId}` } }, ConsistentRead: true }));
+    return Number(out.Item?.n?.N ?? 0);
+  } finally {
+    client.destroy();
+  }
+}
+
+describe('the lease store failing under one gateway', () => {
+  let proxy: FaultProxy;
+  let gw: TestGateway;
+  let endpoint: string;
+  before(async () => {
+    endpoint = await dynamoEndpoint();
+    proxy = await startFaultProxy(endpoint);
+    gw = await startGateway({ endpoint: proxy.endpoint });
+  });
+  after(async () => {
+    proxy.set('pass');
+    await gw.stop();
+    await proxy.close();
+  });
+  beforeEach(async () => {
+    proxy.set('pass');
+    // A previous case may have fenced the gateway: wait until it admits again.
+    await eventually(async () => (await fetch(`${gw.opsUrl}/readyz`)).status === 200, 10_000);
+    // ...and has just beaten, so a fault below cannot fence it before the admission deadline.
+    await eventually(async () => metric(await gw.metrics(), 'sigma_instance_heartbeat_age_seconds') < 0.2, 5000, 10);
+  });
+
+  for (const mode of ['blackhole', 'throttle', 'error500', 'delay'] as const) {
+    test(`${mode}: admission fails closed with 1013 within the admission deadline, nothing hangs`, async () => {
+      proxy.set(mode, { only: ['UpdateItem', 'GetItem', 'BatchGetItem'], delayMs: DEADLINE * 3 });
+      const token = await mintToken(`outage-${mode}`);
+      const started = performance.now();
+      const d = connect(gw.url, { token, device: 'tv' });
+      const close = await d.closed;
+      const tookMs = performance.now() - started;
+      assert.equal(close.code, 1013);
+      assert.match(close.reason, /unavailable/);
+      assert.ok(tookMs < DEADLINE + 500, `answered after ${Math.round(tookMs)} ms (deadline ${DEADLINE} ms)`);
+      proxy.set('pass');
+      await eventually(async () => metric(await gw.metrics(), 'sigma_admissions_in_flight') === 0, 5000);
+      // The clean-up of the uncertain write leaves no orphan lease once the store is back.
+      await eventually(async () => (await leaseEntries(endpoint, gw.table, `outage-${mode}`)).length === 0, 10_000);
+      await eventually(async () => (await fetch(`${gw.opsUrl}/readyz`)).status === 200, 10_000);
+      const again = connect(gw.url, { token, device: 'tv' });
+      assert.equal((await again.decision).type, 'granted', 'admits again after healing');
+      await again.close();
+    });
+  }
+
+  test('commit-then-drop on acquire: the retry recognises its own write (no double count, no refusal)', async () => {
+    const token = await mintToken('lucky', { maxStreams: 1 });
+    proxy.set('drop-reply', { only: ['UpdateItem'], times: 1 });
+    const d = connect(gw.url, { token, device: 'tv' });
+    const frame = await d.decision;
+    assert.equal(frame.type, 'granted', 'the conditional failure on retry was our own committed write');
+    assert.deepEqual(await leaseEntries(endpoint, gw.table, 'lucky'), ['tv']);
+    assert.equal(await storedCount(endpoint, gw.table, 'lucky'), 1);
+    assert.ok(metric(await gw.metrics(), 'sigma_dynamodb_requests_total{operation="UpdateItem",outcome="conditional_failed"}') >= 1);
+
+    proxy.set('drop-reply', { only: ['UpdateItem'], times: 1 });
+    await d.close();
+    await eventually(async () => (await leaseEntries(endpoint, gw.table, 'lucky')).length === 0);
+    assert.equal(await storedCount(endpoint, gw.table, 'lucky'), 0, 'release counted once');
+    const next = connect(gw.url, { token, device: 'phone' });
+    assert.equal((await next.decision).type, 'granted', 'no orphan lease holds the only slot');
+    await next.close();
+  });
+});
