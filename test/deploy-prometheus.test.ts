@@ -42,7 +42,11 @@ const ACCEPTED_PROMTOOL_FINDINGS = new Set([
  * Dashboard queries allowed to return nothing in this test: series that exist
  * only once the event happened (a revocation) or come from another exporter.
  */
-const MAY_BE_EMPTY = new Set(['Fencing events and revocations / revoked {{code}} via {{path}}']);
+const MAY_BE_EMPTY = new Set([
+  'Fencing events and revocations / revoked {{code}} via {{path}}',
+  'Turned away before admission / rejected {{reason}}',
+  'Turned away before admission / auth {{reason}}',
+]);
 
 /** Series from other exporters that alerts use; everything else an alert selects must exist here. */
 const EXTERNAL_SERIES = new Set(['kube_pod_status_ready']);
