@@ -84,7 +84,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     createApiHandler({ config, auth, store, gateway, log, fallback }),
   );
   publicServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
-  const opsServer = createOpsServer(metrics, {
+  const readiness = {
     notReadyBecause: () =>
       gateway.draining
         ? 'draining'
@@ -93,7 +93,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
           : !currentInstance().healthy
             ? 'lease store not answering'
             : undefined,
-  });
+  };
+  metrics.readySource = () => readiness.notReadyBecause() === undefined;
+  const opsServer = createOpsServer(metrics, readiness);
 
   // Serve even if the store is down at boot: readiness stays 503 and admissions get 1013 until it answers.
   await instance.start(config.instanceTtlMs);

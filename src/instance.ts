@@ -103,7 +103,9 @@ export class InstanceLease {
     for (let delay = 100; !this.#stopped; delay = Math.min(delay * 2, this.#t.instanceHeartbeatMs)) {
       const sentAt = performance.now();
       try {
-        await this.#store.registerInstance(this.#id, this.#t.instanceTtlMs, this.#host, AbortSignal.timeout(this.#t.instanceHeartbeatMs));
+        // A slow store gets until the fencing deadline (not one heartbeat): an item acknowledged later than
+        // that would be too close to its expiry to hand out leases on, and the watchdog would fence at once.
+        await this.#store.registerInstance(this.#id, this.#t.instanceTtlMs, this.#host, AbortSignal.timeout(this.#dangerAfterMs));
         this.#lastOkSentAt = sentAt;
         this.#registered = true;
         this.#log.info('instance registered', { instanceId: this.#id });

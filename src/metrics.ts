@@ -37,6 +37,7 @@ export class Metrics {
   readonly acquireDuration: Histogram;
   readonly dynamodbRequests: Counter<'operation' | 'outcome'>;
   readonly heartbeatAge: Gauge;
+  readonly ready: Gauge;
   readonly admissionsInFlight: Gauge;
   readonly closesTotal: Counter<'code'>;
   readonly fencingTotal: Counter;
@@ -46,6 +47,8 @@ export class Metrics {
 
   /** Set by the instance lease once it exists; read at scrape time. */
   heartbeatAgeSeconds: () => number = () => 0;
+  /** Set by the app: the same answer as /readyz. */
+  readySource: () => boolean = () => false;
 
   constructor(registry = new Registry()) {
     this.registry = registry;
@@ -85,6 +88,19 @@ export class Metrics {
       help: 'DynamoDB requests by operation and outcome (ok, conditional_failed, throttled, timeout, error).',
       labelNames: ['operation', 'outcome'],
       registers,
+    });
+    for (const operation of ['UpdateItem', 'GetItem', 'BatchGetItem', 'PutItem', 'DeleteItem']) {
+      for (const outcome of ['ok', 'conditional_failed', 'throttled', 'timeout', 'error']) {
+        this.dynamodbRequests.labels(operation, outcome);
+      }
+    }
+    this.ready = new Gauge({
+      name: 'sigma_ready',
+      help: '1 while /readyz answers 200 (store answering, keys loaded, not draining), else 0.',
+      registers,
+      collect() {
+        this.set(self.readySource() ? 1 : 0);
+      },
     });
     this.heartbeatAge = new Gauge({
       name: 'sigma_instance_heartbeat_age_seconds',
