@@ -78,6 +78,18 @@ async function threeOnFirst(t: { after(fn: () => Promise<void>): void }, user: s
   return { cluster, a, b, rec, token, held };
 }
 
+/** Three streams on the first gateway, then 8 devices at once through both, each with takeover=oldest. */
+async function takeoverStorm(cluster: Cluster, rec: Recorder, user: string): Promise<Device[]> {
+  const token = await mintToken(user);
+  const first = ['a', 'b', 'c'].map((device) => rec.connect(cluster.nodes[0].gateway.url, 0, user, { token, device }));
+  await Promise.all(first.map((d) => d.decision));
+  const stormers = Array.from({ length: 8 }, (_, i) =>
+    rec.connect(cluster.nodes[i % 2].gateway.url, i % 2, user, { token, device: `s${i}`, takeover: 'oldest' }),
+  );
+  await Promise.all(stormers.map((d) => d.decision.catch(() => undefined)));
+  return [...first, ...stormers];
+}
+
 describe('many gateways, one truth', { concurrency: false }, () => {
   test('20 devices of one user over 2 gateways, 10 rounds: exactly 3 admitted each round, never 4 playing', async (t) => {
     const cluster = await startCluster(2);
@@ -239,34 +251,21 @@ describe('many gateways, one truth', { concurrency: false }, () => {
     const cluster = await startCluster(2);
     t.after(() => cluster.stop());
     const rec = new Recorder();
-    const token = await mintToken('uma');
-    const first = ['a', 'b', 'c'].map((device) => rec.connect(cluster.nodes[0].gateway.url, 0, 'uma', { token, device }));
-    await Promise.all(first.map((d) => d.decision));
-    const stormers = Array.from({ length: 8 }, (_, i) =>
-      rec.connect(cluster.nodes[i % 2].gateway.url, i % 2, 'uma', { token, device: `s${i}`, takeover: 'oldest' }),
-    );
-    await Promise.all(stormers.map((d) => d.decision.catch(() => undefined)));
+    const devices = await takeoverStorm(cluster, rec, 'uma');
     const entries = await leaseEntries(cluster.endpoint, cluster.table, 'uma');
     assert.equal(entries.length, 3, `entries: ${entries.join(', ')}`);
     await eventually(() => rec.intervals.filter((i) => i.closedAt === Number.POSITIVE_INFINITY).length === 3, HEARTBEAT + 2000);
     for (const v of rec.violations(3)) assert.ok(v.ms <= HEARTBEAT + 1000, `overlap of ${Math.round(v.ms)} ms`);
-    await Promise.all([...first, ...stormers].map((d) => d.close()));
+    await Promise.all(devices.map((d) => d.close()));
   });
 
   test('negative control: concurrent takeovers against a gateway without the version condition are caught', async (t) => {
     const entry = mutantEntry('lease-store.ts', "'#v = :version'", "'#v >= :version'");
     const cluster = await startCluster(2, { entry });
     t.after(() => cluster.stop());
-    const rec = new Recorder();
-    const token = await mintToken('vera');
-    const first = ['a', 'b', 'c'].map((device) => rec.connect(cluster.nodes[0].gateway.url, 0, 'vera', { token, device }));
-    await Promise.all(first.map((d) => d.decision));
-    const stormers = Array.from({ length: 8 }, (_, i) =>
-      rec.connect(cluster.nodes[i % 2].gateway.url, i % 2, 'vera', { token, device: `s${i}`, takeover: 'oldest' }),
-    );
-    await Promise.all(stormers.map((d) => d.decision.catch(() => undefined)));
+    const devices = await takeoverStorm(cluster, new Recorder(), 'vera');
     assert.ok((await leaseEntries(cluster.endpoint, cluster.table, 'vera')).length > 3, 'the mutant over-admits');
-    await Promise.all([...first, ...stormers].map((d) => d.close()));
+    await Promise.all(devices.map((d) => d.close()));
   });
 
   test('report the measured windows', () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
 import { connect, eventually } from './helpers/devices.js';
-import { leaseEntries, metric, newTable, startGateway, FAST_TIMINGS, type TestGateway } from './helpers/gateway.js';
+import { leaseEntries, metric, startPair, FAST_TIMINGS, type TestGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const PING = Number(FAST_TIMINGS.PING_INTERVAL_MS);
@@ -12,9 +12,7 @@ describe('liveness and same-device reconnect', () => {
   let gw: TestGateway;
   let other: TestGateway;
   before(async () => {
-    const table = newTable();
-    gw = await startGateway({ table });
-    other = await startGateway({ table });
+    [gw, other] = await startPair();
   });
   after(() => Promise.all([gw.stop(), other.stop()]));
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
 import { connect } from './helpers/devices.js';
-import { FAST_TIMINGS, leaseEntries, newTable, startGateway, type TestGateway } from './helpers/gateway.js';
+import { FAST_TIMINGS, leaseEntries, startPair, type TestGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const HEARTBEAT = Number(FAST_TIMINGS.INSTANCE_HEARTBEAT_MS);
@@ -25,9 +25,7 @@ describe('REST: see and stop devices', () => {
   let a: TestGateway;
   let b: TestGateway;
   before(async () => {
-    const table = newTable();
-    a = await startGateway({ table });
-    b = await startGateway({ table });
+    [a, b] = await startPair();
   });
   after(() => Promise.all([a.stop(), b.stop()]));
 

@@ -91,6 +91,12 @@ export async function startGateway(opts: GatewayEnvOptions = {}): Promise<TestGa
   };
 }
 
+/** Two in-process gateways sharing one table, as two replicas behind a load balancer. */
+export async function startPair(opts: Omit<GatewayEnvOptions, 'table'> = {}): Promise<[TestGateway, TestGateway]> {
+  const table = newTable();
+  return [await startGateway({ ...opts, table }), await startGateway({ ...opts, table })];
+}
+
 export interface ChildGateway {
   readonly proc: ChildProcess;
   readonly url: string;
