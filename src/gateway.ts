@@ -439,8 +439,10 @@ export class Gateway implements SessionOwner {
     const run = async (): Promise<void> => {
       for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
         try {
-          await this.#store.release(userId, deviceId, leaseId, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
-          this.#abandoned.delete(leaseId);
+          // "Already gone" keeps an abandoned id for reconcile: its write may still land.
+          if (await this.#store.release(userId, deviceId, leaseId, AbortSignal.timeout(this.#cfg.admissionTimeoutMs))) {
+            this.#abandoned.delete(leaseId);
+          }
           return;
         } catch (err) {
           // A replaced instance's leases are dead anyway; a closed gateway has no client left.

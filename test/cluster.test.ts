@@ -195,10 +195,10 @@ describe('many gateways, one truth', { concurrency: false }, () => {
 
     // The write commits, the reply is lost, the SDK retries and finds its own entry.
     const token = await mintToken('dropped', { maxStreams: 1 });
-    a.proxy.set('drop-reply', { only: ['UpdateItem'], times: 1 });
+    a.proxy.set('drop-reply', { only: ['UpdateItem'], usersOnly: true, times: 1 });
     const d = rec.connect(a.gateway.url, 0, 'dropped', { token, device: 'tv' });
     assert.equal((await d.decision).type, 'granted');
-    a.proxy.set('drop-reply', { only: ['UpdateItem'], times: 1 });
+    a.proxy.set('drop-reply', { only: ['UpdateItem'], usersOnly: true, times: 1 });
     await d.close();
     await eventually(async () => (await leaseEntries(cluster.endpoint, cluster.table, 'dropped')).length === 0);
     const next = rec.connect(b.gateway.url, 1, 'dropped', { token, device: 'phone' });

@@ -21,6 +21,28 @@ async function storedCount(endpoint: string, table: string, userId: string): Pro
   }
 }
 
+test('a write that lands after its admission gave up (and after its clean-up release) is swept by reconcile', async (t) => {
+  const lateProxy = await startFaultProxy(await dynamoEndpoint());
+  // One attempt per request, so the held-back write is the only one and the clean-up release passes.
+  const gw = await startGateway({ endpoint: lateProxy.endpoint, env: { DYNAMODB_MAX_ATTEMPTS: '1', DYNAMODB_REQUEST_TIMEOUT_MS: '5000', RECONCILE_INTERVAL_MS: '500' } });
+  t.after(async () => {
+    await gw.stop();
+    await lateProxy.close();
+  });
+  const token = await mintToken('late', { maxStreams: 1 });
+  lateProxy.set('delay', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: DEADLINE + 1000 });
+  const d = connect(gw.url, { token, device: 'tv' });
+  assert.equal((await d.closed).code, 1013);
+  // The write reaches the store after the deadline and after the release found nothing to remove...
+  await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'late')).length === 1, 5000);
+  // ...and reconcile recognises the abandoned lease id and gives the slot back.
+  await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'late')).length === 0, 5000);
+  assert.ok(gw.logs.some((l) => l.includes('releasing a lease whose admission had given up')));
+  const next = connect(gw.url, { token, device: 'phone' });
+  assert.equal((await next.decision).type, 'granted');
+  await next.close();
+});
+
 describe('the lease store failing under one gateway', () => {
   let proxy: FaultProxy;
   let gw: TestGateway;
@@ -67,7 +89,7 @@ describe('the lease store failing under one gateway', () => {
 
   test('commit-then-drop on acquire: the retry recognises its own write (no double count, no refusal)', async () => {
     const token = await mintToken('lucky', { maxStreams: 1 });
-    proxy.set('drop-reply', { only: ['UpdateItem'], times: 1 });
+    proxy.set('drop-reply', { only: ['UpdateItem'], usersOnly: true, times: 1 });
     const d = connect(gw.url, { token, device: 'tv' });
     const frame = await d.decision;
     assert.equal(frame.type, 'granted', 'the conditional failure on retry was our own committed write');
@@ -75,7 +97,7 @@ describe('the lease store failing under one gateway', () => {
     assert.equal(await storedCount(endpoint, gw.table, 'lucky'), 1);
     assert.ok(metric(await gw.metrics(), 'sigma_dynamodb_requests_total{operation="UpdateItem",outcome="conditional_failed"}') >= 1);
 
-    proxy.set('drop-reply', { only: ['UpdateItem'], times: 1 });
+    proxy.set('drop-reply', { only: ['UpdateItem'], usersOnly: true, times: 1 });
     await d.close();
     await eventually(async () => (await leaseEntries(endpoint, gw.table, 'lucky')).length === 0);
     assert.equal(await storedCount(endpoint, gw.table, 'lucky'), 0, 'release counted once');

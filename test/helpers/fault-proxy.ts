@@ -12,8 +12,8 @@
  *   error500    500 InternalServerError
  *   drop-reply  forward (the write commits), then drop the connection instead of replying
  *
- * A fault can be limited to some operations (`only: ['UpdateItem']`) and to
- * the next `times` matching requests; after that the proxy passes again.
+ * A fault can be limited to some operations (`only: ['UpdateItem']`), to
+ * requests on user items (`usersOnly`), and to the next `times` matching requests; after that the proxy passes again.
  * Every request is counted by operation, which is how cost tests see what
  * really reached the store.
  */
@@ -25,6 +25,8 @@ export type FaultMode = 'pass' | 'delay' | 'blackhole' | 'reset' | 'throttle' | 
 export interface FaultOptions {
   delayMs?: number;
   only?: string[];
+  /** Only requests that touch a user item (lease reads and writes), never heartbeats. */
+  usersOnly?: boolean;
   times?: number;
 }
 
@@ -62,9 +64,10 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   const sockets = new Set<Socket>();
   const held = new Set<ServerResponse>();
 
-  function faultFor(op: string): FaultMode {
+  function faultFor(op: string, userItem: boolean): FaultMode {
     if (mode === 'pass') return 'pass';
     if (opts.only && !opts.only.includes(op)) return 'pass';
+    if (opts.usersOnly && !userItem) return 'pass';
     if (remaining <= 0) return 'pass';
     remaining--;
     const chosen = mode;
@@ -92,9 +95,10 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     req.on('end', () => {
       const body = Buffer.concat(chunks);
       const op = String(req.headers['x-amz-target'] ?? 'unknown').split('.').pop() ?? 'unknown';
+      const userItem = body.includes('"user#');
       counts.set(op, (counts.get(op) ?? 0) + 1);
-      if (body.includes('"user#')) userRequests++;
-      const fault = faultFor(op);
+      if (userItem) userRequests++;
+      const fault = faultFor(op, userItem);
       const reply = (status: number, headers: IncomingMessage['headers'], data: Buffer): void => {
         if (res.destroyed) return;
         res.writeHead(status, headers);
