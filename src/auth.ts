@@ -38,6 +38,11 @@ export class AuthError extends Error {
   }
 }
 
+/** Any failure as an AuthError (verify() only throws AuthErrors; this guards the callers anyway). */
+export function asAuthError(err: unknown): AuthError {
+  return err instanceof AuthError ? err : new AuthError('malformed', 'token rejected');
+}
+
 /** The subprotocol every client offers; the only one the server ever selects. */
 export const APP_PROTOCOL = 'sigma-stream.v1';
 const BEARER_PROTOCOL_PREFIX = 'bearer.';
@@ -189,14 +194,10 @@ export class Authenticator {
     this.#issuer = cfg.issuer;
     this.#audience = cfg.audience;
     if (cfg.publicKeyPem !== undefined) {
+      // config.ts has checked it is an RSA or a P-256 key.
       const key = createPublicKey(cfg.publicKeyPem);
       this.#key = key;
-      if (key.asymmetricKeyType === 'rsa') this.#algorithms = ['RS256'];
-      else if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') {
-        this.#algorithms = ['ES256'];
-      } else {
-        throw Object.assign(new Error('JWT_PUBLIC_KEY must be an RSA or P-256 EC public key'), { code: 'ERR_CONFIG' });
-      }
+      this.#algorithms = [key.asymmetricKeyType === 'rsa' ? 'RS256' : 'ES256'];
     } else if (cfg.jwksUrl !== undefined) {
       this.#jwks = new JwksKeys(cfg.jwksUrl, jwks, log);
       this.#key = this.#jwks.getKey;

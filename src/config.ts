@@ -137,6 +137,14 @@ function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[]):
   return raw as T;
 }
 
+function parseUrl(text: string): URL | undefined {
+  try {
+    return new URL(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads and validates the whole configuration; throws {@link ConfigError} on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = read(env, 'NODE_ENV') ?? 'development';
@@ -167,14 +175,8 @@ export function loadConfig(env: Env = process.env): Config {
   if (keys === 0 && production) {
     throw new ConfigError('NODE_ENV=production needs JWT_SECRET, JWT_PUBLIC_KEY or JWKS_URL to verify tokens');
   }
-  if (jwksUrl !== undefined) {
-    let url: URL | undefined;
-    try {
-      url = new URL(jwksUrl);
-    } catch {
-      url = undefined;
-    }
-    if (!url || !/^https?:$/.test(url.protocol)) throw new ConfigError(`JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
+  if (jwksUrl !== undefined && !/^https?:$/.test(parseUrl(jwksUrl)?.protocol ?? '')) {
+    throw new ConfigError(`JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
   }
   if (publicKeyPem !== undefined) {
     let key: KeyObject;
@@ -222,13 +224,7 @@ export function loadConfig(env: Env = process.env): Config {
   } else {
     const list = (originsRaw ?? '').split(',').map((o) => o.trim()).filter(Boolean);
     for (const origin of list) {
-      let parsed: URL | undefined;
-      try {
-        parsed = new URL(origin);
-      } catch {
-        parsed = undefined;
-      }
-      if (!parsed || parsed.origin !== origin) {
+      if (parseUrl(origin)?.origin !== origin) {
         throw new ConfigError(`ALLOWED_ORIGINS entries must be exact origins like https://www.example.com (no path, no trailing slash), got "${origin}"`);
       }
     }

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { v4 as uuidv4 } from 'uuid';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { APP_PROTOCOL, AuthError, tokenFromRequest, type Authenticator, type Principal } from './auth.js';
+import { APP_PROTOCOL, asAuthError, AuthError, tokenFromRequest, type Authenticator, type Principal } from './auth.js';
 import { CLOSE, closeReason, type CloseCode } from './close-codes.js';
 import type { Config } from './config.js';
 import { StoreUnavailableError } from './dynamo.js';
@@ -54,6 +54,14 @@ function httpStatusText(status: number): string {
   const texts: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
   return texts[status] ?? 'Error';
 }
+
+/** How a socket whose lease was taken away is told, by the close code the taker asked for. */
+const TAKEN_AWAY = new Map<number, { close: CloseCode; text: string; reason: ReleaseReason }>([
+  [CLOSE.REPLACED.code, { close: CLOSE.REPLACED, text: 'replaced: this device connected again elsewhere', reason: 'replaced' }],
+  [CLOSE.REVOKED.code, { close: CLOSE.REVOKED, text: 'revoked: playback was stopped from another device or by support', reason: 'revoked' }],
+  [CLOSE.LEASE_LOST.code, { close: CLOSE.LEASE_LOST, text: 'lease lost', reason: 'lost' }],
+]);
+const takenAway = (code: number) => TAKEN_AWAY.get(code) ?? TAKEN_AWAY.get(CLOSE.REVOKED.code)!;
 
 /** Reads the state afresh: it changes across awaits, which the type checker cannot see. */
 function isClosed(session: Session): boolean {
@@ -335,7 +343,9 @@ export class Gateway implements SessionOwner {
     if (early !== undefined) {
       // Taken away (mailbox) before our own write's reply arrived: the lease is already gone.
       this.#earlyRevocations.delete(request.leaseId);
-      this.end(session, early === CLOSE.REPLACED.code ? CLOSE.REPLACED : CLOSE.REVOKED, 'replaced or revoked while connecting');
+      const { close, text } = takenAway(early);
+      this.#metrics.revocationsTotal.inc({ code: String(close.code), path: 'mailbox' });
+      this.end(session, close, text);
       return;
     }
     session.state = 'leased';
@@ -354,7 +364,7 @@ export class Gateway implements SessionOwner {
   }
 
   #authFailed(session: Session, err: unknown): void {
-    const failure = err instanceof AuthError ? err : new AuthError('malformed', 'token rejected');
+    const failure = asAuthError(err);
     this.#metrics.authFailures.inc({ reason: failure.reason });
     this.#log.info('unauthorized', { deviceId: session.deviceId, reason: failure.reason });
     this.end(session, CLOSE.UNAUTHORIZED, failure.message);
@@ -390,15 +400,9 @@ export class Gateway implements SessionOwner {
       if (path === 'mailbox') this.#rememberEarly(leaseId, code);
       return false;
     }
-    const close = code === CLOSE.REPLACED.code ? CLOSE.REPLACED : code === CLOSE.LEASE_LOST.code ? CLOSE.LEASE_LOST : CLOSE.REVOKED;
+    const { close, text, reason } = takenAway(code);
     this.#metrics.revocationsTotal.inc({ code: String(close.code), path });
-    const text =
-      close === CLOSE.REPLACED
-        ? 'replaced: this device connected again elsewhere'
-        : close === CLOSE.REVOKED
-          ? 'revoked: playback was stopped from another device or by support'
-          : 'lease lost';
-    this.end(session, close, text, close === CLOSE.REPLACED ? 'replaced' : close === CLOSE.REVOKED ? 'revoked' : 'lost', false);
+    this.end(session, close, text, reason, false);
     return true;
   }
 
@@ -548,7 +552,7 @@ export class Gateway implements SessionOwner {
       session.exp = principal.exp;
       session.send({ type: 'reauthed', exp: principal.exp });
     } catch (err) {
-      const failure = err instanceof AuthError ? err : new AuthError('malformed', 'token rejected');
+      const failure = asAuthError(err);
       this.#metrics.authFailures.inc({ reason: failure.reason });
       session.send({ type: 'error', code: 'reauth_failed', message: failure.message });
     }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { AuthError, type Authenticator, type Principal } from './auth.js';
+import { asAuthError, tokenFromRequest, type Authenticator, type Principal } from './auth.js';
 import type { Config } from './config.js';
 import { StoreUnavailableError } from './dynamo.js';
 import { ID_PATTERN, type Gateway } from './gateway.js';
@@ -150,12 +150,9 @@ async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse):
 }
 
 async function authenticate(auth: Authenticator, req: IncomingMessage): Promise<Principal> {
-  const header = req.headers.authorization;
-  const match = header === undefined ? undefined : /^Bearer\s+(\S+)\s*$/i.exec(header);
   try {
-    return await auth.verify(match?.[1]);
+    return await auth.verify(tokenFromRequest(req.headers));
   } catch (err) {
-    const message = err instanceof AuthError ? err.message : 'token rejected';
-    throw new HttpError(401, 'unauthorized', message, { 'WWW-Authenticate': 'Bearer' });
+    throw new HttpError(401, 'unauthorized', asAuthError(err).message, { 'WWW-Authenticate': 'Bearer' });
   }
 }

@@ -74,11 +74,6 @@ export interface StoreOptions {
 const LEASE_PREFIX = 'lease:';
 const SLOW_PATH_ATTEMPTS = 8;
 
-/** Full-jitter backoff before resending keys DynamoDB left unprocessed (it does so when throttling). */
-function backoff(round: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, Math.random() * Math.min(1000, 25 * 2 ** round)));
-}
-
 const userKey = (userId: string): Item => ({ pk: { S: `user#${userId}` } });
 const instanceKey = (instanceId: string): Item => ({ pk: { S: `instance#${instanceId}` } });
 
@@ -290,26 +285,38 @@ export class LeaseStore {
    * Strongly consistent, 100 keys a request.
    */
   async readUsers(userIds: readonly string[], signal?: AbortSignal): Promise<Map<string, Map<string, Lease>>> {
-    const out = new Map<string, Map<string, Lease>>();
-    let keys = userIds.map(userKey);
-    let rounds = 0;
-    while (keys.length > 0) {
+    const out = new Map<string, Map<string, Lease>>(userIds.map((userId) => [userId, new Map()]));
+    for (const item of await this.#batchGet(userIds.map(userKey), undefined, signal)) {
+      out.set(item.pk.S!.slice('user#'.length), leasesOf(item));
+    }
+    return out;
+  }
+
+  /**
+   * Strongly consistent BatchGetItem over any number of keys: 100 a request,
+   * resending what DynamoDB left unprocessed (it does so when throttling)
+   * after a full-jitter pause.
+   */
+  async #batchGet(keys: Item[], projection: string | undefined, signal?: AbortSignal): Promise<Item[]> {
+    const items: Item[] = [];
+    for (let rounds = 0; keys.length > 0; ) {
       const batch = keys.slice(0, 100);
       keys = keys.slice(100);
-      const res = await this.#send<BatchGetItemCommandOutput>(
+      const out = await this.#send<BatchGetItemCommandOutput>(
         'BatchGetItem',
-        new BatchGetItemCommand({ RequestItems: { [this.#table]: { Keys: batch, ConsistentRead: true } } }),
+        new BatchGetItemCommand({
+          RequestItems: { [this.#table]: { Keys: batch, ConsistentRead: true, ProjectionExpression: projection } },
+        }),
         signal,
       );
-      for (const item of res.Responses?.[this.#table] ?? []) out.set(item.pk.S!.slice('user#'.length), leasesOf(item));
-      const unprocessed = res.UnprocessedKeys?.[this.#table]?.Keys;
+      items.push(...(out.Responses?.[this.#table] ?? []));
+      const unprocessed = out.UnprocessedKeys?.[this.#table]?.Keys;
       if (unprocessed?.length) {
         keys = keys.concat(unprocessed);
-        await backoff(++rounds);
+        await new Promise((r) => setTimeout(r, Math.random() * Math.min(1000, 25 * 2 ** ++rounds)));
       }
     }
-    for (const userId of userIds) if (!out.has(userId)) out.set(userId, new Map());
-    return out;
+    return items;
   }
 
   /** Live leases of a user, oldest first. */
@@ -350,29 +357,9 @@ export class LeaseStore {
       if (l.instanceId === self) live.add(self);
       else toRead.add(l.instanceId);
     }
-    let keys = [...toRead].map(instanceKey);
-    let rounds = 0;
     const now = Date.now();
-    while (keys.length > 0) {
-      const batch = keys.slice(0, 100);
-      keys = keys.slice(100);
-      const out = await this.#send<BatchGetItemCommandOutput>(
-        'BatchGetItem',
-        new BatchGetItemCommand({
-          RequestItems: {
-            [this.#table]: { Keys: batch, ConsistentRead: true, ProjectionExpression: 'pk, expiresAt' },
-          },
-        }),
-        signal,
-      );
-      for (const it of out.Responses?.[this.#table] ?? []) {
-        if (num(it.expiresAt) > now) live.add(it.pk.S!.slice('instance#'.length));
-      }
-      const unprocessed = out.UnprocessedKeys?.[this.#table]?.Keys;
-      if (unprocessed?.length) {
-        keys = keys.concat(unprocessed);
-        await backoff(++rounds);
-      }
+    for (const it of await this.#batchGet([...toRead].map(instanceKey), 'pk, expiresAt', signal)) {
+      if (num(it.expiresAt) > now) live.add(it.pk.S!.slice('instance#'.length));
     }
     return live;
   }
