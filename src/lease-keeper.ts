@@ -264,14 +264,12 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     let next = 0;
     let closed = 0;
     let failed = 0;
-    let lastDone: string | undefined;
     const worker = async (): Promise<void> => {
       while (next < order.length && performance.now() < budgetUntil && !this.#closed) {
         const batch = order.slice(next, next + BATCH);
         next += batch.length;
         try {
           closed += await this.#checkUsers(batch);
-          lastDone = batch[batch.length - 1];
         } catch (err) {
           failed++;
           this.#log.warn('reconcile batch failed', { users: batch.length, err });
@@ -280,7 +278,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     };
     await Promise.all(Array.from({ length: BATCHES_IN_FLIGHT }, worker));
     if (next < order.length) {
-      this.#resumeAfter = lastDone ?? this.#resumeAfter;
+      // Every batch started has finished (we awaited the workers): resume after the last one started.
+      this.#resumeAfter = order[next - 1];
       this.#metrics.reconcileRounds.inc({ result: 'partial' });
       this.#log.warn('reconcile round did not finish in one interval; the next round continues', {
         users: order.length,
