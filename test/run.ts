@@ -5,6 +5,7 @@
  *   npm test                                   everything
  *   npm test -- test/unit  (npm run test:unit) the unit tier only: no Java
  *   npm test -- test/race.test.ts --test-name-pattern=two   files and node test-runner flags pass through
+ *   npm test -- --list                         which files would run, and which need DynamoDB Local; runs nothing
  *
  * DynamoDB Local (Java 17) starts once for the whole run, and only when a
  * selected file needs it. A file needs it when it imports
@@ -51,8 +52,13 @@ function testFilesUnder(dir: string): string[] {
 const args = process.argv.slice(2);
 const flags: string[] = [];
 const selected: string[] = [];
+let list = false;
 for (let i = 0; i < args.length; i++) {
   const arg = args[i];
+  if (arg === '--list') {
+    list = true;
+    continue;
+  }
   if (arg.startsWith('-')) {
     flags.push(arg);
     const next = args[i + 1];
@@ -132,8 +138,12 @@ if (badUnits.length > 0) {
       `\nmove them to test/ (the integration tier) or drop the import`,
   );
 }
+if (list) {
+  for (const f of files) say(`${isUnit(f) ? 'unit       ' : 'integration'} ${rel(f)}: ${dynamoReason(f) ?? 'no DynamoDB Local'}`);
+  process.exit(0);
+}
 const units = files.filter(isUnit).length;
-say(`${files.length} test files (${units} unit, ${files.length - units} integration)`);
+say(`${files.length} test file${files.length === 1 ? '' : 's'} (${units} unit, ${files.length - units} integration)`);
 
 // Node 20 here (the image runs a current LTS): the SDK's notice would repeat in every file's output.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
