@@ -5,6 +5,7 @@
 // the TypeScript 6 compiler API, which TypeScript 7 does not ship: package.json installs both side by side,
 // `typescript` (the API, from @typescript/typescript6) and `@typescript/native` (TypeScript 7, which owns `tsc`).
 import js from '@eslint/js';
+import { defineConfig } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
 // The few Node globals the plain .js/.mjs files use (the .ts files get theirs from @types/node through the type checker).
@@ -14,10 +15,10 @@ const nodeGlobals = Object.fromEntries(
   ),
 );
 
-export default tseslint.config(
+export default defineConfig(
   { ignores: ['node_modules/', 'dist/', 'test-output/', 'bench-output/'] },
   js.configs.recommended,
-  ...tseslint.configs.recommendedTypeChecked,
+  tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {
       parserOptions: { project: './tsconfig.test.json', tsconfigRootDir: import.meta.dirname },
