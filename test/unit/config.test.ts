@@ -36,10 +36,10 @@ const WHOLE_NUMBERS: ReadonlyArray<{ name: string; key: keyof Config; fallback: 
   { name: 'PONG_TIMEOUT_MS', key: 'pongTimeoutMs', fallback: 10000, min: 10 },
   { name: 'INSTANCE_HEARTBEAT_MS', key: 'instanceHeartbeatMs', fallback: 5000, min: 50 },
   { name: 'INSTANCE_TTL_MS', key: 'instanceTtlMs', fallback: 20000, min: 100 },
-  // issue 10 item 6/11: 0 is accepted today; the bound here is what it SHOULD be (0 refused: see the todo test below).
   { name: 'FENCING_MARGIN_MS', key: 'fencingMarginMs', fallback: 5000, min: 1 },
   { name: 'ADMISSION_TIMEOUT_MS', key: 'admissionTimeoutMs', fallback: 3000, min: 10 },
   { name: 'RECONCILE_INTERVAL_MS', key: 'reconcileIntervalMs', fallback: 60000, min: 10 },
+  { name: 'UNCERTAIN_WRITE_HORIZON_MS', key: 'uncertainWriteHorizonMs', fallback: 360000, min: 100 },
   { name: 'DRAIN_MS', key: 'drainMs', fallback: 10000, min: 0 },
   { name: 'DYNAMODB_REQUEST_TIMEOUT_MS', key: 'dynamodbRequestTimeoutMs', fallback: 1000, min: 10 },
   { name: 'DYNAMODB_MAX_ATTEMPTS', key: 'dynamodbMaxAttempts', fallback: 3, min: 1, max: 10 },
@@ -92,10 +92,8 @@ describe('whole-number options', () => {
 
     test(`${opt.name}: bounds ${opt.min}..${opt.max ?? 'MAX_SAFE_INTEGER'} accepted, one past them refused`, () => {
       const room = roomFor(opt.name);
-      // PING_INTERVAL_MS=10 needs PONG_TIMEOUT_MS=10, equal, which only the todo test below accepts (issue 10 item 11).
-      if (opt.name !== 'PING_INTERVAL_MS') assert.equal(loadConfig({ ...room, [opt.name]: String(opt.min) })[opt.key], opt.min);
-      // FENCING_MARGIN_MS=0 is still accepted today: the todo test below says it should not be (issue 10 item 6).
-      if (opt.min > 0 && opt.name !== 'FENCING_MARGIN_MS') {
+      assert.equal(loadConfig({ ...room, [opt.name]: String(opt.min) })[opt.key], opt.min);
+      if (opt.min > 0) {
         const err = refuses({ ...room, [opt.name]: String(opt.min - 1) }, opt.name, String(opt.min - 1));
         assert.match(err.message, new RegExp(`between ${opt.min} and `));
       }
@@ -231,7 +229,7 @@ describe('token keys', () => {
 
   // Found while writing this tier: createPublicKey() derives the public half of a private key, so a private key
   // pasted into JWT_PUBLIC_KEY loads, and the signing key then sits in every gateway's environment.
-  test('JWT_PUBLIC_KEY holding a private key is refused', { todo: 'config.ts accepts it today' }, () => {
+  test('JWT_PUBLIC_KEY holding a private key is refused', () => {
     const pkcs8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
     const err = refuses({ JWT_PUBLIC_KEY: pkcs8 }, 'JWT_PUBLIC_KEY');
     assert.match(err.message, /private/);
@@ -277,7 +275,7 @@ describe('ALLOWED_ORIGINS', () => {
 
   // Found while writing this tier: the URL parser takes '*' as a host character, so the entry is kept as a literal
   // origin that no browser ever sends, and an operator who meant a wildcard gets every page refused without a word.
-  test('a wildcard inside an origin is refused, not kept as a literal that matches nothing', { todo: 'config.ts accepts it today' }, () => {
+  test('a wildcard inside an origin is refused, not kept as a literal that matches nothing', () => {
     refuses({ ALLOWED_ORIGINS: 'https://*.example.com' }, 'ALLOWED_ORIGINS', 'https://*.example.com');
   });
 });
@@ -337,8 +335,7 @@ describe('timing cross-checks', () => {
     }
   });
 
-  // issue 10 item 6/11: the lead changes this rule in config.ts; the test says what it SHOULD be.
-  test('FENCING_MARGIN_MS=0 is refused: a gateway must step down before its TTL runs out', { todo: 'lead changes config.ts' }, () => {
+  test('FENCING_MARGIN_MS=0 is refused: a gateway must step down before its TTL runs out', () => {
     refuses({ FENCING_MARGIN_MS: '0' }, 'FENCING_MARGIN_MS', '0');
   });
 
@@ -357,10 +354,8 @@ describe('timing cross-checks', () => {
     refuses({ PONG_TIMEOUT_MS: '20001' }, 'PONG_TIMEOUT_MS');
   });
 
-  // issue 10 item 6/11: the lead changes this rule in config.ts; the test says what it SHOULD be.
   test(
     'PONG_TIMEOUT_MS equal to PING_INTERVAL_MS is accepted (one period for both, as ws does)',
-    { todo: 'lead changes config.ts' },
     () => {
       const config = loadConfig({ PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '20000' });
       assert.equal(config.pingIntervalMs, 20000);
