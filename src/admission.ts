@@ -6,19 +6,20 @@ import { CLOSE } from './close-codes.js';
 import type { Config } from './config.js';
 import { Deadline } from './deadline.js';
 import type { Hub } from './hub.js';
-import type { InstanceLease } from './instance.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import type { Lease } from './lease-store.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { KeyedLimiter } from './rate-limit.js';
+import type { Regions } from './regions.js';
 import type { Session } from './session.js';
 
 export interface AdmissionDeps {
   readonly config: Config;
   readonly auth: Authenticator;
   readonly userLimiter: KeyedLimiter;
-  readonly instance: InstanceLease;
+  /** The user's home region gives the store and the instance lease the lease is judged by. */
+  readonly regions: Regions;
   readonly keeper: LeaseKeeper;
   readonly hub: Hub;
   readonly metrics: Metrics;
@@ -51,14 +52,21 @@ export async function admit(deps: AdmissionDeps, session: Session, token: string
       return;
     }
     const principal = verified.kind === 'done' ? verified.value : undefined;
-    if (principal === undefined || (principal.deviceId !== undefined && principal.deviceId !== session.deviceId)) {
-      const failure = principal === undefined ? asAuthError(verified.kind === 'failed' ? verified.error : undefined) : new AuthError('claim', 'token is bound to another device');
+    const region = principal && deps.regions.forUser(principal.userId, principal.homeRegion);
+    if (principal === undefined || (principal.deviceId !== undefined && principal.deviceId !== session.deviceId) || region === undefined) {
+      const failure =
+        principal === undefined
+          ? asAuthError(verified.kind === 'failed' ? verified.error : undefined)
+          : region === undefined
+            ? new AuthError('claim', deps.regions.unknownClaim(principal.homeRegion ?? ''))
+            : new AuthError('claim', 'token is bound to another device');
       metrics.authFailures.inc({ reason: failure.reason });
       deps.log.info('unauthorized', { deviceId: session.deviceId, reason: failure.reason });
       session.close(CLOSE.UNAUTHORIZED, failure.message, 'client_close');
       return;
     }
     session.userId = principal.userId;
+    session.region = region;
     session.exp = principal.exp;
     if (session.closed) return;
 
@@ -72,8 +80,10 @@ export async function admit(deps: AdmissionDeps, session: Session, token: string
       return;
     }
 
-    const instanceId = deps.instance.id;
-    if (!deps.instance.live) {
+    // The lease hangs on our instance in the user's home region: it is judged there, wherever we are.
+    const instance = region.instance;
+    const instanceId = instance.id;
+    if (!instance.live) {
       metrics.acquireTotal.inc({ result: 'error' });
       session.close(CLOSE.TRY_LATER, STORE_UNAVAILABLE, 'client_close');
       return;
@@ -82,7 +92,7 @@ export async function admit(deps: AdmissionDeps, session: Session, token: string
     const limit = principal.maxStreams ?? cfg.maxStreams;
     const leaseId = uuidv4();
     const request = { userId: principal.userId, deviceId: session.deviceId, contentId: session.contentId, leaseId, instanceId, limit, takeover };
-    const settled = await deps.keeper.acquire(request, deadline);
+    const settled = await deps.keeper.acquire(region, request, deadline);
     if (settled.kind !== 'done') {
       metrics.acquireTotal.inc({ result: 'error' });
       const afterMs = Math.round(performance.now() - started);
@@ -107,13 +117,13 @@ export async function admit(deps: AdmissionDeps, session: Session, token: string
     }
 
     metrics.acquireTotal.inc({ result: 'granted' });
-    if (outcome.displaced) hub.takeAway(outcome.displaced, CLOSE.REPLACED.code);
-    if (outcome.revoked) hub.takeAway(outcome.revoked, CLOSE.REVOKED.code);
+    if (outcome.displaced) hub.takeAway(region, outcome.displaced, CLOSE.REPLACED.code);
+    if (outcome.revoked) hub.takeAway(region, outcome.revoked, CLOSE.REVOKED.code);
 
     // The socket may have gone, the gateway may be draining, or fenced, while we waited.
     const draining = deps.gateway.state !== 'running';
-    if (session.closed || draining || deps.instance.id !== instanceId || !deps.instance.live) {
-      deps.keeper.release(request.userId, outcome.lease);
+    if (session.closed || draining || instance.id !== instanceId || !instance.live) {
+      deps.keeper.release(region, request.userId, outcome.lease);
       if (draining) session.close(CLOSE.RESTART, 'gateway restarting', 'shutdown');
       else session.close(CLOSE.LEASE_LOST, 'lease lost', 'lost');
       return;

@@ -3,21 +3,24 @@ import type { AddressInfo } from 'node:net';
 import { Authenticator } from './auth.js';
 import type { Config } from './config.js';
 import { createDemoHandler } from './demo/server.js';
-import { createClient, ensureTable } from './dynamo.js';
+import { ensureTable } from './dynamo.js';
 import { startEmbeddedStore, type EmbeddedStore } from './embedded-store.js';
 import { Gateway } from './gateway.js';
 import { createApiHandler } from './http-api.js';
-import { InstanceLease } from './instance.js';
-import { LeaseStore } from './lease-store.js';
+import type { InstanceLease } from './instance.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { createOpsServer } from './ops-server.js';
+import { openRegions, type Regions } from './regions.js';
 
 export interface App {
   readonly port: number;
   readonly opsPort: number;
   readonly metrics: Metrics;
+  /** The instance lease in this gateway's own region (the first of DYNAMODB_REGIONS). */
   readonly instance: InstanceLease;
+  /** Every configured region: its lease store and this gateway's instance lease there. */
+  readonly regions: Regions;
   readonly gateway: Gateway;
   /** Graceful stop: drain with 1012, release every lease, delete the instance item. Safe to call twice. */
   shutdown(): Promise<void>;
@@ -34,40 +37,32 @@ function listen(server: Server, port: number, host: string): Promise<number> {
 }
 
 /**
- * Builds and starts one gateway: store -> instance lease -> gateway -> servers.
+ * Builds and starts one gateway: stores and instance leases (one per region) -> gateway -> servers.
  * Tests start it in-process on port 0; main.ts adds signals around it.
  */
 export async function startApp(config: Config, log: Logger): Promise<App> {
   let embedded: EmbeddedStore | undefined;
-  let endpoint = config.dynamodbEndpoint;
   if (config.store === 'embedded') {
     embedded = await startEmbeddedStore();
-    endpoint = embedded.endpoint;
     log.warn('using the embedded in-memory store: leases are not shared and vanish on exit (development only)');
   }
-  const client = createClient({
-    endpoint,
-    region: config.awsRegion,
-    requestTimeoutMs: config.dynamodbRequestTimeoutMs,
-    maxAttempts: config.dynamodbMaxAttempts,
-  });
+  const metrics = new Metrics(undefined, config.multiRegion ? config.regions.map((r) => r.name) : []);
+  const { regions, clients } = openRegions(config, metrics, log, embedded?.endpoint);
   if (config.createTable) {
-    const result = await ensureTable(client, config.table);
-    if (result === 'created') log.info('table created', { table: config.table });
+    for (const [name, client] of clients) {
+      const result = await ensureTable(client, config.table);
+      if (result === 'created') log.info('table created', { table: config.table, region: name });
+    }
   }
 
-  const metrics = new Metrics();
   const auth = new Authenticator(
     config.auth,
     { refreshMs: config.jwksRefreshMs, maxStaleMs: config.jwksMaxStaleMs, cooldownMs: config.jwksCooldownMs },
     log,
   );
   auth.start();
-  // The store judges entries of its own instance without a read; the instance id changes when it fences.
-  let instance: InstanceLease | undefined;
-  const store = new LeaseStore(client, metrics, { table: config.table, selfInstanceId: () => instance!.id });
-  instance = new InstanceLease(store, config, log, metrics);
-  const gateway = new Gateway({ config, store, instance, auth, metrics, log });
+  const instance = regions.own.instance;
+  const gateway = new Gateway({ config, regions, auth, metrics, log });
   gateway.start();
 
   // The demo page and its dev-only token route, never in production.
@@ -79,7 +74,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       requestTimeout: config.handshakeTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, config.handshakeTimeoutMs),
     },
-    createApiHandler({ config, auth, store, gateway, log, fallback }),
+    createApiHandler({ config, auth, regions, gateway, log, fallback }),
   );
   publicServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
   const readiness = {
@@ -96,8 +91,12 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const opsServer = createOpsServer(metrics, readiness);
 
   // Serve even if the store is down at boot: readiness stays 503 and admissions get 1013 until it answers.
-  await instance.start(config.instanceTtlMs);
-  if (!instance.live) log.error('lease store not answering at start-up; serving 1013 until it does', { table: config.table });
+  // Readiness follows the own region only: a remote region that is down must not take every gateway out of
+  // the load balancer, its users get 1013 and everyone else keeps playing.
+  await Promise.all([...regions].map((r) => r.instance.start(config.instanceTtlMs)));
+  for (const r of regions) {
+    if (!r.instance.live) log.error('lease store not answering at start-up; serving 1013 until it does', { table: config.table, region: r.name });
+  }
   const port = await listen(publicServer, config.port, config.host);
   const opsPort = await listen(opsServer, config.opsPort, config.host);
 
@@ -106,14 +105,14 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const started = Date.now();
     log.info('shutting down', { drainMs: config.drainMs });
     await gateway.drain(config.drainMs);
-    await instance!.stop();
+    await Promise.all([...regions].map((r) => r.instance.stop()));
     gateway.close();
     auth.stop();
     publicServer.closeAllConnections();
     await new Promise((r) => publicServer.close(r));
     opsServer.closeAllConnections();
     await new Promise((r) => opsServer.close(r));
-    client.destroy();
+    regions.destroy();
     await embedded?.close();
     log.info('stopped', { ms: Date.now() - started });
   }
@@ -122,6 +121,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     opsPort,
     metrics,
     instance,
+    regions,
     gateway,
     shutdown: () => (stopping ??= stop()),
   };

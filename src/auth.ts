@@ -15,6 +15,8 @@ export interface Principal {
   readonly exp: number;
   /** From the optional `device_id` claim: the token is only good for this device. */
   readonly deviceId?: string;
+  /** From the optional `home_region` claim: the region whose table holds this user's leases (src/regions.ts). */
+  readonly homeRegion?: string;
 }
 
 /** Bounded reasons, safe as a metric label and shown to the player in the 4401 close reason. */
@@ -277,7 +279,9 @@ function principalOf(payload: JWTPayload): Principal {
   }
   const deviceId = payload.device_id;
   if (deviceId !== undefined && typeof deviceId !== 'string') throw new AuthError('claim', 'token "device_id" must be a string');
-  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number, deviceId };
+  const homeRegion = payload.home_region;
+  if (homeRegion !== undefined && typeof homeRegion !== 'string') throw new AuthError('claim', 'token "home_region" must be a string');
+  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number, deviceId, homeRegion };
 }
 
 /** OAuth 2 `scope`: a space-separated string, or (some issuers) an array of strings. */

@@ -9,6 +9,16 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 
 export type StoreKind = 'embedded' | 'dynamodb';
 
+/** One region of `DYNAMODB_REGIONS`: where its table lives and how to reach it. */
+export interface RegionConfig {
+  /** The name tokens give in `home_region` and metrics give in `region`. */
+  readonly name: string;
+  /** DynamoDB endpoint override (DynamoDB Local, a VPC endpoint); the SDK's default for `awsRegion` otherwise. */
+  readonly endpoint?: string;
+  /** The AWS region the client signs for; undefined for DynamoDB Local with local credentials. */
+  readonly awsRegion?: string;
+}
+
 export interface AuthConfig {
   /** HS256 shared secret (UTF-8 bytes of `JWT_SECRET`). */
   readonly secret?: string;
@@ -36,6 +46,13 @@ export interface Config {
   readonly table: string;
   readonly dynamodbEndpoint?: string;
   readonly awsRegion?: string;
+  /**
+   * The regions whose tables hold user items, this gateway's own first (`DYNAMODB_REGIONS`). Unset: one
+   * region, built from `DYNAMODB_ENDPOINT` and `AWS_REGION`, named after `AWS_REGION` (or 'local').
+   */
+  readonly regions: readonly RegionConfig[];
+  /** True when `DYNAMODB_REGIONS` named more than one region: metrics then carry a `region` label. */
+  readonly multiRegion: boolean;
   readonly createTable: boolean;
   readonly auth: AuthConfig;
   /** Default streams per user when the token has no `max_streams`. @default 3 */
@@ -152,23 +169,59 @@ function parseUrl(text: string): URL | undefined {
   }
 }
 
+const REGION_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
+const AWS_REGION_NAME = /^[a-z]{2}(-[a-z]+)+-\d+$/;
+
+/**
+ * `DYNAMODB_REGIONS`: `eu-west-1,us-east-1` (AWS regions, default endpoints) or
+ * `eu=http://127.0.0.1:8001,us=http://127.0.0.1:8002` (a name and an endpoint each).
+ */
+function parseRegions(raw: string, awsRegion: string | undefined): RegionConfig[] {
+  const regions: RegionConfig[] = [];
+  for (const part of raw.split(',').map((p) => p.trim())) {
+    const eq = part.indexOf('=');
+    const name = eq < 0 ? part : part.slice(0, eq).trim();
+    const endpoint = eq < 0 ? undefined : part.slice(eq + 1).trim();
+    if (!REGION_NAME.test(name)) {
+      throw new ConfigError(`DYNAMODB_REGIONS entries must be a region name (a-z, 0-9, '-', at most 32) with an optional =endpoint, got "${part}"`);
+    }
+    if (endpoint !== undefined && !/^https?:$/.test(parseUrl(endpoint)?.protocol ?? '')) {
+      throw new ConfigError(`DYNAMODB_REGIONS endpoint of "${name}" must be an http(s) URL, got "${endpoint}"`);
+    }
+    if (regions.some((r) => r.name === name)) throw new ConfigError(`DYNAMODB_REGIONS names "${name}" twice`);
+    if (endpoint === undefined && !AWS_REGION_NAME.test(name)) {
+      throw new ConfigError(`DYNAMODB_REGIONS entry "${name}" is not an AWS region name; give it an endpoint (${name}=https://...)`);
+    }
+    regions.push({ name, endpoint, awsRegion: AWS_REGION_NAME.test(name) ? name : awsRegion });
+  }
+  return regions;
+}
+
 /** Reads and validates the whole configuration; throws {@link ConfigError} on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = read(env, 'NODE_ENV') ?? 'development';
   const production = nodeEnv === 'production';
   const dynamodbEndpoint = read(env, 'DYNAMODB_ENDPOINT');
   const awsRegion = read(env, 'AWS_REGION') ?? read(env, 'AWS_DEFAULT_REGION');
+  const regionsRaw = read(env, 'DYNAMODB_REGIONS');
+  if (regionsRaw !== undefined && dynamodbEndpoint !== undefined) {
+    throw new ConfigError('set DYNAMODB_REGIONS or DYNAMODB_ENDPOINT, not both: give each region its endpoint in DYNAMODB_REGIONS (name=url)');
+  }
+  const regions = regionsRaw === undefined ? [{ name: awsRegion ?? 'local', endpoint: dynamodbEndpoint, awsRegion }] : parseRegions(regionsRaw, awsRegion);
 
   const store =
     oneOf(env, 'STORE', ['embedded', 'dynamodb'] as const) ??
-    (dynamodbEndpoint === undefined && awsRegion === undefined && !production ? 'embedded' : 'dynamodb');
+    (dynamodbEndpoint === undefined && awsRegion === undefined && regionsRaw === undefined && !production ? 'embedded' : 'dynamodb');
+  if (store === 'embedded' && regionsRaw !== undefined) {
+    throw new ConfigError('DYNAMODB_REGIONS needs STORE=dynamodb: the embedded store is one process, not several regions');
+  }
   if (store === 'embedded' && production) {
     throw new ConfigError(
       'STORE=embedded keeps leases in this process only and is refused when NODE_ENV=production; ' +
         'set DYNAMODB_TABLE and AWS_REGION (or DYNAMODB_ENDPOINT)',
     );
   }
-  if (store === 'dynamodb' && awsRegion === undefined && dynamodbEndpoint === undefined) {
+  if (store === 'dynamodb' && awsRegion === undefined && dynamodbEndpoint === undefined && regionsRaw === undefined) {
     throw new ConfigError('STORE=dynamodb needs AWS_REGION (or DYNAMODB_ENDPOINT for DynamoDB Local)');
   }
 
@@ -257,7 +310,9 @@ export function loadConfig(env: Env = process.env): Config {
     table: read(env, 'DYNAMODB_TABLE') ?? 'sigma-stream-leases',
     dynamodbEndpoint,
     awsRegion,
-    createTable: bool(env, 'CREATE_TABLE', store === 'embedded' || dynamodbEndpoint !== undefined),
+    regions: Object.freeze(regions.map((r) => Object.freeze(r))),
+    multiRegion: regions.length > 1,
+    createTable: bool(env, 'CREATE_TABLE', store === 'embedded' || regions.every((r) => r.endpoint !== undefined)),
     auth,
     maxStreams: int(env, 'MAX_STREAMS', 3, 1, 1000),
     pingIntervalMs,

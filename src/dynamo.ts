@@ -52,7 +52,7 @@ export interface DynamoOptions {
 }
 
 /**
- * One client per process. Timeouts are ours, not the SDK's defaults (which
+ * One client per region (one in all unless DYNAMODB_REGIONS names several). Timeouts are ours, not the SDK's defaults (which
  * wait for ever): a request that has not answered within `requestTimeoutMs`
  * is abandoned and retried, and every caller bounds the whole call with an
  * AbortSignal on top.
@@ -94,16 +94,19 @@ export async function send<T>(
   operation: string,
   command: unknown,
   signal?: AbortSignal,
+  region?: string,
 ): Promise<T> {
+  // With several regions every request is booked under its region; with one, no label (as before regions).
+  const where = region === undefined ? {} : { region };
   try {
     const out = (await client.send(command as never, { abortSignal: signal })) as T;
-    metrics.dynamodbRequests.inc({ operation, outcome: 'ok' });
+    metrics.dynamodbRequests.inc({ operation, outcome: 'ok', ...where });
     return out;
   } catch (err) {
     // A condition failure that arrives as the deadline fires is still a condition failure.
     const classified = classify(err);
     const outcome = classified === 'conditional_failed' || !signal?.aborted ? classified : 'timeout';
-    metrics.dynamodbRequests.inc({ operation, outcome });
+    metrics.dynamodbRequests.inc({ operation, outcome, ...where });
     if (outcome === 'conditional_failed') throw err;
     const detail = err instanceof Error ? ` (${err.name}: ${err.message.slice(0, 200)})` : '';
     throw new StoreUnavailableError(`DynamoDB ${operation} failed: ${outcome}${detail}`, outcome, { cause: err });

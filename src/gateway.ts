@@ -10,21 +10,22 @@ import { HTTP_ERRORS, type HttpErrorName } from './http-errors.js';
 import { Hub } from './hub.js';
 import type { InstanceLease } from './instance.js';
 import { LeaseKeeper } from './lease-keeper.js';
-import type { Lease, LeaseStore } from './lease-store.js';
+import type { Lease } from './lease-store.js';
 import { Liveness } from './liveness.js';
 import type { Logger } from './log.js';
 import { Messages } from './messages.js';
 import type { Metrics, RejectionReason } from './metrics.js';
 import { Pending } from './pending.js';
 import { clientIp, KeyedLimiter } from './rate-limit.js';
+import type { Region, Regions } from './regions.js';
 import { Session, type Ending, type SessionOwner } from './session.js';
 
 export type GatewayState = 'running' | 'draining' | 'closed';
 
 export interface GatewayDeps {
   readonly config: Config;
-  readonly store: LeaseStore;
-  readonly instance: InstanceLease;
+  /** One lease store and one instance lease per region (one region unless DYNAMODB_REGIONS names several). */
+  readonly regions: Regions;
   readonly auth: Authenticator;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -91,7 +92,7 @@ export function parseLeaseQuery(params: URLSearchParams): { device: string; cont
 export class Gateway {
   #state: GatewayState = 'running';
   readonly #cfg: Config;
-  readonly #instance: InstanceLease;
+  readonly #regions: Regions;
   readonly #metrics: Metrics;
   readonly #log: Logger;
   readonly #wss: WebSocketServer;
@@ -105,14 +106,14 @@ export class Gateway {
   /** One object every session reports to. */
   readonly #owner: SessionOwner;
   readonly #onRevoked = (leaseId: string, code: number): void => void this.#hub.revoke(leaseId, code, 'mailbox');
-  readonly #onFenced = (oldInstanceId: string): void => this.#hub.fence(oldInstanceId);
+  readonly #onFenced = (oldInstanceId: string, _reason: string, region: string): void => this.#hub.fence(oldInstanceId, region);
   readonly #onLost = (leaseId: string, code: number): void => void this.#hub.revoke(leaseId, code, 'reconcile');
-  readonly #onTaken = (lease: Lease, code: number): void => this.#hub.takeAway(lease, code, 'reconcile');
+  readonly #onTaken = (lease: Lease, code: number, region: Region): void => this.#hub.takeAway(region, lease, code, 'reconcile');
 
   constructor(deps: GatewayDeps) {
-    const { config, store, instance, auth, metrics, log } = deps;
+    const { config, regions, auth, metrics, log } = deps;
     this.#cfg = config;
-    this.#instance = instance;
+    this.#regions = regions;
     this.#metrics = metrics;
     this.#log = log;
     this.#wss = new WebSocketServer({
@@ -137,12 +138,12 @@ export class Gateway {
       blockAfter: config.blockAfterRejections,
       blockMs: config.blockMs,
     });
-    const parts = { store, instance, config, metrics, log, pending: this.#pending };
+    const parts = { config, metrics, log, pending: this.#pending };
     this.#keeper = new LeaseKeeper(parts);
     this.#hub = new Hub({ ...parts, keeper: this.#keeper });
     this.#liveness = new Liveness({ hub: this.#hub, config, metrics, log });
     this.#messages = new Messages({ config, auth, metrics, log });
-    this.#admission = { config, auth, userLimiter, instance, keeper: this.#keeper, hub: this.#hub, metrics, log, gateway: this };
+    this.#admission = { config, auth, userLimiter, regions, keeper: this.#keeper, hub: this.#hub, metrics, log, gateway: this };
     const hub = this.#hub;
     const messages = this.#messages;
     this.#owner = {
@@ -171,8 +172,7 @@ export class Gateway {
   }
 
   start(): void {
-    this.#instance.on('revoked', this.#onRevoked);
-    this.#instance.on('fenced', this.#onFenced);
+    for (const { instance } of this.#regions) this.#listen(instance, 'on');
     this.#keeper.on('lost', this.#onLost);
     this.#keeper.on('taken', this.#onTaken);
     this.#liveness.start();
@@ -186,10 +186,18 @@ export class Gateway {
     return allowed === '*' || allowed.has(origin);
   }
 
-  /** REST kick: removes the device's live lease and closes its socket (4403) wherever it is. */
-  async revokeDevice(userId: string, deviceId: string, signal: AbortSignal): Promise<Lease | undefined> {
-    const lease = await this.#keeper.revoke(userId, deviceId, signal);
-    if (lease) this.#hub.takeAway(lease, CLOSE.REVOKED.code);
+  #listen(instance: InstanceLease, how: 'on' | 'off'): void {
+    instance[how]('revoked', this.#onRevoked);
+    instance[how]('fenced', this.#onFenced);
+  }
+
+  /**
+   * REST kick: removes the device's live lease in the user's home region and
+   * closes its socket (4403) wherever it is.
+   */
+  async revokeDevice(region: Region, userId: string, deviceId: string, signal: AbortSignal): Promise<Lease | undefined> {
+    const lease = await this.#keeper.revoke(region, userId, deviceId, signal);
+    if (lease) this.#hub.takeAway(region, lease, CLOSE.REVOKED.code);
     return lease;
   }
 
@@ -285,8 +293,7 @@ export class Gateway {
     this.#state = 'closed';
     this.#liveness.stop();
     this.#keeper.close();
-    this.#instance.off('revoked', this.#onRevoked);
-    this.#instance.off('fenced', this.#onFenced);
+    for (const { instance } of this.#regions) this.#listen(instance, 'off');
     this.#wss.close();
   }
 }

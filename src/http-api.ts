@@ -6,8 +6,9 @@ import { ID_PATTERN, ID_RULE } from './client/protocol.js';
 import type { Gateway } from './gateway.js';
 import type { HttpErrorName } from './http-errors.js';
 import { HTTP_ERRORS } from './http-errors.js';
-import type { Lease, LeaseStore } from './lease-store.js';
+import type { Lease } from './lease-store.js';
 import type { Logger } from './log.js';
+import type { Region, Regions } from './regions.js';
 
 /**
  * REST on the public port, with the same bearer token as the socket:
@@ -17,6 +18,10 @@ import type { Logger } from './log.js';
  *   GET    /v1/users/<userId>/streams             operators (scope sigma:admin)
  *   DELETE /v1/users/<userId>/streams/<deviceId>  operators (scope sigma:admin)
  *
+ * With several regions a user's streams are in the user's home region: the
+ * caller's own from its token's `home_region` (or the hash), an operator's
+ * target from `?region=<name>` (or the hash: a user homed by claim needs it).
+ *
  * Errors are `{"error":{"code","message"}}` with a fitting status; never a stack trace.
  */
 export const ADMIN_SCOPE = 'sigma:admin';
@@ -25,7 +30,7 @@ const MAX_BODY_BYTES = 1024;
 export interface ApiDeps {
   readonly config: Config;
   readonly auth: Authenticator;
-  readonly store: LeaseStore;
+  readonly regions: Regions;
   readonly gateway: Gateway;
   readonly log: Logger;
   /** Extra routes served before the API (the demo page in development). */
@@ -138,8 +143,9 @@ async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse):
   if (route.userId !== undefined && !principal.scopes.has(ADMIN_SCOPE)) {
     throw new HttpError('forbidden', `this route needs the ${ADMIN_SCOPE} scope`);
   }
+  const region = route.userId === undefined ? ownRegion(deps.regions, principal) : targetRegion(deps.regions, req, userId);
   if (route.kind === 'list') {
-    const leases = await deps.store.listLive(userId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
+    const leases = await region.store.listLive(userId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
     const limit = route.userId === undefined ? (principal.maxStreams ?? deps.config.maxStreams) : deps.config.maxStreams;
     sendJson(res, 200, { userId, limit, streams: leases.map(streamView) });
     return;
@@ -147,11 +153,26 @@ async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse):
   if (!ID_PATTERN.test(route.deviceId)) {
     throw new HttpError('bad_device', `device must be ${ID_RULE}`);
   }
-  const lease = await deps.gateway.revokeDevice(userId, route.deviceId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
+  const lease = await deps.gateway.revokeDevice(region, userId, route.deviceId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
   if (!lease) throw new HttpError('no_stream', `device ${route.deviceId} has no live stream`);
   deps.log.info('stream stopped over REST', { userId, deviceId: route.deviceId, by: principal.userId });
   res.writeHead(204, { 'Cache-Control': 'no-store' });
   res.end();
+}
+
+/** The region holding the caller's own leases: its token's `home_region`, else the hash. */
+function ownRegion(regions: Regions, principal: Principal): Region {
+  const region = regions.forUser(principal.userId, principal.homeRegion);
+  if (region === undefined) throw new HttpError('unauthorized', regions.unknownClaim(principal.homeRegion ?? ''), { 'WWW-Authenticate': 'Bearer' });
+  return region;
+}
+
+/** The region holding another user's leases, for an operator: `?region=<name>`, else the hash. */
+function targetRegion(regions: Regions, req: IncomingMessage, userId: string): Region {
+  const named = new URL(req.url ?? '/', 'http://localhost').searchParams.get('region') ?? undefined;
+  const region = regions.forUser(userId, named);
+  if (region === undefined) throw new HttpError('bad_region', `region must be one of ${[...regions].map((r) => r.name).join(', ')}`);
+  return region;
 }
 
 async function authenticate(auth: Authenticator, req: IncomingMessage): Promise<Principal> {

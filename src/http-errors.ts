@@ -17,6 +17,7 @@ export const HTTP_ERRORS = define({
   bad_request: { status: 400, meaning: 'the request target is not a valid URL' },
   bad_path: { status: 400, meaning: 'the path is not valid percent-encoding' },
   bad_device: { status: 400, meaning: 'the device id breaks the id rule' },
+  bad_region: { status: 400, meaning: 'the region query parameter names no configured region' },
   unauthorized: { status: 401, meaning: 'token missing, invalid or expired' },
   forbidden: { status: 403, meaning: 'the route needs the sigma:admin scope' },
   origin_not_allowed: { status: 403, meaning: 'the Origin is not in ALLOWED_ORIGINS' },

@@ -1,12 +1,12 @@
 import { performance } from 'node:perf_hooks';
 import { CLOSE, type CloseCode } from './close-codes.js';
 import type { Config } from './config.js';
-import type { InstanceLease } from './instance.js';
 import type { LeaseKeeper } from './lease-keeper.js';
-import type { Lease, LeaseStore } from './lease-store.js';
+import type { Lease } from './lease-store.js';
 import type { Logger } from './log.js';
 import type { Metrics, ReleaseReason } from './metrics.js';
 import type { Pending } from './pending.js';
+import type { Region } from './regions.js';
 import type { Ending, Session } from './session.js';
 
 /** Where a revocation came from, as `sigma_revocations_total{path}` books it. */
@@ -35,17 +35,13 @@ export class Hub {
   /** Revocations that arrived before the admission they name was granted, on any path. */
   readonly #early = new Map<string, { code: number; path: RevocationPath; until: number }>();
   readonly #keeper: LeaseKeeper;
-  readonly #store: LeaseStore;
-  readonly #instance: InstanceLease;
   readonly #cfg: Config;
   readonly #metrics: Metrics;
   readonly #log: Logger;
   readonly #pending: Pending;
 
-  constructor(deps: { keeper: LeaseKeeper; store: LeaseStore; instance: InstanceLease; config: Config; metrics: Metrics; log: Logger; pending: Pending }) {
+  constructor(deps: { keeper: LeaseKeeper; config: Config; metrics: Metrics; log: Logger; pending: Pending }) {
     this.#keeper = deps.keeper;
-    this.#store = deps.store;
-    this.#instance = deps.instance;
     this.#cfg = deps.config;
     this.#metrics = deps.metrics;
     this.#log = deps.log;
@@ -69,12 +65,13 @@ export class Hub {
   /**
    * The admission of `session` was granted `lease`. Returns false when a
    * revocation for that lease came first: the socket is then closed with the
-   * code the revoker asked for and the lease given back.
+   * code the revoker asked for and the lease given back. The session's
+   * region (the user's home) is set before its admission takes a lease.
    */
   grant(session: Session, lease: Lease): boolean {
     session.grant(lease);
     this.#byLease.set(lease.leaseId, session);
-    this.#keeper.granted(session.userId, lease);
+    this.#keeper.granted(session.region!, session.userId, lease);
     this.#metrics.streamsActive.inc();
     const early = this.#early.get(lease.leaseId);
     if (early === undefined) return true;
@@ -85,15 +82,17 @@ export class Hub {
 
   /**
    * A lease was taken away (takeover, kick, same device elsewhere): close
-   * its socket here, or drop a note in the owning instance's mailbox.
+   * its socket here, or drop a note in the owning instance's mailbox. Both
+   * are judged in `region`, the user's home: the lease's `instanceId` is the
+   * owner's instance there, whose item holds the mailbox.
    */
-  takeAway(lease: Lease, code: number, path: RevocationPath = 'local'): void {
-    if (lease.instanceId === this.#instance.id) {
+  takeAway(region: Region, lease: Lease, code: number, path: RevocationPath = 'local'): void {
+    if (lease.instanceId === region.instance.id) {
       this.revoke(lease.leaseId, code, path);
       return;
     }
     this.#pending.add(
-      this.#store
+      region.store
         .notify(lease.instanceId, lease.leaseId, code, AbortSignal.timeout(this.#cfg.admissionTimeoutMs))
         .catch((err: unknown) => this.#log.warn('mailbox write failed; the owner finds out on its next reconcile', { err, instanceId: lease.instanceId })),
     );
@@ -137,7 +136,7 @@ export class Hub {
     this.#log.info('released', { userId: session.userId, deviceId: session.deviceId, reason, code: typeof close === 'object' ? close.code : undefined });
     // A revoked lease may have been written again by its own retried admission: keep checking it.
     const revoked = reason === 'revoked' || reason === 'replaced';
-    if (release) this.#keeper.release(session.userId, lease, revoked);
+    if (release) this.#keeper.release(session.region!, session.userId, lease, revoked);
     else this.#keeper.forget(lease);
   }
 
@@ -146,16 +145,26 @@ export class Hub {
     if (this.#sessions.delete(session)) this.#metrics.wsConnections.dec();
   }
 
-  /** Fencing: every socket goes now; leases die with the instance item, so none is released one by one. */
-  fence(oldInstanceId: string): void {
+  /**
+   * Fencing of this gateway's instance in `region`: every socket whose lease
+   * hangs on `oldInstanceId`, and every admission for a user homed there,
+   * goes now; leases die with the instance item, so none is released one by
+   * one. Users of other regions keep playing (with one region: everyone goes).
+   */
+  fence(oldInstanceId: string, region: string): void {
+    let closed = 0;
     for (const session of [...this.#sessions]) {
-      if (session.state === 'leased') {
+      if (session.state === 'leased' && session.lease?.instanceId === oldInstanceId) {
         session.close(CLOSE.LEASE_LOST, 'lease lost: gateway lost contact with the lease store', 'fenced', false);
-      } else if (session.state === 'admitting') {
+        closed++;
+      } else if (session.state === 'admitting' && (session.region === undefined ? !this.#cfg.multiRegion : session.region.name === region)) {
+        // With several regions an admission still checking its token is left alone: it then checks its own
+        // home region's instance lease before it writes.
         session.close(CLOSE.TRY_LATER, 'lease store unavailable, try again later', 'fenced');
+        closed++;
       }
     }
-    this.#log.warn('fenced sessions closed', { instanceId: oldInstanceId });
+    this.#log.warn('fenced sessions closed', { instanceId: oldInstanceId, region, sessions: closed });
   }
 
   /**

@@ -17,8 +17,11 @@ export interface InstanceTimings {
 export interface InstanceEvents {
   /** A lease of ours was taken away elsewhere (a mailbox entry). */
   revoked: [leaseId: string, code: number];
-  /** We could not keep the instance item alive: every lease of `oldInstanceId` must go now. */
-  fenced: [oldInstanceId: string, reason: string];
+  /**
+   * We could not keep the instance item alive in `region`: every lease of `oldInstanceId` must go now.
+   * With several regions each has its own instance lease, so only that region's users are affected.
+   */
+  fenced: [oldInstanceId: string, reason: string, region: string];
 }
 
 /**
@@ -31,6 +34,12 @@ export interface InstanceEvents {
  * step down `fencingMarginMs` earlier, so our sockets are closed before any
  * other gateway may hand their slots out. The margin absorbs clock skew.
  */
+/** Which region an instance lease beats in; `labelled` when metrics carry a region label (several regions). */
+export interface InstanceRegion {
+  readonly name: string;
+  readonly labelled: boolean;
+}
+
 export class InstanceLease extends EventEmitter<InstanceEvents> {
   #id = uuidv7();
   #registered = false;
@@ -47,14 +56,19 @@ export class InstanceLease extends EventEmitter<InstanceEvents> {
   readonly #log: Logger;
   readonly #metrics: Metrics;
   readonly #host = `${hostname()}:${process.pid}`;
+  /** The region whose table holds this instance item (one instance lease per region). */
+  readonly region: string;
 
-  constructor(store: LeaseStore, timings: InstanceTimings, log: Logger, metrics: Metrics) {
+  constructor(store: LeaseStore, timings: InstanceTimings, log: Logger, metrics: Metrics, region: InstanceRegion = { name: 'local', labelled: false }) {
     super();
     this.#store = store;
     this.#t = timings;
-    this.#log = log;
+    this.region = region.name;
+    this.#log = region.labelled ? log.child({ region: region.name }) : log;
     this.#metrics = metrics;
-    metrics.heartbeatAgeSeconds = () => (Number.isFinite(this.#lastOkSentAt) ? this.heartbeatAgeMs() / 1000 : 0);
+    const age = (): number => (Number.isFinite(this.#lastOkSentAt) ? this.heartbeatAgeMs() / 1000 : 0);
+    if (region.labelled) metrics.heartbeatAgeByRegion.set(region.name, age);
+    else metrics.heartbeatAgeSeconds = age;
   }
 
   get id(): string {
@@ -194,7 +208,7 @@ export class InstanceLease extends EventEmitter<InstanceEvents> {
       newInstanceId: this.#id,
       reason,
     });
-    this.emit('fenced', oldId, reason);
+    this.emit('fenced', oldId, reason, this.region);
     // Deleting the old item frees its slots at once for everyone; if the store
     // is unreachable they free themselves when the item expires.
     this.#store.deleteInstance(oldId, AbortSignal.timeout(this.#t.instanceTtlMs)).catch(() => {});

@@ -4,11 +4,11 @@ import { CLOSE } from './close-codes.js';
 import type { Config } from './config.js';
 import type { Deadline, Settled } from './deadline.js';
 import type { Item } from './dynamo.js';
-import type { InstanceLease } from './instance.js';
-import { leasesOf, type AcquireOutcome, type AcquireRequest, type Lease, type LeaseStore, type WriteTrace } from './lease-store.js';
+import { leasesOf, type AcquireOutcome, type AcquireRequest, type Lease, type WriteTrace } from './lease-store.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Pending } from './pending.js';
+import type { Region } from './regions.js';
 
 /** What the keeper asks the hub to do. */
 export interface KeeperEvents {
@@ -21,11 +21,12 @@ export interface KeeperEvents {
    * A write whose outcome was unknown meant to revoke `lease`, and a read now
    * shows that lease gone: its socket, wherever it is, must be told.
    */
-  taken: [lease: Lease, code: number];
+  taken: [lease: Lease, code: number, region: Region];
 }
 
 /** A lease id that may be in the store although no socket here holds it. */
 interface Doubt {
+  readonly region: Region;
   readonly userId: string;
   readonly deviceId: string;
   /** Monotonic ms after which no late copy can land any more. */
@@ -34,6 +35,7 @@ interface Doubt {
 
 /** The victim of a write whose outcome is unknown. */
 interface Victim {
+  readonly region: Region;
   readonly userId: string;
   readonly lease: Lease;
   readonly code: number;
@@ -41,6 +43,7 @@ interface Victim {
 }
 
 interface Admitting {
+  readonly region: Region;
   readonly userId: string;
   readonly trace: WriteTrace;
 }
@@ -65,10 +68,12 @@ const RELEASE_BACKOFF_MAX_MS = 5000;
  * gone. The reconcile loop does those checks, closes sockets whose lease was
  * removed without a mailbox note, removes orphans of this instance and
  * repairs a count that differs from its entries.
+ *
+ * Every lease lives in its user's home region: each record carries that
+ * region, whose store every write and read for it goes to, and whose
+ * instance lease its `instanceId` belongs to.
  */
 export class LeaseKeeper extends EventEmitter<KeeperEvents> {
-  readonly #store: LeaseStore;
-  readonly #instance: InstanceLease;
   readonly #cfg: Config;
   readonly #metrics: Metrics;
   readonly #log: Logger;
@@ -76,7 +81,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   /** Admissions whose write is in flight or whose grant is not processed yet, by lease id. */
   readonly #admitting = new Map<string, Admitting>();
   /** Leases held by a socket here, by lease id. */
-  readonly #held = new Map<string, { readonly userId: string; readonly lease: Lease; readonly retried: boolean }>();
+  readonly #held = new Map<string, { readonly region: Region; readonly userId: string; readonly lease: Lease; readonly retried: boolean }>();
   readonly #doubts = new Map<string, Doubt>();
   readonly #victims = new Map<string, Victim>();
   #reconcileTimer: NodeJS.Timeout | undefined;
@@ -87,10 +92,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   /** Bound once: the store asks it for entries of our own instance. */
   readonly #holds = (leaseId: string): boolean => this.#admitting.has(leaseId) || this.#held.has(leaseId);
 
-  constructor(deps: { store: LeaseStore; instance: InstanceLease; config: Config; metrics: Metrics; log: Logger; pending: Pending }) {
+  constructor(deps: { config: Config; metrics: Metrics; log: Logger; pending: Pending }) {
     super();
-    this.#store = deps.store;
-    this.#instance = deps.instance;
     this.#cfg = deps.config;
     this.#metrics = deps.metrics;
     this.#log = deps.log;
@@ -127,10 +130,10 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
    * "admitting" until the caller either {@link granted} or {@link release}s
    * it; anything else leaves nothing for the caller to clean up.
    */
-  async acquire(req: Omit<AcquireRequest, 'holds' | 'trace'>, deadline: Deadline): Promise<Settled<AcquireOutcome>> {
+  async acquire(region: Region, req: Omit<AcquireRequest, 'holds' | 'trace'>, deadline: Deadline): Promise<Settled<AcquireOutcome>> {
     const trace: WriteTrace = { retried: false, victims: [] };
-    this.#admitting.set(req.leaseId, { userId: req.userId, trace });
-    const attempt = this.#store.acquire({ ...req, holds: this.#holds, trace }, deadline.signal);
+    this.#admitting.set(req.leaseId, { region, userId: req.userId, trace });
+    const attempt = region.store.acquire({ ...req, holds: this.#holds, trace }, deadline.signal);
     this.#metrics.admissionsInFlight.inc();
     this.#pending.add(attempt.finally(() => this.#metrics.admissionsInFlight.dec()));
     const settled = await deadline.run(attempt);
@@ -138,25 +141,25 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     this.#admitting.delete(req.leaseId);
     if (settled.kind === 'done') {
       // Denied. A retried request may still have a copy in the network that lands once a slot frees.
-      if (trace.retried) this.#doubt(req.userId, req.deviceId, req.leaseId);
+      if (trace.retried) this.#doubt(region, req.userId, req.deviceId, req.leaseId);
       return settled;
     }
     // Gave up or failed: the write may have committed, or may still. Check as soon as our own attempt
     // has settled (no more SDK retries after that), then on every reconcile round until the horizon.
-    this.#doubt(req.userId, req.deviceId, req.leaseId);
+    this.#doubt(region, req.userId, req.deviceId, req.leaseId);
     for (const victim of trace.victims) {
-      this.#suspectVictim(req.userId, victim, victim.deviceId === req.deviceId ? CLOSE.REPLACED.code : CLOSE.REVOKED.code);
+      this.#suspectVictim(region, req.userId, victim, victim.deviceId === req.deviceId ? CLOSE.REPLACED.code : CLOSE.REVOKED.code);
     }
-    const check = (): void => this.#pending.add(this.#checkUsers([req.userId]));
+    const check = (): void => this.#pending.add(this.#checkUsers(region, [req.userId]));
     attempt.then(check, check);
     return settled;
   }
 
   /** The admission's grant was processed: a socket here holds `lease`. */
-  granted(userId: string, lease: Lease): void {
+  granted(region: Region, userId: string, lease: Lease): void {
     const admitting = this.#admitting.get(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
-    this.#held.set(lease.leaseId, { userId, lease, retried: admitting?.trace.retried ?? false });
+    this.#held.set(lease.leaseId, { region, userId, lease, retried: admitting?.trace.retried ?? false });
   }
 
   // ---- release: the one way back ------------------------------------------
@@ -168,13 +171,13 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
    * before its grant was processed, or its admission was retried) the lease
    * id stays under suspicion after the release: a late copy may bring it back.
    */
-  release(userId: string, lease: Lease, doubtful = false): void {
+  release(region: Region, userId: string, lease: Lease, doubtful = false): void {
     const held = this.#held.get(lease.leaseId);
     const admitting = this.#admitting.get(lease.leaseId);
     this.#held.delete(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
-    if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(userId, lease.deviceId, lease.leaseId);
-    this.#pending.add(this.#releaseEventually(userId, lease.deviceId, lease.leaseId, lease.instanceId));
+    if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(region, userId, lease.deviceId, lease.leaseId);
+    this.#pending.add(this.#releaseEventually(region, userId, lease.deviceId, lease.leaseId, lease.instanceId));
   }
 
   /** The instance fenced: its leases die with its instance item, nothing to give back. */
@@ -183,19 +186,19 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     this.#admitting.delete(lease.leaseId);
   }
 
-  async #releaseEventually(userId: string, deviceId: string, leaseId: string, instanceId: string): Promise<void> {
+  async #releaseEventually(region: Region, userId: string, deviceId: string, leaseId: string, instanceId: string): Promise<void> {
     for (let delay = 100; ; delay = Math.min(delay * 2, RELEASE_BACKOFF_MAX_MS)) {
       try {
-        await this.#store.release(userId, deviceId, leaseId, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
+        await region.store.release(userId, deviceId, leaseId, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
         return;
       } catch (err) {
         // A replaced instance's leases are dead anyway; a closed gateway has no client left. Either way the
         // id stays a doubt, so a later round still removes the entry if the instance comes back to life.
-        if (this.#closed || this.#instance.id !== instanceId) {
-          this.#doubt(userId, deviceId, leaseId);
+        if (this.#closed || region.instance.id !== instanceId) {
+          this.#doubt(region, userId, deviceId, leaseId);
           return;
         }
-        this.#log.warn('release failed, retrying', { userId, deviceId, leaseId, err, retryInMs: delay });
+        this.#log.warn('release failed, retrying', { userId, deviceId, leaseId, region: region.name, err, retryInMs: delay });
         await new Promise((r) => setTimeout(r, delay).unref());
       }
     }
@@ -208,28 +211,28 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
    * tells its socket. When the write's outcome is unknown the victim is told
    * later, once a read shows its entry gone.
    */
-  async revoke(userId: string, deviceId: string, signal: AbortSignal): Promise<Lease | undefined> {
+  async revoke(region: Region, userId: string, deviceId: string, signal: AbortSignal): Promise<Lease | undefined> {
     const trace: WriteTrace = { retried: false, victims: [] };
     try {
-      return await this.#store.revoke(userId, deviceId, signal, trace);
+      return await region.store.revoke(userId, deviceId, signal, trace);
     } catch (err) {
-      for (const victim of trace.victims) this.#suspectVictim(userId, victim, CLOSE.REVOKED.code);
-      if (trace.victims.length > 0) this.#pending.add(this.#checkUsers([userId]));
+      for (const victim of trace.victims) this.#suspectVictim(region, userId, victim, CLOSE.REVOKED.code);
+      if (trace.victims.length > 0) this.#pending.add(this.#checkUsers(region, [userId]));
       throw err;
     }
   }
 
   // ---- suspicion ----------------------------------------------------------
 
-  #doubt(userId: string, deviceId: string, leaseId: string): void {
+  #doubt(region: Region, userId: string, deviceId: string, leaseId: string): void {
     const until = performance.now() + this.#cfg.uncertainWriteHorizonMs;
     const known = this.#doubts.get(leaseId);
     if (known) known.until = until;
-    else this.#doubts.set(leaseId, { userId, deviceId, until });
+    else this.#doubts.set(leaseId, { region, userId, deviceId, until });
   }
 
-  #suspectVictim(userId: string, lease: Lease, code: number): void {
-    this.#victims.set(lease.leaseId, { userId, lease, code, until: performance.now() + this.#cfg.uncertainWriteHorizonMs });
+  #suspectVictim(region: Region, userId: string, lease: Lease, code: number): void {
+    this.#victims.set(lease.leaseId, { region, userId, lease, code, until: performance.now() + this.#cfg.uncertainWriteHorizonMs });
   }
 
   // ---- reconcile ----------------------------------------------------------
@@ -247,7 +250,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   /**
    * One round: reads every user with a lease, a doubt or a suspected victim
    * here (strongly consistent, 100 users a request, a few requests at once,
-   * each under its own deadline) and acts on what the store holds. A round
+   * each under its own deadline, a batch never spanning two regions) and
+   * acts on what each home region's store holds. A round
    * that runs out of time (one interval) stops, says so, and the next round
    * starts where it stopped. Returns the sockets it closed.
    */
@@ -255,10 +259,10 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     const now = performance.now();
     for (const [id, d] of this.#doubts) if (d.until < now && !this.#held.has(id)) this.#doubts.delete(id);
     for (const [id, v] of this.#victims) if (v.until < now) this.#victims.delete(id);
-    const users = [...this.#users()].sort();
+    const users = [...this.#users().values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     if (users.length === 0) return 0;
     // Start after where the last unfinished round stopped, then wrap around.
-    const from = this.#resumeAfter === undefined ? 0 : users.findIndex((u) => u > this.#resumeAfter!);
+    const from = this.#resumeAfter === undefined ? 0 : users.findIndex((u) => u.key > this.#resumeAfter!);
     const order = from <= 0 ? users : [...users.slice(from), ...users.slice(0, from)];
     const budgetUntil = now + this.#cfg.reconcileIntervalMs;
     let next = 0;
@@ -266,20 +270,21 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     let failed = 0;
     const worker = async (): Promise<void> => {
       while (next < order.length && performance.now() < budgetUntil && !this.#closed) {
-        const batch = order.slice(next, next + BATCH);
-        next += batch.length;
+        const { region } = order[next];
+        const batch: string[] = [];
+        while (next < order.length && batch.length < BATCH && order[next].region === region) batch.push(order[next++].userId);
         try {
-          closed += await this.#checkUsers(batch);
+          closed += await this.#checkUsers(region, batch);
         } catch (err) {
           failed++;
-          this.#log.warn('reconcile batch failed', { users: batch.length, err });
+          this.#log.warn('reconcile batch failed', { users: batch.length, region: region.name, err });
         }
       }
     };
     await Promise.all(Array.from({ length: BATCHES_IN_FLIGHT }, worker));
     if (next < order.length) {
       // Every batch started has finished (we awaited the workers): resume after the last one started.
-      this.#resumeAfter = order[next - 1];
+      this.#resumeAfter = order[next - 1].key;
       this.#metrics.reconcileRounds.inc({ result: 'partial' });
       this.#log.warn('reconcile round did not finish in one interval; the next round continues', {
         users: order.length,
@@ -293,19 +298,24 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     return closed;
   }
 
-  #users(): Set<string> {
-    const users = new Set<string>();
-    for (const h of this.#held.values()) users.add(h.userId);
-    for (const d of this.#doubts.values()) users.add(d.userId);
-    for (const v of this.#victims.values()) users.add(v.userId);
+  /** Users to read, each with its home region, keyed "<region>\n<userId>" (sorted: grouped by region). */
+  #users(): Map<string, { readonly key: string; readonly region: Region; readonly userId: string }> {
+    const users = new Map<string, { readonly key: string; readonly region: Region; readonly userId: string }>();
+    const add = ({ region, userId }: { readonly region: Region; readonly userId: string }): void => {
+      const key = `${region.name}\n${userId}`;
+      if (!users.has(key)) users.set(key, { key, region, userId });
+    };
+    for (const h of this.#held.values()) add(h);
+    for (const d of this.#doubts.values()) add(d);
+    for (const v of this.#victims.values()) add(v);
     return users;
   }
 
-  /** Reads up to 100 users and acts on their items; returns the sockets it closed. */
-  async #checkUsers(userIds: readonly string[]): Promise<number> {
+  /** Reads up to 100 users of one region and acts on their items; returns the sockets it closed. */
+  async #checkUsers(region: Region, userIds: readonly string[]): Promise<number> {
     // Snapshot before the read: a lease granted after it began may not be in what the read returns.
-    const heldBefore = [...this.#held.entries()].filter(([, h]) => userIds.includes(h.userId));
-    const items = await this.#store.readUsers(userIds, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
+    const heldBefore = [...this.#held.entries()].filter(([, h]) => h.region === region && userIds.includes(h.userId));
+    const items = await region.store.readUsers(userIds, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
     let closed = 0;
     for (const [leaseId, h] of heldBefore) {
       const entry = leasesOf(items.get(h.userId)).get(h.lease.deviceId);
@@ -317,9 +327,9 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     }
     for (const userId of userIds) {
       const item = items.get(userId);
-      this.#settleDoubts(userId, item);
-      this.#settleVictims(userId, item);
-      if (item && (await this.#store.repairCount(userId, item, AbortSignal.timeout(this.#cfg.admissionTimeoutMs)))) {
+      this.#settleDoubts(region, userId, item);
+      this.#settleVictims(region, userId, item);
+      if (item && (await region.store.repairCount(userId, item, AbortSignal.timeout(this.#cfg.admissionTimeoutMs)))) {
         this.#metrics.leaseRepairs.inc({ kind: 'count' });
         this.#log.warn('reconcile: repaired a user count that differed from its entries', { userId });
       }
@@ -328,25 +338,25 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   }
 
   /** Releases entries no socket here holds: late copies of uncertain writes, and orphans of this instance. */
-  #settleDoubts(userId: string, item: Item | undefined): void {
+  #settleDoubts(region: Region, userId: string, item: Item | undefined): void {
     for (const [deviceId, entry] of leasesOf(item)) {
       if (this.#holds(entry.leaseId)) continue;
       const doubted = this.#doubts.has(entry.leaseId);
-      if (!doubted && entry.instanceId !== this.#instance.id) continue;
+      if (!doubted && entry.instanceId !== region.instance.id) continue;
       this.#metrics.leaseRepairs.inc({ kind: 'orphan' });
       this.#log.warn('reconcile: releasing an entry no socket holds (a late copy of an uncertain write)', { userId, deviceId, leaseId: entry.leaseId });
-      this.#pending.add(this.#releaseEventually(userId, deviceId, entry.leaseId, this.#instance.id));
+      this.#pending.add(this.#releaseEventually(region, userId, deviceId, entry.leaseId, region.instance.id));
     }
   }
 
   /** Tells the victims of uncertain writes whose entries are gone. */
-  #settleVictims(userId: string, item: Item | undefined): void {
+  #settleVictims(region: Region, userId: string, item: Item | undefined): void {
     const entries = leasesOf(item);
     for (const [leaseId, v] of this.#victims) {
-      if (v.userId !== userId || entries.get(v.lease.deviceId)?.leaseId === leaseId) continue;
+      if (v.region !== region || v.userId !== userId || entries.get(v.lease.deviceId)?.leaseId === leaseId) continue;
       this.#victims.delete(leaseId);
       this.#metrics.leaseRepairs.inc({ kind: 'victim' });
-      this.emit('taken', v.lease, v.code);
+      this.emit('taken', v.lease, v.code, region);
     }
   }
 }

@@ -100,6 +100,8 @@ export interface StoreOptions {
   readonly table: string;
   /** This process's instance id: its leases are live without a read. */
   readonly selfInstanceId: () => string;
+  /** The region this store's table is in, as metrics label it; undefined with one region (no label). */
+  readonly region?: string;
 }
 
 const LEASE_PREFIX = 'lease:';
@@ -163,16 +165,18 @@ export class LeaseStore {
   readonly #metrics: Metrics;
   readonly #table: string;
   readonly #self: () => string;
+  readonly #region: string | undefined;
 
   constructor(client: Pick<DynamoDBClient, 'send'>, metrics: Metrics, opts: StoreOptions) {
     this.#client = client;
     this.#metrics = metrics;
     this.#table = opts.table;
     this.#self = opts.selfInstanceId;
+    this.#region = opts.region;
   }
 
   #send<T>(operation: string, command: unknown, signal?: AbortSignal): Promise<T> {
-    return send<T>(this.#client, this.#metrics, operation, command, signal);
+    return send<T>(this.#client, this.#metrics, operation, command, signal, this.#region);
   }
 
   /** Strongly consistent read of a user item. */

@@ -35,7 +35,7 @@ export class Metrics {
   readonly acquireTotal: Counter<'result'>;
   readonly releaseTotal: Counter<'reason'>;
   readonly acquireDuration: Histogram;
-  readonly dynamodbRequests: Counter<'operation' | 'outcome'>;
+  readonly dynamodbRequests: Counter<'operation' | 'outcome' | 'region'>;
   readonly heartbeatAge: Gauge;
   readonly ready: Gauge;
   readonly admissionsInFlight: Gauge;
@@ -50,12 +50,21 @@ export class Metrics {
 
   /** Set by the instance lease once it exists; read at scrape time. */
   heartbeatAgeSeconds: () => number = () => 0;
+  /**
+   * Several regions (DYNAMODB_REGIONS): one heartbeat age per region, set by each region's instance lease.
+   * Empty with one region, whose series keep no `region` label (the same lines as before regions existed).
+   */
+  readonly heartbeatAgeByRegion = new Map<string, () => number>();
   /** Set by the app: the same answer as /readyz. */
   readySource: () => boolean = () => false;
   /** Set by the lease keeper: lease ids it is still re-checking. */
   uncertainLeasesSource: () => number = () => 0;
 
-  constructor(registry = new Registry()) {
+  /**
+   * @param regions the configured region names when there are several (DYNAMODB_REGIONS): DynamoDB series
+   *   then carry a bounded `region` label; with one region (the default) they carry none.
+   */
+  constructor(registry = new Registry(), regions: readonly string[] = []) {
     this.registry = registry;
     const self = this;
     const registers = [registry];
@@ -90,13 +99,14 @@ export class Metrics {
     });
     this.dynamodbRequests = new Counter({
       name: 'sigma_dynamodb_requests_total',
-      help: 'DynamoDB requests by operation and outcome (ok, conditional_failed, throttled, timeout, error).',
-      labelNames: ['operation', 'outcome'],
+      help: 'DynamoDB requests by operation and outcome (ok, conditional_failed, throttled, timeout, error), and by region when several are configured.',
+      labelNames: ['operation', 'outcome', 'region'],
       registers,
     });
     for (const operation of ['UpdateItem', 'GetItem', 'BatchGetItem', 'PutItem', 'DeleteItem']) {
       for (const outcome of ['ok', 'conditional_failed', 'throttled', 'timeout', 'error']) {
-        this.dynamodbRequests.inc({ operation, outcome }, 0);
+        if (regions.length === 0) this.dynamodbRequests.inc({ operation, outcome }, 0);
+        for (const region of regions) this.dynamodbRequests.inc({ operation, outcome, region }, 0);
       }
     }
     this.ready = new Gauge({
@@ -109,10 +119,12 @@ export class Metrics {
     });
     this.heartbeatAge = new Gauge({
       name: 'sigma_instance_heartbeat_age_seconds',
-      help: 'Seconds since the last successful instance heartbeat was sent.',
+      help: 'Seconds since the last successful instance heartbeat was sent, by region when several are configured.',
+      labelNames: ['region'],
       registers,
       collect() {
-        this.set(self.heartbeatAgeSeconds());
+        if (self.heartbeatAgeByRegion.size === 0) this.set(self.heartbeatAgeSeconds());
+        for (const [region, age] of self.heartbeatAgeByRegion) this.set({ region }, age());
       },
     });
     this.admissionsInFlight = new Gauge({

@@ -2,6 +2,7 @@ import type { RawData, WebSocket } from 'ws';
 import { closeReason, type CloseCode } from './close-codes.js';
 import type { Lease } from './lease-store.js';
 import type { ReleaseReason } from './metrics.js';
+import type { Region } from './regions.js';
 import { newBucket, type Bucket } from './rate-limit.js';
 
 /**
@@ -45,6 +46,8 @@ export class Session {
   #state: SessionState = 'admitting';
   #lease: Lease | undefined = undefined;
   userId = '';
+  /** The user's home region (whose table holds the lease), known once the token is checked. */
+  region: Region | undefined = undefined;
   /** A protocol ping went out and no pong came back yet. */
   awaitingPong = false;
   /** Token expiry (seconds since the epoch); 0 until authenticated. */
