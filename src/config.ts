@@ -222,7 +222,7 @@ export function loadConfig(env: Env = process.env): Config {
     );
   }
   if (store === 'dynamodb' && awsRegion === undefined && dynamodbEndpoint === undefined && regionsRaw === undefined) {
-    throw new ConfigError('STORE=dynamodb needs AWS_REGION (or DYNAMODB_ENDPOINT for DynamoDB Local)');
+    throw new ConfigError('STORE=dynamodb needs AWS_REGION (or DYNAMODB_ENDPOINT for DynamoDB Local, or DYNAMODB_REGIONS)');
   }
 
   const secret = read(env, 'JWT_SECRET');
