@@ -105,7 +105,12 @@ export class Regions implements Iterable<Region> {
  * region; nothing starts (the instance leases start in app.ts). `endpoint`
  * overrides the single region's endpoint (the embedded store).
  */
-export function openRegions(config: Config, metrics: Metrics, log: Logger, endpoint?: string): { regions: Regions; clients: Map<string, DynamoDBClient> } {
+export function openRegions(
+  config: Config,
+  metrics: Metrics,
+  log: Logger,
+  endpoint?: string,
+): { regions: Regions; clients: Map<string, DynamoDBClient> } {
   const clients = new Map<string, DynamoDBClient>();
   const list: Region[] = [];
   for (const rc of config.regions) {
@@ -117,13 +122,13 @@ export function openRegions(config: Config, metrics: Metrics, log: Logger, endpo
     });
     clients.set(rc.name, client);
     // The store judges entries of its own instance without a read; the instance id changes when it fences.
-    let instance: InstanceLease | undefined;
-    const store = new LeaseStore(client, metrics, {
+    // (Called only once the instance lease below exists.)
+    const store: LeaseStore = new LeaseStore(client, metrics, {
       table: config.table,
-      selfInstanceId: () => instance!.id,
+      selfInstanceId: () => instance.id,
       region: config.multiRegion ? rc.name : undefined,
     });
-    instance = new InstanceLease(store, config, log, metrics, { name: rc.name, labelled: config.multiRegion });
+    const instance: InstanceLease = new InstanceLease(store, config, log, metrics, { name: rc.name, labelled: config.multiRegion });
     list.push({ name: rc.name, store, instance });
   }
   return { regions: new Regions(list, [...clients.values()]), clients };

@@ -10,7 +10,15 @@ import { after, describe, test } from 'node:test';
 import { hashedHome } from '../src/regions.js';
 import { appPing, connect, eventually, type Device } from './helpers/devices.js';
 import { FAST_TIMINGS, leaseEntries, metric } from './helpers/gateway.js';
-import { newTable, regionEndpoints, spawnRegionalGateway, startRegionalGateway, stopRegions, type RegionalGateway, type RegionName } from './helpers/regions.js';
+import {
+  newTable,
+  regionEndpoints,
+  spawnRegionalGateway,
+  startRegionalGateway,
+  stopRegions,
+  type RegionalGateway,
+  type RegionName,
+} from './helpers/regions.js';
 import { mintToken } from './helpers/tokens.js';
 
 const HEARTBEAT_MS = Number(FAST_TIMINGS.INSTANCE_HEARTBEAT_MS);
@@ -58,7 +66,9 @@ describe('several regions: every user has one home region', () => {
     for (const { user, home, claims } of users) {
       const token = await mintToken(user, { claims });
       for (let round = 0; round < 3; round++) {
-        const devices = Array.from({ length: 20 }, (_, i) => connect(i % 2 === 0 ? gws.eu.url : gws.us.url, { token, device: `r${round}-d${i}` }));
+        const devices = Array.from({ length: 20 }, (_, i) =>
+          connect(i % 2 === 0 ? gws.eu.url : gws.us.url, { token, device: `r${round}-d${i}` }),
+        );
         const frames = await Promise.all(devices.map((d) => d.decision.catch(() => ({ type: 'closed' }))));
         const grants = frames.filter((f) => f.type === 'granted').length;
         assert.equal(grants, 3, `${user} round ${round}: ${grants} granted (${frames.map((f) => f.type).join(' ')})`);
@@ -171,13 +181,17 @@ describe('several regions: every user has one home region', () => {
     const back: Device[] = [];
     for (const [i, gw] of [gws.eu, gws.us, gws.eu].entries()) {
       back.push(
-        (await eventually(async () => {
-          const d = connect(gw.url, { token: euToken, device: `after-${i}` });
-          const frame = await d.decision.catch(() => ({ type: 'closed' }));
-          if (frame.type === 'granted') return d;
-          await d.closed;
-          return undefined;
-        }, TTL_MS + 3000, 100))!,
+        (await eventually(
+          async () => {
+            const d = connect(gw.url, { token: euToken, device: `after-${i}` });
+            const frame = await d.decision.catch(() => ({ type: 'closed' }));
+            if (frame.type === 'granted') return d;
+            await d.closed;
+            return undefined;
+          },
+          TTL_MS + 3000,
+          100,
+        ))!,
       );
     }
     assert.deepEqual(await leaseEntries(ends.eu, gws.eu.table, 'elke'), ['after-0', 'after-1', 'after-2']);
@@ -215,7 +229,10 @@ describe('several regions: every user has one home region', () => {
     const closes = await Promise.all(euDevices.map((d) => d.closed));
     for (const c of closes) assert.deepEqual(c, { code: 4408, reason: 'lease lost: gateway lost contact with the lease store' });
     const lastClose = Math.max(...euDevices.map((d) => d.closedAt!));
-    assert.ok(lastClose < handedOutAt, `fenced ${Math.round(lastClose - cutAt)} ms after the cut, slot handed out ${Math.round(handedOutAt - cutAt)} ms after`);
+    assert.ok(
+      lastClose < handedOutAt,
+      `fenced ${Math.round(lastClose - cutAt)} ms after the cut, slot handed out ${Math.round(handedOutAt - cutAt)} ms after`,
+    );
 
     for (const d of usDevices) assert.ok(await appPing(d), 'us-homed sockets keep playing');
     await granted(connect(gws.us.url, { token: usToken, device: 'new' })).then((d) => d.close());
@@ -247,7 +264,10 @@ describe('several regions: every user has one home region', () => {
     }
     const text = await gw.metrics();
     for (const region of ['eu', 'us']) {
-      assert.match(text, new RegExp(`^sigma_dynamodb_requests_total\\{operation="UpdateItem",outcome="ok",region="${region}"\\} [1-9]`, 'm'));
+      assert.match(
+        text,
+        new RegExp(`^sigma_dynamodb_requests_total\\{operation="UpdateItem",outcome="ok",region="${region}"\\} [1-9]`, 'm'),
+      );
       assert.match(text, new RegExp(`^sigma_instance_heartbeat_age_seconds\\{region="${region}"\\} `, 'm'));
     }
 
@@ -281,6 +301,9 @@ describe('several regions: every user has one home region', () => {
     const playing = await granted(connect(gw.url, { token: us, device: 'tv' }));
     t.after(() => playing.close());
     const listed = await fetch(`${httpUrl(gw)}/v1/users/ulla/streams?region=us`, { headers: { Authorization: `Bearer ${admin}` } });
-    assert.deepEqual(((await listed.json()) as { streams: Array<{ deviceId: string }> }).streams.map((s) => s.deviceId), ['tv']);
+    assert.deepEqual(
+      ((await listed.json()) as { streams: Array<{ deviceId: string }> }).streams.map((s) => s.deviceId),
+      ['tv'],
+    );
   });
 });
