@@ -76,7 +76,7 @@ describe('several regions: every user has one home region', () => {
         assert.equal((await leaseEntries(ends[home], table, user)).length, 3, 'entries in the home region');
         assert.deepEqual(await leaseEntries(ends[other(home)], table, user), [], 'nothing in the other region');
         await Promise.all(devices.map((d) => d.close()));
-        await eventually(async () => (await leaseEntries(ends[home], table, user)).length === 0, 5000);
+        await eventually(async () => (await leaseEntries(ends[home], table, user)).length === 0, 15_000);
       }
     }
   });
