@@ -1,7 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { DENIAL_REASONS } from './plan.js';
 
 /** Reasons a lease is given back; bounded, so safe as a label. */
-export const RELEASE_REASONS = ['client_close', 'ping_timeout', 'replaced', 'revoked', 'shutdown', 'fenced', 'lost', 'token_expired', 'policy'] as const;
+export const RELEASE_REASONS = ['client_close', 'ping_timeout', 'replaced', 'revoked', 'shutdown', 'fenced', 'lost', 'token_expired', 'policy', 'paused'] as const;
 
 /** Why a connection or message was turned away before any store work. */
 export const REJECTION_REASONS = [
@@ -33,6 +34,7 @@ export class Metrics {
   readonly streamsActive: Gauge;
   readonly wsConnections: Gauge;
   readonly acquireTotal: Counter<'result'>;
+  readonly denialsTotal: Counter<'reason'>;
   readonly releaseTotal: Counter<'reason'>;
   readonly acquireDuration: Histogram;
   readonly dynamodbRequests: Counter<'operation' | 'outcome'>;
@@ -76,6 +78,13 @@ export class Metrics {
       labelNames: ['result'],
       registers,
     });
+    this.denialsTotal = new Counter({
+      name: 'sigma_lease_denials_total',
+      help: 'Admissions denied, by the cap in the way: limit (streams per user), content_limit (per content), class_limit (per device class).',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of DENIAL_REASONS) this.denialsTotal.inc({ reason }, 0);
     this.releaseTotal = new Counter({
       name: 'sigma_lease_release_total',
       help: 'Leases given back, by reason.',
