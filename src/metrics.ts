@@ -54,11 +54,16 @@ export class Metrics {
   readonly revocationsTotal: Counter<'code' | 'path'>;
   readonly authFailures: Counter<'reason'>;
   readonly rejections: Counter<'reason'>;
+  readonly reconcileRounds: Counter<'result'>;
+  readonly leaseRepairs: Counter<'kind'>;
+  readonly uncertainLeases: Gauge;
 
   /** Set by the instance lease once it exists; read at scrape time. */
   heartbeatAgeSeconds: () => number = () => 0;
   /** Set by the app: the same answer as /readyz. */
   readySource: () => boolean = () => false;
+  /** Set by the lease keeper: lease ids it is still re-checking. */
+  uncertainLeasesSource: () => number = () => 0;
 
   constructor(registry = new Registry()) {
     this.registry = registry;
@@ -153,6 +158,28 @@ export class Metrics {
       registers,
     });
     for (const reason of REJECTION_REASONS) this.rejections.labels(reason);
+    this.reconcileRounds = new Counter({
+      name: 'sigma_reconcile_rounds_total',
+      help: 'Reconcile rounds by result: complete, partial (ran out of its interval; the next round continues), failed (a batch failed).',
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of ['complete', 'partial', 'failed']) this.reconcileRounds.labels(result);
+    this.leaseRepairs = new Counter({
+      name: 'sigma_lease_repairs_total',
+      help: 'What the reconcile loop fixed: orphan (an entry no socket holds, a late copy of an uncertain write), victim (told a socket a write revoked), count (n differed from the entries).',
+      labelNames: ['kind'],
+      registers,
+    });
+    for (const kind of ['orphan', 'victim', 'count']) this.leaseRepairs.labels(kind);
+    this.uncertainLeases = new Gauge({
+      name: 'sigma_uncertain_leases',
+      help: 'Lease ids whose write had an unknown outcome, still re-checked until no late copy can land.',
+      registers,
+      collect() {
+        this.set(self.uncertainLeasesSource());
+      },
+    });
     this.revocationsTotal = new Counter({
       name: 'sigma_revocations_total',
       help: 'Sockets closed because their lease was taken away, by close code and by path (local, mailbox, reconcile).',
