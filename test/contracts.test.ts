@@ -25,9 +25,10 @@ import { Ajv as Ajv07 } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import { parse } from 'yaml';
-import { reconnectRule } from '../src/client/protocol.js';
+import { ERROR_FRAME_CODES, reconnectRule } from '../src/client/protocol.js';
 import { CLOSE } from '../src/close-codes.js';
 import { DEV_JWT_SECRET } from '../src/config.js';
+import { HTTP_ERRORS } from '../src/http-errors.js';
 import { COLD_STORE } from './helpers/cold-store.js';
 import { connect, eventually, type Device } from './helpers/devices.js';
 import { gatewayEnv, ROOT, startGateway, type TestGateway } from './helpers/gateway.js';
@@ -41,7 +42,7 @@ type Method = (typeof METHODS)[number];
 interface Operation {
   'x-sigma-status'?: string;
   'x-sigma-availability'?: string;
-  responses: Record<string, { headers?: Record<string, unknown>; content?: Record<string, { schema?: object }> }>;
+  responses: Record<string, { description?: string; headers?: Record<string, unknown>; content?: Record<string, { schema?: object }> }>;
 }
 interface OpenApi {
   paths: Record<string, Partial<Record<Method, Operation>> & { servers?: Array<{ url: string }> }>;
@@ -279,6 +280,15 @@ describe('docs/openapi.yaml against the servers', () => {
     assert.deepEqual(served.map((o) => `${o.method} ${o.path}`).filter((k) => !exercised.has(k)), [], 'operations no case exercises');
   });
 
+  test('every HTTP error code of src/http-errors.ts is documented under its status', () => {
+    const missing: string[] = [];
+    for (const [code, { status }] of Object.entries(HTTP_ERRORS)) {
+      const documented = operations().some((o) => o.op.responses[String(status)]?.description?.includes(`\`${code}\``));
+      if (!documented) missing.push(`${status} ${code}`);
+    }
+    assert.deepEqual(missing, []);
+  });
+
   test('routes marked x-sigma-status: planned are not served yet (remove the mark when they are)', async () => {
     const planned = operations().filter((o) => o.op['x-sigma-status'] === 'planned');
     assert.deepEqual(planned.map((o) => o.path).sort(), ['/.well-known/jwks.json', '/v1/playback/authorize']);
@@ -290,18 +300,32 @@ describe('docs/openapi.yaml against the servers', () => {
 });
 
 /**
- * Frames of the lease protocol, by direction. Kept here by hand (the gateway
- * sends them from src/gateway.ts; src/client/protocol.ts types the two
- * decisions); the live test below fails when the gateway sends a frame this
- * list and the document do not know.
+ * Frames of the lease protocol, by direction, read from the one place both
+ * ends share: the `ServerFrame` and `ClientFrame` unions of
+ * src/client/protocol.ts (types only, so parsed from the source).
  */
-const SERVER_FRAMES = ['granted', 'denied', 'pong', 'reauthed', 'error'];
-const CLIENT_FRAMES = ['ping', 'reauth'];
+function framesOf(union: string): string[] {
+  const source = readFileSync(join(ROOT, 'src/client/protocol.ts'), 'utf8');
+  const decl = source.match(new RegExp(`export type ${union} =([^;]+);`));
+  assert.ok(decl, `src/client/protocol.ts declares ${union}`);
+  const types = [...decl[1].matchAll(/type: '([a-z_]+)'/g)].map((m) => m[1]);
+  for (const name of decl[1].match(/\b[A-Z]\w+Frame\b/g) ?? []) {
+    const body = source.match(new RegExp(`interface ${name} \\{([^}]+)\\}`));
+    assert.ok(body, `interface ${name} in src/client/protocol.ts`);
+    types.push(body[1].match(/readonly type: '([a-z_]+)'/)![1]);
+  }
+  return types.sort();
+}
+const SERVER_FRAMES = framesOf('ServerFrame');
+const CLIENT_FRAMES = framesOf('ClientFrame');
 
 describe('docs/asyncapi.yaml against the gateway', () => {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let doc: any;
-  let raw: { channels: { lease: { 'x-close-codes': Array<{ code: number; name: string; reconnect: string }> } } };
+  let raw: {
+    channels: { lease: { 'x-close-codes': Array<{ code: number; name: string; reconnect: string }> } };
+    components: { messages: { error: { payload: { properties: { code: { enum: string[] } } } } } };
+  };
   const ajv = new Ajv07({ allErrors: true, strict: true });
   addFormats.default(ajv);
   ajv.addKeyword('x-parser-schema-id');
@@ -328,10 +352,10 @@ describe('docs/asyncapi.yaml against the gateway', () => {
     }
     assert.deepEqual([...sent].sort(), [...SERVER_FRAMES].sort(), 'gateway -> player');
     assert.deepEqual([...received].sort(), [...CLIENT_FRAMES].sort(), 'player -> gateway');
-    // The decisions the SDK types are documented too.
-    const typed = [...readFileSync(join(ROOT, 'src/client/protocol.ts'), 'utf8').matchAll(/readonly type: '([a-z_]+)'/g)].map((m) => m[1]);
-    assert.ok(typed.length >= 2);
-    for (const t of typed) assert.ok(sent.has(t), `${t} (src/client/protocol.ts) is documented`);
+    assert.ok(SERVER_FRAMES.includes('granted') && CLIENT_FRAMES.includes('ping'), `${SERVER_FRAMES} / ${CLIENT_FRAMES}`);
+    // The error frame's codes are the catalog's.
+    const codes = raw.components.messages.error.payload.properties.code.enum;
+    assert.deepEqual([...codes].sort(), Object.keys(ERROR_FRAME_CODES).sort());
   });
 
   test('x-close-codes is the catalog of src/close-codes.ts, with the SDK\'s reconnect rules', () => {
