@@ -186,6 +186,11 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
   }
   if (publicKeyPem !== undefined) {
+    // createPublicKey() would derive the public half of a private key: refuse it, the signing key has no
+    // business in every gateway's environment.
+    if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(publicKeyPem)) {
+      throw new ConfigError('JWT_PUBLIC_KEY holds a private key; give the gateway only the public key (openssl pkey -pubout)');
+    }
     let key: KeyObject;
     try {
       key = createPublicKey(publicKeyPem);
@@ -234,7 +239,8 @@ export function loadConfig(env: Env = process.env): Config {
   } else {
     const list = (originsRaw ?? '').split(',').map((o) => o.trim()).filter(Boolean);
     for (const origin of list) {
-      if (parseUrl(origin)?.origin !== origin) {
+      // The URL parser takes '*' as a host character: such an entry would match nothing, silently.
+      if (origin.includes('*') || parseUrl(origin)?.origin !== origin) {
         throw new ConfigError(`ALLOWED_ORIGINS entries must be exact origins like https://www.example.com (no path, no trailing slash), got "${origin}"`);
       }
     }

@@ -107,7 +107,7 @@ export class Metrics {
     });
     for (const operation of ['UpdateItem', 'GetItem', 'BatchGetItem', 'PutItem', 'DeleteItem']) {
       for (const outcome of ['ok', 'conditional_failed', 'throttled', 'timeout', 'error']) {
-        this.dynamodbRequests.labels(operation, outcome);
+        this.dynamodbRequests.inc({ operation, outcome }, 0);
       }
     }
     this.ready = new Gauge({
@@ -138,8 +138,8 @@ export class Metrics {
       registers,
     });
     // Start every bounded series at 0 so rate() and dashboards see them before the first event.
-    for (const result of ['granted', 'denied', 'error'] as const) this.acquireTotal.labels(result);
-    for (const reason of RELEASE_REASONS) this.releaseTotal.labels(reason);
+    for (const result of ['granted', 'denied', 'error'] as const) this.acquireTotal.inc({ result }, 0);
+    for (const reason of RELEASE_REASONS) this.releaseTotal.inc({ reason }, 0);
     this.fencingTotal = new Counter({
       name: 'sigma_fencing_events_total',
       help: 'Times this process fenced itself (closed its sockets with 4408) and started a new instance.',
@@ -157,21 +157,21 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
-    for (const reason of REJECTION_REASONS) this.rejections.labels(reason);
+    for (const reason of REJECTION_REASONS) this.rejections.inc({ reason }, 0);
     this.reconcileRounds = new Counter({
       name: 'sigma_reconcile_rounds_total',
       help: 'Reconcile rounds by result: complete, partial (ran out of its interval; the next round continues), failed (a batch failed).',
       labelNames: ['result'],
       registers,
     });
-    for (const result of ['complete', 'partial', 'failed']) this.reconcileRounds.labels(result);
+    for (const result of ['complete', 'partial', 'failed']) this.reconcileRounds.inc({ result }, 0);
     this.leaseRepairs = new Counter({
       name: 'sigma_lease_repairs_total',
       help: 'What the reconcile loop fixed: orphan (an entry no socket holds, a late copy of an uncertain write), victim (told a socket a write revoked), count (n differed from the entries).',
       labelNames: ['kind'],
       registers,
     });
-    for (const kind of ['orphan', 'victim', 'count']) this.leaseRepairs.labels(kind);
+    for (const kind of ['orphan', 'victim', 'count']) this.leaseRepairs.inc({ kind }, 0);
     this.uncertainLeases = new Gauge({
       name: 'sigma_uncertain_leases',
       help: 'Lease ids whose write had an unknown outcome, still re-checked until no late copy can land.',

@@ -67,7 +67,12 @@ interface Answer {
 async function call(base: string, path: string, method = 'GET', headers: Record<string, string> = {}, body?: string): Promise<Answer> {
   const res = await fetch(base + path, { method, headers, body, redirect: 'manual' });
   const text = method === 'HEAD' ? '' : await res.text();
-  return { status: res.status, headers: Object.fromEntries(res.headers), type: (res.headers.get('content-type') ?? '').split(';')[0], body: text };
+  return {
+    status: res.status,
+    headers: Object.fromEntries(res.headers),
+    type: (res.headers.get('content-type') ?? '').split(';')[0],
+    body: text,
+  };
 }
 
 /** A plain HTTP 404 meaning "no route here" on either server (other 404s carry another error code). */
@@ -84,7 +89,12 @@ function upgradeStatus(port: number, path: string): Promise<number> {
       host: '127.0.0.1',
       port,
       path,
-      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+      },
     });
     req.on('upgrade', (res, socket) => {
       socket.destroy();
@@ -103,12 +113,14 @@ function upgradeStatus(port: number, path: string): Promise<number> {
 async function pool<T, R>(items: T[], n: number, work: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await work(items[i]);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await work(items[i]);
+      }
+    }),
+  );
   return out;
 }
 
@@ -124,7 +136,8 @@ describe('docs/openapi.yaml against the servers', () => {
 
   before(async () => {
     raw = parse(readFileSync(OPENAPI_FILE, 'utf8')) as OpenApi;
-    api = (await dereference(structuredClone(raw) as never)) as unknown as OpenApi;
+    const copy: any = structuredClone(raw);
+    api = await dereference(copy);
     // The development secret: the demo page and its token route exist, as on a developer's machine.
     gw = await startGateway({ env: { ...COLD_STORE, JWT_SECRET: '' } });
     pub = `http://127.0.0.1:${gw.app.port}`;
@@ -165,7 +178,10 @@ describe('docs/openapi.yaml against the servers', () => {
     }
     // Deeper: every prefix of a documented path (parameters filled in), extended by one more segment.
     for (const path of Object.keys(raw.paths)) {
-      const segs = path.split('/').slice(1).map((s) => (s.startsWith('{') ? 'x' : s));
+      const segs = path
+        .split('/')
+        .slice(1)
+        .map((s) => (s.startsWith('{') ? 'x' : s));
       for (let i = 1; i <= segs.length; i++) for (const w of vocab) candidates.add(`/${[...segs.slice(0, i), w].join('/')}`);
     }
     const documented = Object.entries(api.paths).map(([path, item]) => ({ path, item, re: templateRegex(path), ops: onOps(item) }));
@@ -175,7 +191,10 @@ describe('docs/openapi.yaml against the servers', () => {
     process.stdout.write(`# probing ${paths.length} paths over ${vocab.length} segments on each port\n`);
 
     const undocumented: string[] = [];
-    for (const [base, opsPort] of [[pub, false], [ops, true]] as const) {
+    for (const [base, opsPort] of [
+      [pub, false],
+      [ops, true],
+    ] as const) {
       const answers = await pool(paths, 8, (p) => call(base, p));
       answers.forEach((a, i) => {
         const d = find(paths[i], opsPort);
@@ -184,7 +203,8 @@ describe('docs/openapi.yaml against the servers', () => {
         else if (!d.item.get) {
           // Answered but GET is not documented: only a 405 naming the documented methods is fine.
           const allow = (a.headers.allow ?? '').toLowerCase().split(/,\s*/);
-          if (a.status !== 405 || !allow.every((m) => d.item[m as Method])) undocumented.push(`${paths[i]}: GET -> ${a.status}, Allow ${a.headers.allow}`);
+          if (a.status !== 405 || !allow.every((m) => d.item[m as Method]))
+            undocumented.push(`${paths[i]}: GET -> ${a.status}, Allow ${a.headers.allow}`);
         }
       });
     }
@@ -208,23 +228,68 @@ describe('docs/openapi.yaml against the servers', () => {
     assert.equal((await phone.decision).type, 'granted');
 
     /** One request per case: operation (template + method), the request, and the status it must get. */
-    const cases: Array<{ op: string; path: string; method?: string; headers?: Record<string, string>; body?: string; expect: number; ops?: boolean }> = [
+    const cases: Array<{
+      op: string;
+      path: string;
+      method?: string;
+      headers?: Record<string, string>;
+      body?: string;
+      expect: number;
+      ops?: boolean;
+    }> = [
       { op: 'get /v1/lease', path: '/v1/lease?device=tv', expect: 404 },
       { op: 'get /v1/streams', path: '/v1/streams', headers: auth(alice), expect: 200 },
       { op: 'get /v1/streams', path: '/v1/streams', expect: 401 },
       { op: 'get /v1/streams', path: '/v1/streams', method: 'POST', headers: auth(alice), expect: 405 },
-      { op: 'delete /v1/streams/{deviceId}', path: '/v1/streams/tv', method: 'DELETE', headers: auth(alice), body: 'x'.repeat(2000), expect: 413 },
+      {
+        op: 'delete /v1/streams/{deviceId}',
+        path: '/v1/streams/tv',
+        method: 'DELETE',
+        headers: auth(alice),
+        body: 'x'.repeat(2000),
+        expect: 413,
+      },
       { op: 'options /v1/streams', path: '/v1/streams', method: 'OPTIONS', headers: { Origin: 'https://player.example.com' }, expect: 204 },
       { op: 'delete /v1/streams/{deviceId}', path: '/v1/streams/bad%20id', method: 'DELETE', headers: auth(alice), expect: 400 },
       { op: 'delete /v1/streams/{deviceId}', path: '/v1/streams/nothing-here', method: 'DELETE', headers: auth(alice), expect: 404 },
       { op: 'delete /v1/streams/{deviceId}', path: '/v1/streams/phone', method: 'DELETE', headers: auth(alice), expect: 204 },
-      { op: 'options /v1/streams/{deviceId}', path: '/v1/streams/tv', method: 'OPTIONS', headers: { Origin: 'https://player.example.com' }, expect: 204 },
+      {
+        op: 'options /v1/streams/{deviceId}',
+        path: '/v1/streams/tv',
+        method: 'OPTIONS',
+        headers: { Origin: 'https://player.example.com' },
+        expect: 204,
+      },
       { op: 'get /v1/users/{userId}/streams', path: '/v1/users/alice/streams', headers: auth(admin), expect: 200 },
       { op: 'get /v1/users/{userId}/streams', path: '/v1/users/alice/streams', headers: auth(alice), expect: 403 },
-      { op: 'options /v1/users/{userId}/streams', path: '/v1/users/alice/streams', method: 'OPTIONS', headers: { Origin: 'https://ops.example.com' }, expect: 204 },
-      { op: 'delete /v1/users/{userId}/streams/{deviceId}', path: '/v1/users/alice/streams/tv', method: 'DELETE', headers: auth(admin), expect: 204 },
-      { op: 'delete /v1/users/{userId}/streams/{deviceId}', path: '/v1/users/alice/streams/tv', method: 'DELETE', headers: auth(admin), expect: 404 },
-      { op: 'options /v1/users/{userId}/streams/{deviceId}', path: '/v1/users/alice/streams/tv', method: 'OPTIONS', headers: { Origin: 'https://ops.example.com' }, expect: 204 },
+      {
+        op: 'options /v1/users/{userId}/streams',
+        path: '/v1/users/alice/streams',
+        method: 'OPTIONS',
+        headers: { Origin: 'https://ops.example.com' },
+        expect: 204,
+      },
+      {
+        op: 'delete /v1/users/{userId}/streams/{deviceId}',
+        path: '/v1/users/alice/streams/tv',
+        method: 'DELETE',
+        headers: auth(admin),
+        expect: 204,
+      },
+      {
+        op: 'delete /v1/users/{userId}/streams/{deviceId}',
+        path: '/v1/users/alice/streams/tv',
+        method: 'DELETE',
+        headers: auth(admin),
+        expect: 404,
+      },
+      {
+        op: 'options /v1/users/{userId}/streams/{deviceId}',
+        path: '/v1/users/alice/streams/tv',
+        method: 'OPTIONS',
+        headers: { Origin: 'https://ops.example.com' },
+        expect: 204,
+      },
       { op: 'get /metrics', path: '/metrics', ops: true, expect: 200 },
       { op: 'get /metrics', path: '/metrics', method: 'POST', ops: true, expect: 405 },
       { op: 'head /metrics', path: '/metrics', method: 'HEAD', ops: true, expect: 200 },
@@ -256,14 +321,21 @@ describe('docs/openapi.yaml against the servers', () => {
         if (name === 'Retry-After' || name.startsWith('X-')) continue;
         assert.ok(a.headers[name.toLowerCase()] !== undefined, `${what}: header ${name}`);
         const schema = (documented.headers![name] as { schema?: object }).schema;
-        if (schema) assert.ok(ajv.validate(schema, a.headers[name.toLowerCase()]), `${what}: header ${name}=${a.headers[name.toLowerCase()]}: ${ajv.errorsText()}`);
+        if (schema)
+          assert.ok(
+            ajv.validate(schema, a.headers[name.toLowerCase()]),
+            `${what}: header ${name}=${a.headers[name.toLowerCase()]}: ${ajv.errorsText()}`,
+          );
       }
       if (documented.content) {
         const media = documented.content[a.type];
         assert.ok(media, `${what}: content type ${a.type} is documented (${Object.keys(documented.content)})`);
         if (media.schema && a.body !== '') {
           const value = a.type === 'application/json' ? JSON.parse(a.body) : a.body;
-          assert.ok(ajv.validate(media.schema, value), `${what}: body does not fit the schema: ${ajv.errorsText()}\n${a.body.slice(0, 300)}`);
+          assert.ok(
+            ajv.validate(media.schema, value),
+            `${what}: body does not fit the schema: ${ajv.errorsText()}\n${a.body.slice(0, 300)}`,
+          );
         }
       }
       exercised.add(c.op);
@@ -278,7 +350,11 @@ describe('docs/openapi.yaml against the servers', () => {
     await phone.close();
 
     const served = operations().filter((o) => o.op['x-sigma-status'] !== 'planned');
-    assert.deepEqual(served.map((o) => `${o.method} ${o.path}`).filter((k) => !exercised.has(k)), [], 'operations no case exercises');
+    assert.deepEqual(
+      served.map((o) => `${o.method} ${o.path}`).filter((k) => !exercised.has(k)),
+      [],
+      'operations no case exercises',
+    );
   });
 
   test('every HTTP error code of src/http-errors.ts is documented under its status', () => {
@@ -295,7 +371,10 @@ describe('docs/openapi.yaml against the servers', () => {
     assert.deepEqual(planned.map((o) => o.path).sort(), ['/.well-known/jwks.json', '/v1/playback/authorize']);
     for (const o of planned) {
       const a = await call(o.ops ? ops : pub, o.path, o.method.toUpperCase());
-      assert.ok(notARoute(a), `${o.method.toUpperCase()} ${o.path} answers ${a.status} now: drop its x-sigma-status: planned in docs/openapi.yaml and add a case above`);
+      assert.ok(
+        notARoute(a),
+        `${o.method.toUpperCase()} ${o.path} answers ${a.status} now: drop its x-sigma-status: planned in docs/openapi.yaml and add a case above`,
+      );
     }
   });
 });
@@ -321,7 +400,6 @@ const SERVER_FRAMES = framesOf('ServerFrame');
 const CLIENT_FRAMES = framesOf('ClientFrame');
 
 describe('docs/asyncapi.yaml against the gateway', () => {
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let doc: any;
   let raw: {
     channels: { lease: { 'x-close-codes': Array<{ code: number; name: string; reconnect: string }> } };
@@ -336,7 +414,7 @@ describe('docs/asyncapi.yaml against the gateway', () => {
     raw = parse(text);
     const { document, diagnostics } = await new AsyncApiParser().parse(text);
     // Severity 0 is an error, 1 a warning: neither is allowed.
-    const problems = diagnostics.filter((d) => d.severity <= 1).map((d) => `${d.code}: ${d.message} at ${d.path.join('.')}`);
+    const problems = diagnostics.filter((d) => Number(d.severity) <= 1).map((d) => `${d.code}: ${d.message} at ${d.path.join('.')}`);
     assert.deepEqual(problems, []);
     assert.ok(document, 'the parser returned a document');
     doc = document;
@@ -347,7 +425,10 @@ describe('docs/asyncapi.yaml against the gateway', () => {
     const sent = new Set<string>();
     const received = new Set<string>();
     for (const op of doc.operations().all()) {
-      const ids: string[] = op.messages().all().map((m: { id(): string }) => m.id());
+      const ids: string[] = op
+        .messages()
+        .all()
+        .map((m: { id(): string }) => m.id());
       for (const id of ids) (op.action() === 'send' ? sent : received).add(id);
       for (const m of op.reply()?.messages().all() ?? []) (op.action() === 'send' ? received : sent).add(m.id());
     }
@@ -359,7 +440,7 @@ describe('docs/asyncapi.yaml against the gateway', () => {
     assert.deepEqual([...codes].sort(), Object.keys(ERROR_FRAME_CODES).sort());
   });
 
-  test('x-close-codes is the catalog of src/close-codes.ts, with the SDK\'s reconnect rules', () => {
+  test("x-close-codes is the catalog of src/close-codes.ts, with the SDK's reconnect rules", () => {
     const documented = raw.channels.lease['x-close-codes'];
     const catalog = Object.values(CLOSE).map((c) => ({ code: c.code, name: c.name, reconnect: c.reconnect }));
     assert.deepEqual(
@@ -370,7 +451,9 @@ describe('docs/asyncapi.yaml against the gateway', () => {
     // Every close code named in the document's prose is in the table or is one of the client-side codes.
     const prose = JSON.stringify(raw).match(/\b(1\d{3}|4\d{3})\b/g) ?? [];
     const known = new Set([...documented.map((c) => c.code), 1001, 1006]);
-    for (const code of prose) if (Number(code) < 5000 && !known.has(Number(code)) && Number(code) !== 4096) assert.fail(`close code ${code} in the prose but not in x-close-codes`);
+    for (const code of prose)
+      if (Number(code) < 5000 && !known.has(Number(code)) && Number(code) !== 4096)
+        assert.fail(`close code ${code} in the prose but not in x-close-codes`);
   });
 
   describe('a live gateway', () => {
@@ -381,59 +464,76 @@ describe('docs/asyncapi.yaml against the gateway', () => {
     after(() => gw?.stop());
 
     /** The payload schema of a documented message. */
-    const payload = (id: string): object => doc.messages().all().find((m: { id(): string }) => m.id() === id).payload().json();
+    const payload = (id: string): object =>
+      doc
+        .messages()
+        .all()
+        .find((m: { id(): string }) => m.id() === id)
+        .payload()
+        .json();
     /** Which documented gateway -> player messages a frame fits; exactly one is right. */
     const fits = (frame: unknown): string[] => SERVER_FRAMES.filter((id) => ajv.validate(payload(id), frame));
 
-    test('every frame it sends fits exactly one documented message; every documented one is seen; closes are in the table', { timeout: 30_000 }, async () => {
-      const user = await mintToken('carol', { maxStreams: 1 });
-      const tv = connect(gw.url, { token: user, device: 'tv', content: 'match-1' });
-      assert.equal((await tv.decision).type, 'granted');
-      const sendAndWait = async (message: unknown, n: number) => {
-        if (typeof message === 'object') {
-          const kind = (message as { type: string }).type;
-          assert.ok(CLIENT_FRAMES.includes(kind) ? ajv.validate(payload(kind), message) : true, `what the test sends fits ${kind}`);
+    test(
+      'every frame it sends fits exactly one documented message; every documented one is seen; closes are in the table',
+      { timeout: 30_000 },
+      async () => {
+        const user = await mintToken('carol', { maxStreams: 1 });
+        const tv = connect(gw.url, { token: user, device: 'tv', content: 'match-1' });
+        assert.equal((await tv.decision).type, 'granted');
+        const sendAndWait = async (message: unknown, n: number) => {
+          if (typeof message === 'object') {
+            const kind = (message as { type: string }).type;
+            assert.ok(CLIENT_FRAMES.includes(kind) ? ajv.validate(payload(kind), message) : true, `what the test sends fits ${kind}`);
+          }
+          tv.ws.send(typeof message === 'string' ? message : JSON.stringify(message));
+          await eventually(() => tv.frames.length >= n, 3000);
+        };
+        await sendAndWait({ type: 'ping' }, 2);
+        await sendAndWait({ type: 'reauth', token: await mintToken('carol', { maxStreams: 1 }) }, 3);
+        await sendAndWait({ type: 'reauth', token: user }, 4); // within a second: reauth_rate
+        await sendAndWait('not json', 5);
+        await sendAndWait({ type: 'subscribe' }, 6);
+        await new Promise((r) => setTimeout(r, 1100));
+        await sendAndWait({ type: 'reauth', token: 'not-a-jwt' }, 7);
+
+        const phone = connect(gw.url, { token: user, device: 'phone' });
+        assert.equal((await phone.decision).type, 'denied');
+        const closes = [(await phone.closed).code];
+        const anonymous = connect(gw.url, { device: 'radio' });
+        closes.push((await anonymous.closed).code);
+        const badQuery = connect(gw.url, { token: user, device: 'not ok' });
+        closes.push((await badQuery.closed).code);
+        closes.push((await tv.close(1000)).code);
+
+        const frames = [...tv.frames, ...phone.frames, ...anonymous.frames, ...badQuery.frames];
+        const seen = new Set<string>();
+        for (const frame of frames) {
+          const ids = fits(frame);
+          assert.equal(ids.length, 1, `frame ${JSON.stringify(frame)} fits ${ids.length} documented messages (${ids})`);
+          seen.add(ids[0]);
         }
-        tv.ws.send(typeof message === 'string' ? message : JSON.stringify(message));
-        await eventually(() => tv.frames.length >= n, 3000);
-      };
-      await sendAndWait({ type: 'ping' }, 2);
-      await sendAndWait({ type: 'reauth', token: await mintToken('carol', { maxStreams: 1 }) }, 3);
-      await sendAndWait({ type: 'reauth', token: user }, 4); // within a second: reauth_rate
-      await sendAndWait('not json', 5);
-      await sendAndWait({ type: 'subscribe' }, 6);
-      await new Promise((r) => setTimeout(r, 1100));
-      await sendAndWait({ type: 'reauth', token: 'not-a-jwt' }, 7);
-
-      const phone = connect(gw.url, { token: user, device: 'phone' });
-      assert.equal((await phone.decision).type, 'denied');
-      const closes = [(await phone.closed).code];
-      const anonymous = connect(gw.url, { device: 'radio' });
-      closes.push((await anonymous.closed).code);
-      const badQuery = connect(gw.url, { token: user, device: 'not ok' });
-      closes.push((await badQuery.closed).code);
-      closes.push((await tv.close(1000)).code);
-
-      const frames = [...tv.frames, ...phone.frames, ...anonymous.frames, ...badQuery.frames];
-      const seen = new Set<string>();
-      for (const frame of frames) {
-        const ids = fits(frame);
-        assert.equal(ids.length, 1, `frame ${JSON.stringify(frame)} fits ${ids.length} documented messages (${ids})`);
-        seen.add(ids[0]);
-      }
-      assert.deepEqual([...seen].sort(), [...SERVER_FRAMES].sort(), 'every documented gateway message was sent');
-      const errorCodes = tv.frames.filter((f) => f.type === 'error').map((f) => f.code).sort();
-      assert.deepEqual(errorCodes, ['bad_json', 'reauth_failed', 'reauth_rate', 'unknown_type']);
-      assert.deepEqual(closes, [4429, 4401, 1008, 1000]);
-      const table = new Set(raw.channels.lease['x-close-codes'].map((c) => c.code));
-      for (const code of closes) assert.ok(table.has(code), `close ${code} is in x-close-codes`);
-    });
+        assert.deepEqual([...seen].sort(), [...SERVER_FRAMES].sort(), 'every documented gateway message was sent');
+        const errorCodes = tv.frames
+          .filter((f) => f.type === 'error')
+          .map((f) => f.code)
+          .sort();
+        assert.deepEqual(errorCodes, ['bad_json', 'reauth_failed', 'reauth_rate', 'unknown_type']);
+        assert.deepEqual(closes, [4429, 4401, 1008, 1000]);
+        const table = new Set(raw.channels.lease['x-close-codes'].map((c) => c.code));
+        for (const code of closes) assert.ok(table.has(code), `close ${code} is in x-close-codes`);
+      },
+    );
   });
 });
 
 test('the development banner names the demo page and endpoints the gateway answers', { timeout: 30_000 }, async () => {
   const env = await gatewayEnv({ env: { ...COLD_STORE, NODE_ENV: 'development', JWT_SECRET: '', LOG_LEVEL: 'info' } });
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   try {
     let banner = '';
     child.stderr.on('data', (d: Buffer) => (banner += d.toString()));
@@ -444,7 +544,11 @@ test('the development banner names the demo page and endpoints the gateway answe
     assert.match(await page.text(), /Start playback on a new device/);
     const metrics = banner.match(/(http:\/\/\S+\/metrics)/)![1];
     assert.equal((await fetch(metrics)).status, 200);
-    assert.doesNotMatch(banner, /needs the development secret|its tokens need/, 'the development secret is on, so the page can mint tokens');
+    assert.doesNotMatch(
+      banner,
+      /needs the development secret|its tokens need/,
+      'the development secret is on, so the page can mint tokens',
+    );
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));

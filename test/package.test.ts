@@ -20,7 +20,15 @@ import { eventually } from './helpers/devices.js';
 import { leaseEntries, ROOT, startGateway, type TestGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
 const PACKAGE_DIR = join(ROOT, 'packages/client');
 const NAME = '@sigma-stream/client';
 const BOUNDED = { timeout: 60_000 };
@@ -31,14 +39,18 @@ function run(cmd: string, args: string[], cwd: string, env: Record<string, strin
     return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')} failed in ${cwd}: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
+    throw new Error(`${cmd} ${args.join(' ')} failed in ${cwd}: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`, { cause: err });
   }
 }
 
 /** Node in the consumer project, with a script on stdin: stdout is one JSON line per step. */
 function node(cwd: string, script: string, env: Record<string, string>): Promise<Array<Record<string, unknown>>> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-'], { cwd, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-'], {
+      cwd,
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -47,13 +59,24 @@ function node(cwd: string, script: string, env: Record<string, string>): Promise
     child.once('exit', (code) => {
       clearTimeout(timer);
       if (code !== 0) reject(new Error(`consumer script exited ${code}\n${out}\n${err}`));
-      else resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>));
+      else
+        resolve(
+          out
+            .trim()
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as Record<string, unknown>),
+        );
     });
     child.stdin.end(script);
   });
 }
 
-const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.map': 'application/json' };
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.map': 'application/json',
+};
 
 /** A static file server for the consumer project: what a team without a bundler would deploy. */
 function serve(dir: string, pages: Record<string, string>): Promise<Server> {
@@ -85,7 +108,10 @@ describe('@sigma-stream/client from its tarball', () => {
     work = mkdtempSync(join(tmpdir(), 'sigma-client-pkg-'));
     // prepack builds dist/ from src/client/ first: the tarball is what `npm publish` would upload.
     run('npm', ['pack', '--silent', '--pack-destination', work], PACKAGE_DIR);
-    tarball = join(work, readdirSync(work).find((f) => f.endsWith('.tgz'))!);
+    tarball = join(
+      work,
+      readdirSync(work).find((f) => f.endsWith('.tgz'))!,
+    );
     project = join(work, 'player');
     mkdirSync(project);
     writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'a-player', private: true, type: 'module' }));
@@ -113,13 +139,27 @@ describe('@sigma-stream/client from its tarball', () => {
     assert.ok(min.split('\n').length < 10, 'the browser build is minified');
     // The SDK is src/client/ itself, not a copy that could drift: nothing but the build lives in the package folder.
     const tracked = run('git', ['ls-files', 'packages/client'], ROOT).trim().split('\n');
-    assert.ok(tracked.every((f) => !/\.(ts|js)$/.test(f) || /(build|check)\.mjs$|\.size-limit\.js$/.test(f)), `no SDK source under packages/client: ${tracked.join(', ')}`);
+    assert.ok(
+      tracked.every((f) => !/\.(ts|js)$/.test(f) || /(build|check)\.mjs$|\.size-limit\.js$/.test(f)),
+      `no SDK source under packages/client: ${tracked.join(', ')}`,
+    );
   });
 
   test('types resolve for a TypeScript player with moduleResolution nodenext', () => {
     writeFileSync(
       join(project, 'tsconfig.json'),
-      JSON.stringify({ compilerOptions: { module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', strict: true, noEmit: true, lib: ['es2022', 'dom'], types: [] }, files: ['player.ts'] }),
+      JSON.stringify({
+        compilerOptions: {
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2022',
+          strict: true,
+          noEmit: true,
+          lib: ['es2022', 'dom'],
+          types: [],
+        },
+        files: ['player.ts'],
+      }),
     );
     writeFileSync(
       join(project, 'player.ts'),
@@ -135,7 +175,7 @@ describe('@sigma-stream/client from its tarball', () => {
         `new StreamLease({ url: 'wss://example.com', getToken: () => 'x', deviceId: 42 });`,
       ].join('\n'),
     );
-    run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', project], project);
+    run(join(ROOT, 'node_modules/.bin/tsc'), ['-p', project], project);
   });
 
   test('plain Node: a player takes a lease, sees it listed, is denied a second at max_streams 1, stops', BOUNDED, async () => {
@@ -172,11 +212,17 @@ describe('@sigma-stream/client from its tarball', () => {
     );
     assert.equal(granted.state, 'granted');
     const list = listed.list as { streams: Array<{ deviceId: string; contentId: string }> };
-    assert.deepEqual(list.streams.map((s) => [s.deviceId, s.contentId]), [['node-tv', 'match-1']]);
+    assert.deepEqual(
+      list.streams.map((s) => [s.deviceId, s.contentId]),
+      [['node-tv', 'match-1']],
+    );
     assert.equal(denied.step, 'denied');
     assert.equal(denied.isLimit, true, 'StreamLimitError from the package');
     assert.equal(denied.code, 'ERR_STREAM_LIMIT');
-    assert.deepEqual((denied.active as Array<{ deviceId: string }>).map((a) => a.deviceId), ['node-tv']);
+    assert.deepEqual(
+      (denied.active as Array<{ deviceId: string }>).map((a) => a.deviceId),
+      ['node-tv'],
+    );
     assert.equal(stopped.state, 'stopped');
     await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'pkg-node')).length === 0, 5000);
   });
@@ -212,34 +258,41 @@ describe('@sigma-stream/client from its tarball', () => {
       await new Promise((r) => site?.close(r));
     });
 
-    test('a page plays, its device id is kept in localStorage, the second device is denied, the token stays out of URLs', BOUNDED, async () => {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(String(e)));
-      const sockets: string[] = [];
-      page.on('websocket', (s) => sockets.push(s.url()));
-      await page.goto(`http://127.0.0.1:${(site.address() as AddressInfo).port}/`);
-      await page.waitForFunction(() => document.title === 'ready', undefined, { timeout: 10_000 });
-      const token = await mintToken('pkg-browser', { maxStreams: 1 });
-      const out = (await page.evaluate(([url, t]) => (window as unknown as { play: (u: string, t: string) => Promise<unknown> }).play(url, t), [gw.url, token])) as {
-        grant: { userId: string; deviceId: string; limit: number; active: number };
-        storedDeviceId: string;
-        second: { isLimit: boolean; active: string[]; message: string };
-        state: string;
-      };
-      assert.equal(out.grant.userId, 'pkg-browser');
-      assert.match(out.grant.deviceId, /^web-/);
-      assert.equal(out.storedDeviceId, out.grant.deviceId, 'the browser keeps its device id');
-      assert.deepEqual([out.grant.limit, out.grant.active], [1, 1]);
-      assert.equal(out.second.isLimit, true);
-      assert.deepEqual(out.second.active, [out.grant.deviceId]);
-      assert.match(out.second.message, /1 device/);
-      assert.equal(out.state, 'stopped');
-      assert.equal(sockets.length, 2);
-      for (const url of sockets) assert.ok(!url.includes(token) && !/bearer|token|eyJ/i.test(url), `no token in ${url}`);
-      assert.deepEqual(errors, []);
-      await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'pkg-browser')).length === 0, 5000);
-      await page.close();
-    });
+    test(
+      'a page plays, its device id is kept in localStorage, the second device is denied, the token stays out of URLs',
+      BOUNDED,
+      async () => {
+        const page = await browser.newPage();
+        const errors: string[] = [];
+        page.on('pageerror', (e) => errors.push(String(e)));
+        const sockets: string[] = [];
+        page.on('websocket', (s) => sockets.push(s.url()));
+        await page.goto(`http://127.0.0.1:${(site.address() as AddressInfo).port}/`);
+        await page.waitForFunction(() => document.title === 'ready', undefined, { timeout: 10_000 });
+        const token = await mintToken('pkg-browser', { maxStreams: 1 });
+        const out = (await page.evaluate(
+          ([url, t]) => (window as unknown as { play: (u: string, t: string) => Promise<unknown> }).play(url, t),
+          [gw.url, token],
+        )) as {
+          grant: { userId: string; deviceId: string; limit: number; active: number };
+          storedDeviceId: string;
+          second: { isLimit: boolean; active: string[]; message: string };
+          state: string;
+        };
+        assert.equal(out.grant.userId, 'pkg-browser');
+        assert.match(out.grant.deviceId, /^web-/);
+        assert.equal(out.storedDeviceId, out.grant.deviceId, 'the browser keeps its device id');
+        assert.deepEqual([out.grant.limit, out.grant.active], [1, 1]);
+        assert.equal(out.second.isLimit, true);
+        assert.deepEqual(out.second.active, [out.grant.deviceId]);
+        assert.match(out.second.message, /1 device/);
+        assert.equal(out.state, 'stopped');
+        assert.equal(sockets.length, 2);
+        for (const url of sockets) assert.ok(!url.includes(token) && !/bearer|token|eyJ/i.test(url), `no token in ${url}`);
+        assert.deepEqual(errors, []);
+        await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'pkg-browser')).length === 0, 5000);
+        await page.close();
+      },
+    );
   });
 });

@@ -24,7 +24,12 @@ function withImports(file, seen = new Set()) {
 
 const rel = (f) => relative(here, f);
 const checks = [
-  { name: 'core (StreamLease, REST helpers, errors)', path: [...withImports(join(browser, 'index.js'))].map(rel), limit: '8 KB', gzip: true },
+  {
+    name: 'core (StreamLease, REST helpers, errors)',
+    path: [...withImports(join(browser, 'index.js'))].map(rel),
+    limit: '8 KB',
+    gzip: true,
+  },
 ];
 const adapters = join(browser, 'adapters');
 if (existsSync(adapters)) {

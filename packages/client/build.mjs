@@ -16,7 +16,6 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -28,7 +27,9 @@ const pkg = JSON.parse(readFileSync(join(here, 'package.json'), 'utf8'));
 
 const adapterDir = join(src, 'adapters');
 const adapters = existsSync(adapterDir)
-  ? readdirSync(adapterDir).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts') && !/\.test\.ts$/.test(f)).sort()
+  ? readdirSync(adapterDir)
+      .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts') && !/\.test\.ts$/.test(f))
+      .sort()
   : [];
 if (adapters.length > 0 && !pkg.exports['./adapters/*']) {
   throw new Error(`src/client/adapters/ has ${adapters.join(', ')}: add "./adapters/*" to the exports of packages/client/package.json`);
@@ -66,8 +67,7 @@ rmSync(dist, { recursive: true, force: true });
 await build({ ...common, outdir: dist, target: 'es2022' });
 await build({ ...common, outdir: join(dist, 'browser'), target: 'es2020', minify: true });
 
-// Declarations: tsc, from the root's TypeScript (a devDependency of the repo, not of this package).
-const typescript = dirname(createRequire(join(here, '../../package.json')).resolve('typescript/package.json'));
-const tsc = join(typescript, 'bin/tsc');
-execFileSync(process.execPath, [tsc, '-p', join(here, 'tsconfig.json')], { stdio: 'inherit' });
+// Declarations: the repository's own `tsc` (a devDependency of the repo, not of this package).
+const tsc = join(here, '../../node_modules/.bin/tsc');
+execFileSync(tsc, ['-p', join(here, 'tsconfig.json')], { stdio: 'inherit' });
 if (!existsSync(join(dist, 'types/client/index.d.ts'))) throw new Error('tsc wrote no dist/types/client/index.d.ts');

@@ -20,7 +20,10 @@ const out = mkdtempSync(join(tmpdir(), 'sigma-client-pack-'));
 try {
   run(process.execPath, [join(here, 'build.mjs')]);
   run('npm', ['pack', '--ignore-scripts', '--silent', '--pack-destination', out]);
-  const tarball = join(out, readdirSync(out).find((f) => f.endsWith('.tgz')));
+  const tarball = join(
+    out,
+    readdirSync(out).find((f) => f.endsWith('.tgz')),
+  );
   run(bin('publint'), ['--strict']);
   run(bin('attw'), [tarball, '--profile', 'esm-only', '--format', 'table-flipped']);
   run(bin('size-limit'), []);
