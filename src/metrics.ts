@@ -25,6 +25,16 @@ export type ReleaseReason = (typeof RELEASE_REASONS)[number];
 export type AcquireResult = 'granted' | 'denied' | 'error';
 
 /**
+ * prom-client's defaults we drop: gauges named like counters, which `promtool
+ * check metrics` reports ("non-counter metrics should not have _total
+ * suffix"). Each is the sum of a per-type gauge the defaults keep, so nothing
+ * is lost: `sum without (type) (nodejs_active_handles)`, and the same for
+ * requests and resources. Renaming them would invent a second series for one
+ * number; prom-client's maintainers lean the same way (prometheus/client_js#283).
+ */
+export const DROPPED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'] as const;
+
+/**
  * Metric handles on a registry passed in (never prom-client's global one), so
  * two gateways in one test process keep separate books. No label ever holds a
  * user or device id.
@@ -62,6 +72,7 @@ export class Metrics {
     const self = this;
     const registers = [registry];
     collectDefaultMetrics({ register: registry });
+    for (const name of DROPPED_DEFAULT_METRICS) registry.removeSingleMetric(name);
     this.streamsActive = new Gauge({
       name: 'sigma_streams_active',
       help: 'Sockets on this instance that hold a stream lease.',

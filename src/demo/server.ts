@@ -89,7 +89,9 @@ export function createDemoHandler(config: Config, log: Logger): (req: IncomingMe
   };
 
   return (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    // The target as a path: `new URL('//x', base)` would read `x` as a host and serve `/` for `//x`.
+    const target = req.url ?? '/';
+    const url = new URL(target.startsWith('/') ? `http://localhost${target}` : target, 'http://localhost');
     const asset = STATIC[url.pathname];
     if (asset && req.method === 'GET') {
       readAsset(asset.file).then(
