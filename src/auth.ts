@@ -4,6 +4,7 @@ import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload, type
 import { BEARER_PROTOCOL_PREFIX } from './client/protocol.js';
 import type { AuthConfig } from './config.js';
 import type { Logger } from './log.js';
+import { planClaimsOf, type PlanClaims } from './plan.js';
 
 /** Who is connecting, as proven by the token. */
 export interface Principal {
@@ -17,6 +18,8 @@ export interface Principal {
   readonly deviceId?: string;
   /** From the optional `home_region` claim: the region whose table holds this user's leases (src/regions.ts). */
   readonly homeRegion?: string;
+  /** The plan claims (`stream_policy`, `max_streams_per_content`, `max_streams_by_class`, `device_class`). */
+  readonly plan: PlanClaims;
 }
 
 /** Bounded reasons, safe as a metric label and shown to the player in the 4401 close reason. */
@@ -281,7 +284,9 @@ function principalOf(payload: JWTPayload): Principal {
   if (deviceId !== undefined && typeof deviceId !== 'string') throw new AuthError('claim', 'token "device_id" must be a string');
   const homeRegion = payload.home_region;
   if (homeRegion !== undefined && typeof homeRegion !== 'string') throw new AuthError('claim', 'token "home_region" must be a string');
-  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number, deviceId, homeRegion };
+  const plan = planClaimsOf(payload);
+  if (typeof plan === 'string') throw new AuthError('claim', plan);
+  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number, deviceId, plan, homeRegion };
 }
 
 /** OAuth 2 `scope`: a space-separated string, or (some issuers) an array of strings. */

@@ -4,7 +4,7 @@ import { CLOSE } from './close-codes.js';
 import type { Config } from './config.js';
 import type { Deadline, Settled } from './deadline.js';
 import type { Item } from './dynamo.js';
-import { leasesOf, type AcquireOutcome, type AcquireRequest, type Lease, type WriteTrace } from './lease-store.js';
+import { leasesOf, type AcquireOutcome, type AcquireRequest, type Lease, type LeaseRef, type WriteTrace } from './lease-store.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Pending } from './pending.js';
@@ -28,7 +28,6 @@ export interface KeeperEvents {
 interface Doubt {
   readonly region: Region;
   readonly userId: string;
-  readonly deviceId: string;
   /** Monotonic ms after which no late copy can land any more. */
   until: number;
 }
@@ -141,12 +140,12 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     this.#admitting.delete(req.leaseId);
     if (settled.kind === 'done') {
       // Denied. A retried request may still have a copy in the network that lands once a slot frees.
-      if (trace.retried) this.#doubt(region, req.userId, req.deviceId, req.leaseId);
+      if (trace.retried) this.#doubt(region, req.userId, req.leaseId);
       return settled;
     }
     // Gave up or failed: the write may have committed, or may still. Check as soon as our own attempt
     // has settled (no more SDK retries after that), then on every reconcile round until the horizon.
-    this.#doubt(region, req.userId, req.deviceId, req.leaseId);
+    this.#doubt(region, req.userId, req.leaseId);
     for (const victim of trace.victims) {
       this.#suspectVictim(region, req.userId, victim, victim.deviceId === req.deviceId ? CLOSE.REPLACED.code : CLOSE.REVOKED.code);
     }
@@ -176,8 +175,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     const admitting = this.#admitting.get(lease.leaseId);
     this.#held.delete(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
-    if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(region, userId, lease.deviceId, lease.leaseId);
-    this.#pending.add(this.#releaseEventually(region, userId, lease.deviceId, lease.leaseId, lease.instanceId));
+    if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(region, userId, lease.leaseId);
+    this.#pending.add(this.#releaseEventually(region, userId, lease, lease.instanceId));
   }
 
   /** The instance fenced: its leases die with its instance item, nothing to give back. */
@@ -186,16 +185,17 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     this.#admitting.delete(lease.leaseId);
   }
 
-  async #releaseEventually(region: Region, userId: string, deviceId: string, leaseId: string, instanceId: string): Promise<void> {
+  async #releaseEventually(region: Region, userId: string, lease: LeaseRef, instanceId: string): Promise<void> {
+    const { deviceId, leaseId } = lease;
     for (let delay = 100; ; delay = Math.min(delay * 2, RELEASE_BACKOFF_MAX_MS)) {
       try {
-        await region.store.release(userId, deviceId, leaseId, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
+        await region.store.release(userId, lease, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
         return;
       } catch (err) {
         // A replaced instance's leases are dead anyway; a closed gateway has no client left. Either way the
         // id stays a doubt, so a later round still removes the entry if the instance comes back to life.
         if (this.#closed || region.instance.id !== instanceId) {
-          this.#doubt(region, userId, deviceId, leaseId);
+          this.#doubt(region, userId, leaseId);
           return;
         }
         this.#log.warn('release failed, retrying', { userId, deviceId, leaseId, region: region.name, err, retryInMs: delay });
@@ -224,11 +224,11 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
 
   // ---- suspicion ----------------------------------------------------------
 
-  #doubt(region: Region, userId: string, deviceId: string, leaseId: string): void {
+  #doubt(region: Region, userId: string, leaseId: string): void {
     const until = performance.now() + this.#cfg.uncertainWriteHorizonMs;
     const known = this.#doubts.get(leaseId);
     if (known) known.until = until;
-    else this.#doubts.set(leaseId, { region, userId, deviceId, until });
+    else this.#doubts.set(leaseId, { region, userId, until });
   }
 
   #suspectVictim(region: Region, userId: string, lease: Lease, code: number): void {
@@ -345,7 +345,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
       if (!doubted && entry.instanceId !== region.instance.id) continue;
       this.#metrics.leaseRepairs.inc({ kind: 'orphan' });
       this.#log.warn('reconcile: releasing an entry no socket holds (a late copy of an uncertain write)', { userId, deviceId, leaseId: entry.leaseId });
-      this.#pending.add(this.#releaseEventually(region, userId, deviceId, entry.leaseId, region.instance.id));
+      this.#pending.add(this.#releaseEventually(region, userId, entry, region.instance.id));
     }
   }
 
