@@ -90,15 +90,22 @@ describe('several regions: every user has one home region', () => {
         );
         const frames = await Promise.all(devices.map((d) => d.decision.catch(() => ({ type: 'closed' }))));
         const grants = frames.filter((f) => f.type === 'granted').length;
+        const denials = frames.filter((f) => f.type === 'denied').length;
+        // Devices closed before a decision: 1013 when an admission missed its deadline on a loaded machine.
+        const undecided = await Promise.all(devices.filter((_, i) => frames[i].type === 'closed').map((d) => d.closed));
+        const seen = `${grants} granted, ${denials} denied, closed ${undecided.map((c) => c.code).join(' ') || 'none'}`;
         assert.deepEqual(await leaseEntries(ends[other(home)], table, user), [], 'nothing in the other region');
-        if ((await fencings()) === fencedBefore) {
-          assert.equal(grants, 3, `${user} round ${round}: ${grants} granted (${frames.map((f) => f.type).join(' ')})`);
-          assert.equal(frames.filter((f) => f.type === 'denied').length, 17);
+        if ((await fencings()) === fencedBefore && undecided.length === 0) {
+          assert.equal(grants, 3, `${user} round ${round}: ${seen}`);
+          assert.equal(denials, 17, `${user} round ${round}: ${seen}`);
           assert.equal((await leaseEntries(ends[home], table, user)).length, 3, 'entries in the home region');
         } else {
-          // A gateway starved past its fencing deadline closed its sockets and others took the slots: the
-          // count per round says nothing then, the timeline below still must never show more than N at once.
-          t.diagnostic(`${user} round ${round}: a gateway fenced (starved machine); only the timeline is checked`);
+          // A gateway starved past its fencing deadline closed its sockets and others took the slots, or an
+          // admission missed its deadline: the count per round says nothing then. The timeline below still
+          // must never show more than N at once.
+          t.diagnostic(
+            `${user} round ${round}: ${seen} (a fencing or a missed deadline on a loaded machine); only the timeline is checked`,
+          );
         }
         await Promise.all(devices.map((d) => d.close()));
         await eventually(async () => (await leaseEntries(ends[home], table, user)).length === 0, 15_000);
