@@ -104,7 +104,15 @@ export interface BenchGateway {
  * built once at bench start), its own process, ports chosen here so the logs
  * can go to /dev/null at the production level (info).
  */
-export async function startGateway(opts: { endpoint: string; table: string; env?: Record<string, string>; gcProbe?: boolean }): Promise<BenchGateway> {
+export async function startGateway(opts: {
+  endpoint: string;
+  table: string;
+  env?: Record<string, string>;
+  gcProbe?: boolean;
+  /** Extra node flags (e.g. `--cpu-prof`), and a command prefix such as `['taskset', '-c', '0']`. */
+  execArgv?: string[];
+  prefix?: string[];
+}): Promise<BenchGateway> {
   const [port, opsPort] = [await freePort(), await freePort()];
   const env = await gatewayEnv({
     endpoint: opts.endpoint,
@@ -112,7 +120,7 @@ export async function startGateway(opts: { endpoint: string; table: string; env?
     env: { NODE_ENV: 'production', LOG_LEVEL: 'info', PORT: String(port), OPS_PORT: String(opsPort), ...opts.env },
   });
   const proc = track(
-    spawn(process.execPath, [...(opts.gcProbe ? GC_PROBE_ARGS : []), 'dist/main.js'], {
+    spawn(opts.prefix?.[0] ?? process.execPath, [...(opts.prefix ? [...opts.prefix.slice(1), process.execPath] : []), ...(opts.gcProbe ? GC_PROBE_ARGS : []), ...(opts.execArgv ?? []), 'dist/main.js'], {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'ignore', 'pipe'],

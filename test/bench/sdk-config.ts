@@ -15,7 +15,7 @@ const OPS = Number(process.argv[2] ?? 3000);
 const local = await startDynamoLocal();
 const table = `sdkcfg-${Date.now()}`;
 
-function acquire(client: DynamoDBClient, user: string, withSignal: boolean): Promise<unknown> {
+async function acquire(client: DynamoDBClient, user: string, withSignal: boolean): Promise<void> {
   const cmd = new UpdateItemCommand({
     TableName: table,
     Key: { pk: { S: `user#${user}` } },
@@ -27,7 +27,7 @@ function acquire(client: DynamoDBClient, user: string, withSignal: boolean): Pro
     ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
   });
   // The gateway's send() always passes an abort signal (src/dynamo.ts).
-  return withSignal ? client.send(cmd, { abortSignal: AbortSignal.timeout(5000) }) : client.send(cmd);
+  await (withSignal ? client.send(cmd, { abortSignal: AbortSignal.timeout(5000) }) : client.send(cmd));
 }
 
 type Variant = { name: string; client: DynamoDBClient; withSignal: boolean };
