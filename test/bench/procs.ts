@@ -191,6 +191,8 @@ export interface ClientGroup {
   /** Sockets granted (the first frame was `granted`). */
   readonly granted: number;
   readonly failed: number;
+  /** Socket open to `granted` of every granted socket, ms. */
+  readonly grantMs: number[];
   close(): Promise<void>;
 }
 
@@ -200,16 +202,23 @@ const PER_PROCESS = 2500;
  * Opens `count` idle leased sockets from child processes of at most 2500
  * sockets each (the open-files limit is per process), users `<prefix>-<i>`.
  */
-export async function openClients(url: string, prefix: string, count: number, concurrency = 64): Promise<ClientGroup> {
+export async function openClients(url: string, prefix: string, count: number, concurrency = 64, ratePerSec?: number): Promise<ClientGroup> {
   const script = fileURLToPath(new URL('./clients.ts', import.meta.url));
   const procs = Math.ceil(count / PER_PROCESS);
   const results = await Promise.all(
     Array.from({ length: procs }, async (_, p) => {
       const share = Math.floor(count / procs) + (p < count % procs ? 1 : 0);
       const proc = track(fork(script, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-      const order: OpenOrder & { cmd: string } = { cmd: 'open', url, userPrefix: `${prefix}-${p}`, count: share, concurrency: Math.ceil(concurrency / procs) };
-      const opened = await new Promise<{ granted: number; failed: number }>((resolve, reject) => {
-        proc.once('message', (m) => resolve(m as { granted: number; failed: number }));
+      const order: OpenOrder & { cmd: string } = {
+        cmd: 'open',
+        url,
+        userPrefix: `${prefix}-${p}`,
+        count: share,
+        concurrency: Math.ceil(concurrency / procs),
+        ratePerSec: ratePerSec === undefined ? undefined : ratePerSec / procs,
+      };
+      const opened = await new Promise<{ granted: number; failed: number; grantMs: number[] }>((resolve, reject) => {
+        proc.once('message', (m) => resolve(m as { granted: number; failed: number; grantMs: number[] }));
         proc.once('exit', (code) => reject(new Error(`client process exited (${code}) while opening`)));
         proc.send(order);
       });
@@ -219,6 +228,7 @@ export async function openClients(url: string, prefix: string, count: number, co
   return {
     granted: results.reduce((s, r) => s + r.granted, 0),
     failed: results.reduce((s, r) => s + r.failed, 0),
+    grantMs: results.flatMap((r) => r.grantMs),
     close: async () => {
       await Promise.all(
         results.map(

@@ -18,6 +18,7 @@ import { profileMarkdown, summarizeProfile } from './cpuprofile.js';
 import { pool, progress, sleep, summarize } from './measure.js';
 import { cpuSeconds, dynamoLocal, openClients, startGateway, stopAll } from './procs.js';
 import { closeAll } from './sockets.js';
+import { controlPinger } from './sweep.js';
 
 const args = process.argv.slice(2);
 const num = (flag: string, fallback: number): number => (args.includes(flag) ? Number(args[args.indexOf(flag) + 1]) : fallback);
@@ -35,33 +36,6 @@ function profileOf(pid: number): string {
   const name = readdirSync(profDir).find((f) => f.includes(`.${pid}.`) && f.endsWith('.cpuprofile'));
   if (!name) throw new Error(`no profile for pid ${pid} in ${profDir}`);
   return join(profDir, name);
-}
-
-/** App-level ping round trips of one control device, every `everyMs`, until stop(). */
-export function controlPinger(ws: WebSocket, everyMs: number): { stop(): { rtts: number[]; lost: number } } {
-  const rtts: number[] = [];
-  let sentAt: number | undefined;
-  let lost = 0;
-  ws.on('message', (d) => {
-    if (sentAt !== undefined && (JSON.parse(d.toString()) as { type: string }).type === 'pong') {
-      rtts.push(performance.now() - sentAt);
-      sentAt = undefined;
-    }
-  });
-  const timer = setInterval(() => {
-    // One ping in flight at a time: a pong still missing after a whole period counts once it is given up.
-    if (sentAt !== undefined && performance.now() - sentAt < 5000) return;
-    if (sentAt !== undefined) lost++;
-    sentAt = performance.now();
-    ws.send('{"type":"ping"}');
-  }, everyMs);
-  return {
-    stop: () => {
-      clearInterval(timer);
-      if (sentAt !== undefined) lost++;
-      return { rtts, lost };
-    },
-  };
 }
 
 async function main(): Promise<void> {
