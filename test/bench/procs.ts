@@ -112,6 +112,8 @@ export async function startGateway(opts: {
   /** Extra node flags (e.g. `--cpu-prof`), and a command prefix such as `['taskset', '-c', '0']`. */
   execArgv?: string[];
   prefix?: string[];
+  /** Script to run instead of dist/main.js (another build, test/bench/ab.ts). */
+  entry?: string;
 }): Promise<BenchGateway> {
   const [port, opsPort] = [await freePort(), await freePort()];
   const env = await gatewayEnv({
@@ -120,7 +122,7 @@ export async function startGateway(opts: {
     env: { NODE_ENV: 'production', LOG_LEVEL: 'info', PORT: String(port), OPS_PORT: String(opsPort), ...opts.env },
   });
   const proc = track(
-    spawn(opts.prefix?.[0] ?? process.execPath, [...(opts.prefix ? [...opts.prefix.slice(1), process.execPath] : []), ...(opts.gcProbe ? GC_PROBE_ARGS : []), ...(opts.execArgv ?? []), 'dist/main.js'], {
+    spawn(opts.prefix?.[0] ?? process.execPath, [...(opts.prefix ? [...opts.prefix.slice(1), process.execPath] : []), ...(opts.gcProbe ? GC_PROBE_ARGS : []), ...(opts.execArgv ?? []), opts.entry ?? 'dist/main.js'], {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -178,6 +180,32 @@ export async function startBareServer(pingIntervalMs: number, gcProbe = false): 
         proc.once('message', (m) => resolve(m as Awaited<ReturnType<BareServer['stats']>>));
         proc.send({ cmd: 'stats' });
       }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (proc.exitCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill('SIGTERM');
+      }),
+  };
+}
+
+export interface MinimalGateway {
+  readonly proc: ChildProcess;
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+/** The minimal gateway (minimal-gateway.mjs): plain node, its own process, the CPU floor of an admission. */
+export async function startMinimalGateway(endpoint: string, table: string, secret: string): Promise<MinimalGateway> {
+  const script = fileURLToPath(new URL('./minimal-gateway.mjs', import.meta.url));
+  const proc = track(fork(script, [], { cwd: ROOT, env: { ...process.env, DYNAMODB_ENDPOINT: endpoint, DYNAMODB_TABLE: table, JWT_SECRET: secret }, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] }));
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.stdout!.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));
+    proc.once('exit', () => reject(new Error('minimal gateway exited before listening')));
+  });
+  return {
+    proc,
+    url: `ws://127.0.0.1:${port}`,
     stop: () =>
       new Promise<void>((resolve) => {
         if (proc.exitCode !== null) return resolve();

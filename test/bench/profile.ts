@@ -18,6 +18,7 @@ import { profileMarkdown, summarizeProfile } from './cpuprofile.js';
 import { pool, progress, sleep, summarize } from './measure.js';
 import { cpuSeconds, dynamoLocal, openClients, startGateway, stopAll } from './procs.js';
 import { closeAll } from './sockets.js';
+import { measureStorm, PRODUCTION_TIMINGS } from './storm.js';
 import { controlPinger } from './sweep.js';
 
 const args = process.argv.slice(2);
@@ -25,12 +26,14 @@ const num = (flag: string, fallback: number): number => (args.includes(flag) ? N
 const SOCKETS = num('--sockets', 10_000);
 const ADMISSIONS = num('--admissions', 3000);
 const SWEEP_S = num('--sweep-seconds', 20);
+const STORM = num('--storm', 0);
 const outDir = join(ROOT, 'bench-output');
 const profDir = join(outDir, 'profiles');
 const nowUs = (): number => Number(process.hrtime.bigint() / 1000n);
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const ENV = { ADMISSION_TIMEOUT_MS: '10000', DYNAMODB_REQUEST_TIMEOUT_MS: '5000', DRAIN_MS: '500', MESSAGE_RATE_PER_SOCKET: '100', MESSAGE_BURST_PER_SOCKET: '100' };
+/** Production timings (not the tests' shrunk ones: a 2 s reconcile would read every user item under the sweep). */
+const ENV = { ...PRODUCTION_TIMINGS, ADMISSION_TIMEOUT_MS: '10000', DYNAMODB_REQUEST_TIMEOUT_MS: '5000', DRAIN_MS: '500', MESSAGE_RATE_PER_SOCKET: '100', MESSAGE_BURST_PER_SOCKET: '100' };
 
 function profileOf(pid: number): string {
   const name = readdirSync(profDir).find((f) => f.includes(`.${pid}.`) && f.endsWith('.cpuprofile'));
@@ -103,6 +106,18 @@ async function main(): Promise<void> {
       `${(sweepCpuMs / sweeps).toFixed(1)} CPU-ms per sweep, ${((1000 * sweepCpuMs) / sweeps / group.granted).toFixed(1)} CPU-µs per socket per sweep. ` +
       `Control device app ping RTT: p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, max ${r.max.toFixed(1)} ms, ${lost} lost.`, '');
     out.push(profileMarkdown(`Gateway holding ${group.granted} idle sockets, sweeping every 2 s`, sw, { ops: sweeps * group.granted, what: 'socket per sweep', cpuMs: sweepCpuMs }), '');
+
+    // 3. Gateway B during a reconnect storm (optional: --storm <players>).
+    if (STORM > 0) {
+      const before = new Set(readdirSync(profDir));
+      const st = await measureStorm({ endpoint: local.endpoint, table: `prof-storm-${Date.now()}`, devices: STORM, drainMs: 5000, rawPerSec: ADMISSIONS / rawWallS, env: ENV, execArgvB: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
+      const file = readdirSync(profDir).find((f) => !before.has(f) && f.endsWith('.cpuprofile'));
+      if (file) {
+        const s3 = summarizeProfile(join(profDir, file), st.t0Us, st.t1Us);
+        out.push(`Reconnect storm, ${st.devices} SDK players, DRAIN_MS=5000: all granted again through B ${(st.allGrantedMs / 1000).toFixed(1)} s after SIGTERM (floor ${(st.floorMs / 1000).toFixed(1)} s), B's admissions ending 1013: ${st.bTryLater}, B lag max ${st.bLagMaxMs.toFixed(0)} ms.`, '');
+        out.push(profileMarkdown(`Gateway B from SIGTERM on A to the last grant`, s3), '');
+      }
+    }
   } finally {
     client.destroy();
     await stopAll();

@@ -19,6 +19,8 @@ export interface Results {
   durationS: number;
   latency: LatencyResult;
   throughput: ThroughputResult;
+  /** Phase 2 against the minimal gateway (test/bench/minimal-gateway.mjs). */
+  minimal: ThroughputResult;
   /** Phase 1 with the gateway alone on core 0 (undefined on a single core). */
   pinnedLatency?: LatencyResult;
   memory: MemoryResult;
@@ -105,6 +107,13 @@ export function targets(r: Results): Target[] {
       target: '≤ 1.4×',
       value: `${f(r.throughput.gatewayCpu.gateway / r.throughput.raw.bench)}× (${f(r.throughput.gatewayCpu.gateway)} vs ${f(r.throughput.raw.bench)} CPU-ms); throughput ${f(tput * 100, 0)} % of raw (${f(r.throughput.gatewayPerSec, 0)}/s vs ${f(r.throughput.rawPerSec, 0)}/s)`,
       pass: r.throughput.gatewayCpu.gateway / r.throughput.raw.bench <= 1.4,
+    },
+    {
+      id: 'cpu-vs-minimal',
+      what: 'Gateway CPU per admission against the minimal gateway (ws, the same SDK client, an HS256 check, no logs or metrics), each over its own raw UpdateItems',
+      target: 'at or below the minimal gateway',
+      value: `${f(r.throughput.gatewayCpu.gateway / r.throughput.raw.bench)}× raw vs minimal ${f(r.minimal.gatewayCpu.gateway / r.minimal.raw.bench)}× raw (${f(r.throughput.gatewayCpu.gateway)} vs ${f(r.minimal.gatewayCpu.gateway)} CPU-ms)`,
+      pass: r.throughput.gatewayCpu.gateway / r.throughput.raw.bench <= r.minimal.gatewayCpu.gateway / r.minimal.raw.bench,
     },
     {
       id: 'memory',
@@ -279,7 +288,11 @@ export function markdown(r: Results, svgName: string): string {
   out.push(table(['', 'bench client', 'gateway', 'DynamoDB Local', 'cores busy'], [
     ['raw UpdateItem', f(t.raw.bench), '-', f(t.raw.dynamodbLocal), f(t.raw.coresBusy)],
     ['gateway admission', f(t.gatewayCpu.bench), f(t.gatewayCpu.gateway), f(t.gatewayCpu.dynamodbLocal), f(t.gatewayCpu.coresBusy)],
+    ['raw UpdateItem (rounds beside the minimal gateway)', f(r.minimal.raw.bench), '-', f(r.minimal.raw.dynamodbLocal), f(r.minimal.raw.coresBusy)],
+    ['minimal gateway admission (test/bench/minimal-gateway.mjs)', f(r.minimal.gatewayCpu.bench), f(r.minimal.gatewayCpu.gateway), f(r.minimal.gatewayCpu.dynamodbLocal), f(r.minimal.gatewayCpu.coresBusy)],
   ]));
+  out.push('');
+  out.push(`Minimal gateway: ${f(r.minimal.gatewayPerSec, 0)} admissions/s against ${f(r.minimal.rawPerSec, 0)} raw UpdateItems/s in its own rounds (${r.minimal.gatewayFailed} not granted).`);
 
   out.push('');
   out.push('## 3. Memory and event-loop lag, idle leased sockets');

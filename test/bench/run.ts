@@ -23,7 +23,8 @@ import { measurePerOperation, simulateRenewal, type RenewalRun } from './cost.js
 import { measureFreeing } from './freeing.js';
 import { machine, progress } from './measure.js';
 import { measureMemory } from './memory.js';
-import { dynamoLocal, javaChildPid, startGateway, stopAll } from './procs.js';
+import { dynamoLocal, javaChildPid, startGateway, startMinimalGateway, stopAll } from './procs.js';
+import { TEST_SECRET } from '../helpers/tokens.js';
 import { markdown, targets, type Results } from './report.js';
 import { measureKickoff, measureStorm, measureThrottled } from './storm.js';
 import { measureSweep } from './sweep.js';
@@ -115,6 +116,18 @@ async function main(): Promise<void> {
       await gw.stop();
     }
 
+    // 2b: the same closed loop against the minimal gateway (minimal-gateway.mjs), the CPU floor of an admission.
+    const minTable = table('minimal');
+    await ensureTable(client, minTable);
+    const mg = await startMinimalGateway(local.endpoint, minTable, TEST_SECRET);
+    let minimal;
+    try {
+      progress(`throughput: minimal gateway, ${PLAN.throughput / 2} admissions against as many raw UpdateItems`);
+      minimal = await measureThroughput({ url: mg.url, client, table: minTable, count: PLAN.throughput / 2, rounds: 2, warmup: PLAN.warmup, concurrency: PLAN.concurrency, gatewayPid: mg.proc.pid!, dynamodbPid: javaChildPid() });
+    } finally {
+      await mg.stop();
+    }
+
     // 1b: the same latency measurement with the gateway on core 0 and DynamoDB Local + this process on core 1.
     const pinnedLatency = await measurePinnedLatency(local.endpoint, client);
 
@@ -159,6 +172,7 @@ async function main(): Promise<void> {
       durationS: (performance.now() - started) / 1000,
       latency,
       throughput,
+      minimal,
       pinnedLatency,
       memory,
       perOperation,

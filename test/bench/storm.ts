@@ -54,6 +54,9 @@ function kill(gw: BenchGateway): Promise<void> {
 }
 
 export interface StormResult {
+  /** CLOCK_MONOTONIC µs of the SIGTERM and of the last grant (to cut a profile of B to the storm). */
+  t0Us: number;
+  t1Us: number;
   devices: number;
   drainMs: number;
   /** Raw conditional UpdateItems per second at concurrency 32 (phase 2). */
@@ -84,10 +87,19 @@ interface Child {
   failed: number;
 }
 
-export async function measureStorm(opts: { endpoint: string; table: string; devices: number; drainMs: number; rawPerSec: number; env: Record<string, string> }): Promise<StormResult> {
+export async function measureStorm(opts: {
+  endpoint: string;
+  table: string;
+  devices: number;
+  drainMs: number;
+  rawPerSec: number;
+  env: Record<string, string>;
+  /** Node flags for B (`--cpu-prof`): B then stops with SIGTERM, so the profile is written. */
+  execArgvB?: string[];
+}): Promise<StormResult> {
   const env = { ...PRODUCTION_TIMINGS, ...opts.env, DRAIN_MS: String(opts.drainMs) };
   const a = await startGateway({ endpoint: opts.endpoint, table: opts.table, env });
-  const b = await startGateway({ endpoint: opts.endpoint, table: opts.table, env });
+  const b = await startGateway({ endpoint: opts.endpoint, table: opts.table, env, execArgv: opts.execArgvB });
   const script = fileURLToPath(new URL('./sdk-clients.ts', import.meta.url));
   const procs = Math.ceil(opts.devices / PER_PROCESS);
   const children: Child[] = [];
@@ -147,6 +159,8 @@ export async function measureStorm(opts: { endpoint: string; table: string; devi
     const aExitMs = await Promise.race([aExited, sleep(20_000).then(() => NaN)]);
     const rel = regrants.map((us) => (us - t0) / 1000);
     const result: StormResult = {
+      t0Us: t0,
+      t1Us: regrants.length ? Math.max(...regrants) : nowUs(),
       devices: held,
       drainMs: opts.drainMs,
       rawPerSec: opts.rawPerSec,
@@ -164,7 +178,7 @@ export async function measureStorm(opts: { endpoint: string; table: string; devi
     return result;
   } finally {
     // SIGKILL B first (no drain, no 10 000 releases: the table is thrown away), then the players.
-    await Promise.all([kill(a), kill(b)]);
+    await Promise.all([kill(a), opts.execArgvB ? b.stop() : kill(b)]);
     await Promise.all(
       children.map(
         ({ proc }) =>
