@@ -105,19 +105,20 @@ export function summarizeProfile(path: string, fromUs = -Infinity, toUs = Infini
     self.set(node.id, (self.get(node.id) ?? 0) + dt);
     byOwner[ownerOf(node.id)] += dt / 1000;
   }
-  // Self time by function (several nodes share one function when called from different places).
-  const byFn = new Map<string, { owner: Owner; us: number }>();
+  // Self time by function and owner (a native such as writeBuffer serves ws frames and log lines alike).
+  const byFn = new Map<string, { fn: string; owner: Owner; us: number }>();
   for (const [id, us] of self) {
     const f = byId.get(id)!.callFrame;
-    const key = `${f.functionName || '(anonymous)'} ${f.url ? `${short(f.url)}:${f.lineNumber + 1}` : '(native)'}`;
-    const e = byFn.get(key) ?? { owner: ownerOf(id), us: 0 };
+    const fn = `${f.functionName || '(anonymous)'} ${f.url ? `${short(f.url)}:${f.lineNumber + 1}` : '(native)'}`;
+    const owner = ownerOf(id);
+    const e = byFn.get(`${fn}|${owner}`) ?? { fn, owner, us: 0 };
     e.us += us;
-    byFn.set(key, e);
+    byFn.set(`${fn}|${owner}`, e);
   }
-  const top = [...byFn.entries()]
-    .sort((a, b) => b[1].us - a[1].us)
+  const top = [...byFn.values()]
+    .sort((a, b) => b.us - a.us)
     .slice(0, topN)
-    .map(([fn, e]) => ({ fn, owner: e.owner, ms: e.us / 1000, pct: (100 * e.us) / busyUs }));
+    .map((e) => ({ fn: e.fn, owner: e.owner, ms: e.us / 1000, pct: (100 * e.us) / busyUs }));
   return { busyMs: busyUs / 1000, windowMs: (last - first) / 1000, byOwner, top };
 }
 
