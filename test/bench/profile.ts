@@ -27,6 +27,8 @@ const SOCKETS = num('--sockets', 10_000);
 const ADMISSIONS = num('--admissions', 3000);
 const SWEEP_S = num('--sweep-seconds', 20);
 const STORM = num('--storm', 0);
+/** Another build's entry point (e.g. bench-output/ab/main/dist/main.js from ab.ts), for a before/after. */
+const ENTRY = args.includes('--entry') ? args[args.indexOf('--entry') + 1] : undefined;
 const outDir = join(ROOT, 'bench-output');
 const profDir = join(outDir, 'profiles');
 const nowUs = (): number => Number(process.hrtime.bigint() / 1000n);
@@ -50,7 +52,7 @@ async function main(): Promise<void> {
   try {
     // 1. Throughput: raw UpdateItems from this process (CPU from process.cpuUsage), then admissions.
     const table = `prof-adm-${Date.now()}`;
-    const gw = await startGateway({ endpoint: local.endpoint, table, env: ENV, execArgv: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
+    const gw = await startGateway({ endpoint: local.endpoint, table, env: ENV, entry: ENTRY, execArgv: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
     const toks = await tokens('prof', ADMISSIONS + 300);
     const held: WebSocket[] = [];
     await pool(300, 32, (i) => rawAcquire(client, table, `prof-warm-${i}`));
@@ -83,6 +85,7 @@ async function main(): Promise<void> {
     out.push(profileMarkdown(`Gateway under ${ADMISSIONS} admissions at concurrency 32`, adm, { ops: ADMISSIONS, what: 'admission', cpuMs: gwCpuMs * ADMISSIONS }), '');
 
     // 2. The ping sweep: SOCKETS idle leased sockets, ping every 2 s, one control device pinging every 100 ms.
+    if (SOCKETS > 0) {
     const sweepTable = `prof-sweep-${Date.now()}`;
     const sg = await startGateway({ endpoint: local.endpoint, table: sweepTable, env: { ...ENV, PING_INTERVAL_MS: '2000', PONG_TIMEOUT_MS: '1000' }, execArgv: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
     progress(`profile: opening ${SOCKETS} idle sockets`);
@@ -106,6 +109,7 @@ async function main(): Promise<void> {
       `${(sweepCpuMs / sweeps).toFixed(1)} CPU-ms per sweep, ${((1000 * sweepCpuMs) / sweeps / group.granted).toFixed(1)} CPU-µs per socket per sweep. ` +
       `Control device app ping RTT: p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, max ${r.max.toFixed(1)} ms, ${lost} lost.`, '');
     out.push(profileMarkdown(`Gateway holding ${group.granted} idle sockets, sweeping every 2 s`, sw, { ops: sweeps * group.granted, what: 'socket per sweep', cpuMs: sweepCpuMs }), '');
+    }
 
     // 3. Gateway B during a reconnect storm (optional: --storm <players>).
     if (STORM > 0) {
