@@ -1,6 +1,7 @@
 import { createHash, createHmac, createPublicKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { BEARER_PROTOCOL_PREFIX } from './client/protocol.js';
 import type { AuthConfig } from './config.js';
 import type { Logger } from './log.js';
 
@@ -43,9 +44,6 @@ export function asAuthError(err: unknown): AuthError {
   return err instanceof AuthError ? err : new AuthError('malformed', 'token rejected');
 }
 
-/** The subprotocol every client offers; the only one the server ever selects. */
-export const APP_PROTOCOL = 'sigma-stream.v1';
-const BEARER_PROTOCOL_PREFIX = 'bearer.';
 /** Larger tokens are refused before any crypto. */
 export const MAX_TOKEN_BYTES = 8192;
 const MAX_STREAMS_CLAIM_MAX = 1000;

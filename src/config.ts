@@ -54,6 +54,13 @@ export interface Config {
   readonly admissionTimeoutMs: number;
   /** Period of the backstop check of this instance's own leases. @default 60000 */
   readonly reconcileIntervalMs: number;
+  /**
+   * How long a lease id whose write was uncertain (retried, timed out, abandoned, revoked before its
+   * grant) is re-checked by the reconcile loop: the time a late copy of the request can still land.
+   * AWS refuses a SigV4-signed request that reaches it more than 5 minutes after it was signed.
+   * @default 360000
+   */
+  readonly uncertainWriteHorizonMs: number;
   /** Window over which SIGTERM spreads the 1012 closes. @default 10000 */
   readonly drainMs: number;
   /** Per-attempt timeout of one DynamoDB request. @default 1000 */
@@ -179,6 +186,11 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
   }
   if (publicKeyPem !== undefined) {
+    // createPublicKey() would derive the public half of a private key: refuse it, the signing key has no
+    // business in every gateway's environment.
+    if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(publicKeyPem)) {
+      throw new ConfigError('JWT_PUBLIC_KEY holds a private key; give the gateway only the public key (openssl pkey -pubout)');
+    }
     let key: KeyObject;
     try {
       key = createPublicKey(publicKeyPem);
@@ -201,7 +213,8 @@ export function loadConfig(env: Env = process.env): Config {
 
   const instanceHeartbeatMs = int(env, 'INSTANCE_HEARTBEAT_MS', 5000, 50);
   const instanceTtlMs = int(env, 'INSTANCE_TTL_MS', 20000, 100);
-  const fencingMarginMs = int(env, 'FENCING_MARGIN_MS', 5000, 0);
+  // At least 1 ms: with no margin a gateway would step down at the very moment others may take its slots.
+  const fencingMarginMs = int(env, 'FENCING_MARGIN_MS', 5000, 1);
   if (fencingMarginMs >= instanceTtlMs - instanceHeartbeatMs) {
     throw new ConfigError(
       `FENCING_MARGIN_MS (${fencingMarginMs}) must be below INSTANCE_TTL_MS (${instanceTtlMs}) minus ` +
@@ -211,8 +224,10 @@ export function loadConfig(env: Env = process.env): Config {
 
   const pingIntervalMs = int(env, 'PING_INTERVAL_MS', 20000, 10);
   const pongTimeoutMs = int(env, 'PONG_TIMEOUT_MS', 10000, 10);
-  if (pongTimeoutMs >= pingIntervalMs) {
-    throw new ConfigError(`PONG_TIMEOUT_MS (${pongTimeoutMs}) must be below PING_INTERVAL_MS (${pingIntervalMs}): a pong is awaited before the next ping`);
+  // Equal is natural (ws's own heartbeat example checks each socket once per period); larger would mean a
+  // ping goes out while the previous one is still awaited.
+  if (pongTimeoutMs > pingIntervalMs) {
+    throw new ConfigError(`PONG_TIMEOUT_MS (${pongTimeoutMs}) must not exceed PING_INTERVAL_MS (${pingIntervalMs}): a pong is awaited before the next ping`);
   }
 
   const logLevel = oneOf(env, 'LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const) ?? 'info';
@@ -224,7 +239,8 @@ export function loadConfig(env: Env = process.env): Config {
   } else {
     const list = (originsRaw ?? '').split(',').map((o) => o.trim()).filter(Boolean);
     for (const origin of list) {
-      if (parseUrl(origin)?.origin !== origin) {
+      // The URL parser takes '*' as a host character: such an entry would match nothing, silently.
+      if (origin.includes('*') || parseUrl(origin)?.origin !== origin) {
         throw new ConfigError(`ALLOWED_ORIGINS entries must be exact origins like https://www.example.com (no path, no trailing slash), got "${origin}"`);
       }
     }
@@ -251,6 +267,7 @@ export function loadConfig(env: Env = process.env): Config {
     fencingMarginMs,
     admissionTimeoutMs: int(env, 'ADMISSION_TIMEOUT_MS', 3000, 10),
     reconcileIntervalMs: int(env, 'RECONCILE_INTERVAL_MS', 60000, 10),
+    uncertainWriteHorizonMs: int(env, 'UNCERTAIN_WRITE_HORIZON_MS', 360000, 100),
     drainMs: int(env, 'DRAIN_MS', 10000, 0),
     dynamodbRequestTimeoutMs: int(env, 'DYNAMODB_REQUEST_TIMEOUT_MS', 1000, 10),
     dynamodbMaxAttempts: int(env, 'DYNAMODB_MAX_ATTEMPTS', 3, 1, 10),

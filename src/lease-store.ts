@@ -22,11 +22,16 @@ import type { Metrics } from './metrics.js';
  *                          and one attribute per device:
  *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId}
  *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
- *                          mailbox (string set of "<leaseId> <closeCode>")
+ *                          mailbox (string set of "<leaseId> <closeCode>"),
+ *                          dead (set once by the first gateway that acts on its expiry)
  *
  * A lease is live while its instance item exists with `expiresAt` in the
  * future (our own timestamps: DynamoDB TTL deletes lazily and is only garbage
- * collection). Lease entries are top-level attributes rather than one nested
+ * collection). A gateway that is about to prune an expired instance's entries
+ * first marks the instance item `dead` under a condition on the `expiresAt` it
+ * read, and heartbeats require the mark to be absent: so a heartbeat delayed in
+ * the network past the expiry can never revive an instance whose leases someone
+ * has already acted on. Lease entries are top-level attributes rather than one nested
  * map so that the first lease of a new user is still one write: DynamoDB
  * cannot SET a path inside a map that does not exist yet.
  */
@@ -40,6 +45,19 @@ export interface Lease {
   readonly contentId?: string;
 }
 
+/**
+ * What an acquire did on the wire, filled in as it goes: read by the lease
+ * keeper when the outcome is not known for sure (deadline, error) to decide
+ * which lease ids may still appear in the store and whom a write that may have
+ * committed was meant to revoke.
+ */
+export interface WriteTrace {
+  /** Some request was sent more than once (SDK retry): a late copy may still land. */
+  retried: boolean;
+  /** Leases the last version-conditioned write removed to make room, if it committed. */
+  victims: readonly Lease[];
+}
+
 export interface AcquireRequest {
   readonly userId: string;
   readonly deviceId: string;
@@ -50,6 +68,13 @@ export interface AcquireRequest {
   readonly limit: number;
   /** Device to revoke to make room, or the oldest live one. */
   readonly takeover?: string;
+  /**
+   * Is this lease id of our own instance held or being admitted here? Entries
+   * of our instance that are neither are orphans (a late copy of a write) and
+   * are pruned like dead ones.
+   */
+  readonly holds?: (leaseId: string) => boolean;
+  readonly trace?: WriteTrace;
 }
 
 export type AcquireOutcome =
@@ -63,7 +88,13 @@ export type AcquireOutcome =
       /** A lease revoked by takeover (its socket gets 4403). */
       readonly revoked?: Lease;
     }
-  | { readonly kind: 'denied'; readonly active: readonly Lease[] };
+  | {
+      readonly kind: 'denied';
+      /** Every live lease of the user, oldest first, a takeover target included. */
+      readonly active: readonly Lease[];
+      /** Devices that must stop before this one can play: more than 1 after a plan downgrade. */
+      readonly mustStop: number;
+    };
 
 export interface StoreOptions {
   readonly table: string;
@@ -73,6 +104,17 @@ export interface StoreOptions {
 
 const LEASE_PREFIX = 'lease:';
 const SLOW_PATH_ATTEMPTS = 8;
+/**
+ * Entries one write removes at most. DynamoDB limits an expression to 4 KB;
+ * each removed name costs about 7 bytes of it. The rest go with later writes.
+ */
+export const MAX_REMOVALS_PER_WRITE = 100;
+
+/** The SDK's attempt count of a reply or an error (ours wraps the SDK's as `cause`). */
+function attemptsOf(x: unknown): number {
+  const meta = (x as { $metadata?: { attempts?: number } } | undefined)?.$metadata ?? (x as { cause?: { $metadata?: { attempts?: number } } } | undefined)?.cause?.$metadata;
+  return meta?.attempts ?? 1;
+}
 
 const userKey = (userId: string): Item => ({ pk: { S: `user#${userId}` } });
 const instanceKey = (instanceId: string): Item => ({ pk: { S: `instance#${instanceId}` } });
@@ -108,6 +150,12 @@ export function leasesOf(item: Item | undefined): Map<string, Lease> {
     });
   }
   return out;
+}
+
+/** Live: on a live instance, and when on our own, held or being admitted here. */
+function isLive(l: Lease, live: ReadonlySet<string>, req: AcquireRequest): boolean {
+  if (!live.has(l.instanceId)) return false;
+  return l.instanceId !== req.instanceId || req.holds === undefined || req.holds(l.leaseId);
 }
 
 export class LeaseStore {
@@ -172,8 +220,10 @@ export class LeaseStore {
           }),
           signal,
         );
+        if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
         return { kind: 'granted', lease, active: num(out.Attributes?.n) };
       } catch (err) {
+        if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
         if (!isConditionFailure(err)) throw err;
         item = err.Item ?? (await this.readUser(req.userId, signal));
       }
@@ -194,30 +244,36 @@ export class LeaseStore {
       if (mine?.leaseId === req.leaseId) {
         return { kind: 'granted', lease: mine, active: entries.size, ...sent };
       }
-      const live = await this.#liveInstances(entries.values(), signal);
+      const live = await this.#liveInstances(entries.values(), signal, true);
       const dead: string[] = [];
       const others: Lease[] = [];
       for (const [deviceId, l] of entries) {
         if (deviceId === req.deviceId) continue;
-        if (live.has(l.instanceId)) others.push(l);
+        if (isLive(l, live, req)) others.push(l);
         else dead.push(deviceId);
       }
       others.sort((a, b) => a.acquiredAt - b.acquiredAt);
       let revoked: Lease | undefined;
-      // Takeover revokes only when it is needed to make room.
-      if (req.takeover !== undefined && others.length >= req.limit) {
-        const i = req.takeover === 'oldest' ? 0 : others.findIndex((l) => l.deviceId === req.takeover);
-        if (i >= 0) revoked = others.splice(i, 1)[0];
+      // Takeover revokes only when it is needed to make room, and only when one revocation makes room:
+      // after a plan downgrade (more live leases than the limit) it revokes nobody and the denial says so.
+      if (req.takeover !== undefined && others.length === req.limit) {
+        revoked = req.takeover === 'oldest' ? others[0] : others.find((l) => l.deviceId === req.takeover);
       }
-      if (others.length >= req.limit) return { kind: 'denied', active: others };
+      if (others.length >= req.limit && revoked === undefined) {
+        return { kind: 'denied', active: others, mustStop: others.length - req.limit + 1 };
+      }
 
-      const removed = revoked ? [...dead, revoked.deviceId] : dead;
+      const removed = [...(revoked ? [revoked.deviceId] : []), ...dead].slice(0, MAX_REMOVALS_PER_WRITE);
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
       removed.forEach((deviceId, i) => (names[`#r${i}`] = LEASE_PREFIX + deviceId));
       const version = item?.v;
+      // n counts entries, dead ones not yet removed included, so the fast path's `n < limit` stays exact.
+      const count = entries.size - removed.length + (mine ? 0 : 1);
+      const active = others.length + 1 - (revoked ? 1 : 0);
       sent = { displaced: mine, revoked };
+      if (req.trace) req.trace.victims = [mine, revoked].filter((l): l is Lease => l !== undefined);
       try {
-        await this.#send(
+        const out = await this.#send(
           'UpdateItem',
           new UpdateItemCommand({
             TableName: this.#table,
@@ -229,7 +285,7 @@ export class LeaseStore {
             ExpressionAttributeNames: names,
             ExpressionAttributeValues: {
               ':lease': leaseValue(lease),
-              ':count': { N: String(others.length + 1) },
+              ':count': { N: String(count) },
               ':one': { N: '1' },
               ...(version === undefined ? {} : { ':version': version }),
             },
@@ -237,14 +293,10 @@ export class LeaseStore {
           }),
           signal,
         );
-        return {
-          kind: 'granted',
-          lease,
-          active: others.length + 1,
-          displaced: mine,
-          revoked,
-        };
+        if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
+        return { kind: 'granted', lease, active, displaced: mine, revoked };
       } catch (err) {
+        if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
         if (!isConditionFailure(err)) throw err;
         // Someone else wrote in between (or our own retry already committed): look again.
         item = err.Item ?? (await this.readUser(req.userId, signal));
@@ -257,9 +309,12 @@ export class LeaseStore {
    * Gives a lease back: removes the device's entry only if it still carries
    * our lease id, so a late release never deletes a successor's lease.
    * Returns false when the entry was already gone or replaced (including a
-   * retry of our own committed release).
+   * retry of our own committed release). The count never goes below zero: an
+   * entry found with `n` at 0 (it cannot drift, but if it ever did) is removed
+   * with the count recomputed from the entries, under the version condition.
    */
   async release(userId: string, deviceId: string, leaseId: string, signal?: AbortSignal): Promise<boolean> {
+    const names = { '#lease': LEASE_PREFIX + deviceId, '#n': 'n', '#v': 'v' };
     try {
       await this.#send(
         'UpdateItem',
@@ -267,9 +322,68 @@ export class LeaseStore {
           TableName: this.#table,
           Key: userKey(userId),
           UpdateExpression: 'REMOVE #lease ADD #n :minus, #v :one',
-          ConditionExpression: '#lease.leaseId = :leaseId',
-          ExpressionAttributeNames: { '#lease': LEASE_PREFIX + deviceId, '#n': 'n', '#v': 'v' },
-          ExpressionAttributeValues: { ':leaseId': { S: leaseId }, ':minus': { N: '-1' }, ':one': { N: '1' } },
+          ConditionExpression: '#lease.leaseId = :leaseId AND #n > :zero',
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: { ':leaseId': { S: leaseId }, ':minus': { N: '-1' }, ':one': { N: '1' }, ':zero': { N: '0' } },
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+        signal,
+      );
+      return true;
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+      let item = err.Item;
+      for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
+        const entries = leasesOf(item);
+        if (entries.get(deviceId)?.leaseId !== leaseId) return false;
+        // Our entry is there but the count says 0: remove it and set the count from the entries.
+        try {
+          await this.#send(
+            'UpdateItem',
+            new UpdateItemCommand({
+              TableName: this.#table,
+              Key: userKey(userId),
+              UpdateExpression: 'REMOVE #lease SET #n = :count ADD #v :one',
+              ConditionExpression: '#v = :version AND #lease.leaseId = :leaseId',
+              ExpressionAttributeNames: names,
+              ExpressionAttributeValues: {
+                ':leaseId': { S: leaseId },
+                ':count': { N: String(entries.size - 1) },
+                ':one': { N: '1' },
+                ':version': item?.v ?? { N: '0' },
+              },
+              ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+            }),
+            signal,
+          );
+          return true;
+        } catch (retryErr) {
+          if (!isConditionFailure(retryErr)) throw retryErr;
+          item = retryErr.Item;
+        }
+      }
+      throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
+    }
+  }
+
+  /**
+   * Sets a user item's count to its number of entries when they differ (the
+   * reconcile loop's repair). Under the version condition: a write in between
+   * wins, and the next round looks again. Returns true when it wrote.
+   */
+  async repairCount(userId: string, item: Item, signal?: AbortSignal): Promise<boolean> {
+    const count = leasesOf(item).size;
+    if (num(item.n) === count || item.v === undefined) return false;
+    try {
+      await this.#send(
+        'UpdateItem',
+        new UpdateItemCommand({
+          TableName: this.#table,
+          Key: userKey(userId),
+          UpdateExpression: 'SET #n = :count ADD #v :one',
+          ConditionExpression: '#v = :version',
+          ExpressionAttributeNames: { '#n': 'n', '#v': 'v' },
+          ExpressionAttributeValues: { ':count': { N: String(count) }, ':one': { N: '1' }, ':version': item.v },
         }),
         signal,
       );
@@ -281,13 +395,13 @@ export class LeaseStore {
   }
 
   /**
-   * Lease entries of many users (the reconcile backstop), keyed by user id.
-   * Strongly consistent, 100 keys a request.
+   * User items of up to 100 users (one reconcile batch), keyed by user id;
+   * a user without an item maps to undefined. Strongly consistent.
    */
-  async readUsers(userIds: readonly string[], signal?: AbortSignal): Promise<Map<string, Map<string, Lease>>> {
-    const out = new Map<string, Map<string, Lease>>(userIds.map((userId) => [userId, new Map()]));
+  async readUsers(userIds: readonly string[], signal?: AbortSignal): Promise<Map<string, Item | undefined>> {
+    const out = new Map<string, Item | undefined>(userIds.map((userId) => [userId, undefined]));
     for (const item of await this.#batchGet(userIds.map(userKey), undefined, signal)) {
-      out.set(item.pk.S!.slice('user#'.length), leasesOf(item));
+      out.set(item.pk.S!.slice('user#'.length), item);
     }
     return out;
   }
@@ -322,34 +436,42 @@ export class LeaseStore {
   /** Live leases of a user, oldest first. */
   async listLive(userId: string, signal?: AbortSignal): Promise<Lease[]> {
     const entries = leasesOf(await this.readUser(userId, signal));
-    const live = await this.#liveInstances(entries.values(), signal);
+    const live = await this.#liveInstances(entries.values(), signal, false);
     return [...entries.values()].filter((l) => live.has(l.instanceId)).sort((a, b) => a.acquiredAt - b.acquiredAt);
   }
 
   /**
    * Revokes a device's live lease (REST kick). Returns the removed lease so
    * the caller can tell its gateway, or undefined when the device holds no
-   * live lease.
+   * live lease. `trace.victims` names the lease before the write is sent, so
+   * a caller that never hears back can still tell the victim later.
    */
-  async revoke(userId: string, deviceId: string, signal?: AbortSignal): Promise<Lease | undefined> {
+  async revoke(userId: string, deviceId: string, signal?: AbortSignal, trace?: WriteTrace): Promise<Lease | undefined> {
     let attempted: Lease | undefined;
     for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
       const lease = leasesOf(await this.readUser(userId, signal)).get(deviceId);
       // Gone after our release "failed": its reply was lost and the retry found it removed. Ours.
       if (!lease) return attempted;
-      const live = await this.#liveInstances([lease], signal);
+      const live = await this.#liveInstances([lease], signal, true);
       if (!live.has(lease.instanceId)) {
         await this.release(userId, deviceId, lease.leaseId, signal);
         return undefined;
       }
       attempted = lease;
+      if (trace) trace.victims = [lease];
       if (await this.release(userId, deviceId, lease.leaseId, signal)) return lease;
     }
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
   }
 
-  /** Instance ids among these leases whose instance item is live now. Our own is live without a read. */
-  async #liveInstances(leases: Iterable<Lease>, signal?: AbortSignal): Promise<Set<string>> {
+  /**
+   * Instance ids among these leases whose instance item is live now. Our own
+   * is live without a read. With `act` (the caller will prune the dead ones),
+   * an expired instance not yet marked is first marked `dead`, conditioned on
+   * the expiry we read: if a late heartbeat extended it meanwhile, the mark
+   * fails and the instance counts as live; once marked, no heartbeat revives it.
+   */
+  async #liveInstances(leases: Iterable<Lease>, signal: AbortSignal | undefined, act: boolean): Promise<Set<string>> {
     const self = this.#self();
     const live = new Set<string>();
     const toRead = new Set<string>();
@@ -358,10 +480,41 @@ export class LeaseStore {
       else toRead.add(l.instanceId);
     }
     const now = Date.now();
-    for (const it of await this.#batchGet([...toRead].map(instanceKey), 'pk, expiresAt', signal)) {
+    const toMark: Item[] = [];
+    for (const it of await this.#batchGet([...toRead].map(instanceKey), 'pk, expiresAt, dead', signal)) {
+      if (it.dead !== undefined) continue;
       if (num(it.expiresAt) > now) live.add(it.pk.S!.slice('instance#'.length));
+      else if (act) toMark.push(it);
     }
+    const marks = await Promise.all(toMark.map((it) => this.#markDead(it, signal)));
+    marks.forEach((marked, i) => !marked && live.add(toMark[i].pk.S!.slice('instance#'.length)));
     return live;
+  }
+
+  /**
+   * Marks an expired instance item dead. False when a heartbeat extended it
+   * since we read it; true when it is marked, or gone (a deleted item cannot
+   * be revived: heartbeats require it to exist).
+   */
+  async #markDead(it: Item, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.#send(
+        'UpdateItem',
+        new UpdateItemCommand({
+          TableName: this.#table,
+          Key: { pk: it.pk },
+          UpdateExpression: 'SET dead = :true',
+          ConditionExpression: 'expiresAt = :read OR attribute_exists(dead)',
+          ExpressionAttributeValues: { ':true': { BOOL: true }, ':read': it.expiresAt ?? { N: '0' } },
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+        signal,
+      );
+      return true;
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+      return err.Item === undefined;
+    }
   }
 
   // ---- instance items -----------------------------------------------------
@@ -392,8 +545,8 @@ export class LeaseStore {
    * (never revives an instance others may already consider dead) and reads
    * the mailbox in the same write. Entries are deleted one beat later, once
    * handled (`ack`), so a retry whose first attempt committed cannot lose
-   * them. Throws a condition failure when the item expired or is gone: the
-   * caller must fence.
+   * them. Throws a condition failure when the item expired, was marked dead or
+   * is gone: the caller must fence.
    */
   async heartbeat(
     instanceId: string,
@@ -408,7 +561,8 @@ export class LeaseStore {
         TableName: this.#table,
         Key: instanceKey(instanceId),
         UpdateExpression: 'SET expiresAt = :expiresAt, beatAt = :now, #ttl = :ttl' + (ack.length > 0 ? ' DELETE mailbox :ack' : ''),
-        ConditionExpression: 'attribute_exists(pk) AND expiresAt > :now',
+        // `dead`: another gateway judged this instance expired and acts on it; never revive it.
+        ConditionExpression: 'attribute_exists(pk) AND expiresAt > :now AND attribute_not_exists(dead)',
         ExpressionAttributeNames: { '#ttl': 'ttl' },
         ExpressionAttributeValues: {
           ':expiresAt': { N: String(sentAt + ttlMs) },

@@ -44,11 +44,16 @@ export class Metrics {
   readonly revocationsTotal: Counter<'code' | 'path'>;
   readonly authFailures: Counter<'reason'>;
   readonly rejections: Counter<'reason'>;
+  readonly reconcileRounds: Counter<'result'>;
+  readonly leaseRepairs: Counter<'kind'>;
+  readonly uncertainLeases: Gauge;
 
   /** Set by the instance lease once it exists; read at scrape time. */
   heartbeatAgeSeconds: () => number = () => 0;
   /** Set by the app: the same answer as /readyz. */
   readySource: () => boolean = () => false;
+  /** Set by the lease keeper: lease ids it is still re-checking. */
+  uncertainLeasesSource: () => number = () => 0;
 
   constructor(registry = new Registry()) {
     this.registry = registry;
@@ -91,7 +96,7 @@ export class Metrics {
     });
     for (const operation of ['UpdateItem', 'GetItem', 'BatchGetItem', 'PutItem', 'DeleteItem']) {
       for (const outcome of ['ok', 'conditional_failed', 'throttled', 'timeout', 'error']) {
-        this.dynamodbRequests.labels(operation, outcome);
+        this.dynamodbRequests.inc({ operation, outcome }, 0);
       }
     }
     this.ready = new Gauge({
@@ -122,8 +127,8 @@ export class Metrics {
       registers,
     });
     // Start every bounded series at 0 so rate() and dashboards see them before the first event.
-    for (const result of ['granted', 'denied', 'error'] as const) this.acquireTotal.labels(result);
-    for (const reason of RELEASE_REASONS) this.releaseTotal.labels(reason);
+    for (const result of ['granted', 'denied', 'error'] as const) this.acquireTotal.inc({ result }, 0);
+    for (const reason of RELEASE_REASONS) this.releaseTotal.inc({ reason }, 0);
     this.fencingTotal = new Counter({
       name: 'sigma_fencing_events_total',
       help: 'Times this process fenced itself (closed its sockets with 4408) and started a new instance.',
@@ -141,7 +146,29 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
-    for (const reason of REJECTION_REASONS) this.rejections.labels(reason);
+    for (const reason of REJECTION_REASONS) this.rejections.inc({ reason }, 0);
+    this.reconcileRounds = new Counter({
+      name: 'sigma_reconcile_rounds_total',
+      help: 'Reconcile rounds by result: complete, partial (ran out of its interval; the next round continues), failed (a batch failed).',
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of ['complete', 'partial', 'failed']) this.reconcileRounds.inc({ result }, 0);
+    this.leaseRepairs = new Counter({
+      name: 'sigma_lease_repairs_total',
+      help: 'What the reconcile loop fixed: orphan (an entry no socket holds, a late copy of an uncertain write), victim (told a socket a write revoked), count (n differed from the entries).',
+      labelNames: ['kind'],
+      registers,
+    });
+    for (const kind of ['orphan', 'victim', 'count']) this.leaseRepairs.inc({ kind }, 0);
+    this.uncertainLeases = new Gauge({
+      name: 'sigma_uncertain_leases',
+      help: 'Lease ids whose write had an unknown outcome, still re-checked until no late copy can land.',
+      registers,
+      collect() {
+        this.set(self.uncertainLeasesSource());
+      },
+    });
     this.revocationsTotal = new Counter({
       name: 'sigma_revocations_total',
       help: 'Sockets closed because their lease was taken away, by close code and by path (local, mailbox, reconcile).',

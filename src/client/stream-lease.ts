@@ -4,7 +4,7 @@ import { defaultStorage, resolveDeviceId, type KeyValueStorage } from './device-
 import { Emitter } from './emitter.js';
 import { InvalidOptionError, LeaseStoppedError, StreamLimitError, TerminalCloseError, UnauthorizedError } from './errors.js';
 import { viewerMessage } from './messages.js';
-import { CODES, ID_PATTERN, LEASE_PATH, reconnectRule, type ActiveStream, type DeniedFrame, type GrantedFrame } from './protocol.js';
+import { CODES, ID_PATTERN, ID_RULE, LEASE_PATH, reconnectRule, type ActiveStream, type DeniedFrame, type GrantedFrame } from './protocol.js';
 import { listStreams, stopStream, type StreamsList } from './rest.js';
 import { tokenExpiryMs } from './token.js';
 
@@ -170,7 +170,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     if (typeof getToken !== 'function') throw new InvalidOptionError('getToken', 'a function returning a token', getToken);
     this.#getToken = getToken;
     if (options.contentId !== undefined && !ID_PATTERN.test(options.contentId)) {
-      throw new InvalidOptionError('contentId', '1-128 characters of A-Z a-z 0-9 . _ : -', options.contentId);
+      throw new InvalidOptionError('contentId', ID_RULE, options.contentId);
     }
     this.contentId = options.contentId;
     this.deviceId = resolveDeviceId(options.deviceId, options.storage ?? defaultStorage());

@@ -11,6 +11,7 @@
  *   throttle    400 with a real ThrottlingException body
  *   error500    500 InternalServerError
  *   drop-reply  forward (the write commits), then drop the connection instead of replying
+ *   hold-reply  forward (the write commits), then hold the reply for `delayMs` before sending it
  *
  * A fault can be limited to some operations (`only: ['UpdateItem']`), to
  * requests on user items (`usersOnly`), and to the next `times` matching requests; after that the proxy passes again.
@@ -20,7 +21,7 @@
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-export type FaultMode = 'pass' | 'delay' | 'blackhole' | 'reset' | 'throttle' | 'error500' | 'drop-reply';
+export type FaultMode = 'pass' | 'delay' | 'blackhole' | 'reset' | 'throttle' | 'error500' | 'drop-reply' | 'hold-reply';
 
 export interface FaultOptions {
   delayMs?: number;
@@ -130,6 +131,11 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         case 'drop-reply':
           forward(req, body, () => req.socket.destroy(), () => req.socket.destroy());
           return;
+        case 'hold-reply': {
+          const delayMs = opts.delayMs ?? 1000;
+          forward(req, body, (...r) => setTimeout(() => reply(...r), delayMs), fail);
+          return;
+        }
       }
     });
   });
