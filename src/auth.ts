@@ -157,7 +157,10 @@ export class JwksKeys {
   async #fetch(): Promise<boolean> {
     this.#lastAttempt = performance.now();
     try {
-      const res = await fetch(this.#url, { signal: AbortSignal.timeout(this.#t.fetchTimeoutMs ?? 2000), headers: { accept: 'application/json' } });
+      const res = await fetch(this.#url, {
+        signal: AbortSignal.timeout(this.#t.fetchTimeoutMs ?? 2000),
+        headers: { accept: 'application/json' },
+      });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const body = (await res.json()) as JSONWebKeySet;
       if (!Array.isArray(body?.keys)) throw new Error('no "keys" array');
@@ -238,7 +241,12 @@ export class Authenticator {
   readonly #cache = new Map<string, CacheEntry>();
   readonly #cacheSize: number;
 
-  constructor(cfg: AuthConfig, jwks: JwksTimings = { refreshMs: 300_000, maxStaleMs: 3_600_000, cooldownMs: 30_000 }, log?: Logger, opts: AuthOptions = {}) {
+  constructor(
+    cfg: AuthConfig,
+    jwks: JwksTimings = { refreshMs: 300_000, maxStaleMs: 3_600_000, cooldownMs: 30_000 },
+    log?: Logger,
+    opts: AuthOptions = {},
+  ) {
     this.#issuer = cfg.issuer;
     this.#audience = cfg.audience;
     this.#cacheSize = opts.cacheSize ?? 20_000;
@@ -280,7 +288,9 @@ export class Authenticator {
     const cacheKey = this.#cacheSize > 0 ? createHash('sha256').update(token).digest('base64url') : '';
     const hit = this.#cacheSize > 0 ? this.#fromCache(cacheKey, nowSec) : undefined;
     if (hit) return hit;
-    const payload = (this.#hmacSecret && verifyHs256(token, this.#hmacSecret, nowSec, this.#issuer, this.#audience)) || (await this.#verifyWithJose(token));
+    const payload =
+      (this.#hmacSecret && verifyHs256(token, this.#hmacSecret, nowSec, this.#issuer, this.#audience)) ||
+      (await this.#verifyWithJose(token));
     // Throws on bad claims: only a principal that passed every check is remembered.
     const principal = principalOf(payload);
     if (this.#cacheSize > 0) this.#remember(cacheKey, principal, payload);
@@ -372,13 +382,14 @@ export function verifyHs256(token: string, secret: Buffer, nowSec: number, issue
   if (issuer !== undefined && (!Object.hasOwn(payload, 'iss') || payload.iss !== issuer)) return undefined;
   if (audience !== undefined) {
     const aud = payload.aud;
-    if (!Object.hasOwn(payload, 'aud') || !(typeof aud === 'string' ? aud === audience : Array.isArray(aud) && aud.includes(audience))) return undefined;
+    if (!Object.hasOwn(payload, 'aud') || !(typeof aud === 'string' ? aud === audience : Array.isArray(aud) && aud.includes(audience)))
+      return undefined;
   }
   const { iat, nbf, exp } = payload;
   if (iat !== undefined && typeof iat !== 'number') return undefined;
   if (nbf !== undefined && (typeof nbf !== 'number' || nbf > nowSec)) return undefined;
   if (typeof exp !== 'number' || exp <= nowSec) return undefined;
-  return payload as JWTPayload;
+  return payload;
 }
 
 function toAuthError(err: unknown): AuthError {
@@ -427,6 +438,11 @@ const NO_SCOPES: ReadonlySet<string> = new Set();
 
 /** OAuth 2 `scope`: a space-separated string, or (some issuers) an array of strings. */
 function scopesOf(scope: unknown): ReadonlySet<string> {
-  const list = typeof scope === 'string' ? scope.split(' ').filter(Boolean) : Array.isArray(scope) ? scope.filter((s): s is string => typeof s === 'string') : [];
+  const list =
+    typeof scope === 'string'
+      ? scope.split(' ').filter(Boolean)
+      : Array.isArray(scope)
+        ? scope.filter((s): s is string => typeof s === 'string')
+        : [];
   return list.length === 0 ? NO_SCOPES : new Set(list);
 }

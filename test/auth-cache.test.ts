@@ -54,7 +54,12 @@ describe('verified-token cache: a cached token is still refused once it is no lo
   test('a token refused before its nbf is admitted once nbf has passed', async () => {
     const key = new TextEncoder().encode(TEST_SECRET);
     const nbf = nowSec() + 2;
-    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('gina').setNotBefore(nbf).setExpirationTime(nbf + 60).sign(key);
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('gina')
+      .setNotBefore(nbf)
+      .setExpirationTime(nbf + 60)
+      .sign(key);
     assert.match(await attempt(gw.url, token), /^4401 .*not yet valid/);
     while (Date.now() / 1000 < nbf + 0.05) await sleep(100);
     assert.equal(await attempt(gw.url, token), 'granted');
@@ -68,13 +73,24 @@ describe('verified-token cache with JWKS: a withdrawn or stale key ends every ca
   let published = ['k1'];
   let failing = false;
   const sign = (kid: string, sub: string, privateKey: KeyObject = keys.find((k) => k.kid === kid)!.privateKey) =>
-    new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid }).setSubject(sub).setExpirationTime(nowSec() + 600).sign(privateKey);
+    new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid })
+      .setSubject(sub)
+      .setExpirationTime(nowSec() + 600)
+      .sign(privateKey);
 
   before(async () => {
-    server = createServer(async (_req, res) => {
+    const jwks = async (): Promise<string> =>
+      JSON.stringify({
+        keys: await Promise.all(
+          keys
+            .filter((k) => published.includes(k.kid))
+            .map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' })),
+        ),
+      });
+    server = createServer((_req, res) => {
       if (failing) return void res.writeHead(503).end();
-      const body = { keys: await Promise.all(keys.filter((k) => published.includes(k.kid)).map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' }))) };
-      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(body));
+      void jwks().then((body) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(body));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     jwksUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}/jwks.json`;
@@ -100,7 +116,9 @@ describe('verified-token cache with JWKS: a withdrawn or stale key ends every ca
   test('a key set older than JWKS_MAX_STALE_MS: the cached token gets 4401 (keys unavailable)', async (t) => {
     published = ['k1'];
     failing = false;
-    const gw = await startGateway({ env: { JWT_SECRET: '', JWKS_URL: jwksUrl, JWKS_REFRESH_MS: '200', JWKS_MAX_STALE_MS: '600', JWKS_COOLDOWN_MS: '100' } });
+    const gw = await startGateway({
+      env: { JWT_SECRET: '', JWKS_URL: jwksUrl, JWKS_REFRESH_MS: '200', JWKS_MAX_STALE_MS: '600', JWKS_COOLDOWN_MS: '100' },
+    });
     t.after(() => gw.stop());
     await eventually(async () => (await fetch(`${gw.opsUrl}/readyz`)).status === 200, 5000);
     const token = await sign('k1', 'ida');
@@ -181,7 +199,8 @@ describe('synchronous HS256 check: the same verdict and reason as jose', () => {
     'aud an object': () => raw(HS, { ...ok, aud: { 0: 'sigma-stream' } }),
     'iss wrong': () => raw(HS, { ...ok, iss: 'https://evil.example.com' }),
     'iss array': () => raw(HS, { ...ok, iss: ['https://id.example.com'] }),
-    'proto key in payload': () => raw(HS, `${b64(`{"sub":"jo","exp":${later},"iss":"https://id.example.com","aud":"sigma-stream","__proto__":{"x":1}}`)}`),
+    'proto key in payload': () =>
+      raw(HS, `${b64(`{"sub":"jo","exp":${later},"iss":"https://id.example.com","aud":"sigma-stream","__proto__":{"x":1}}`)}`),
     garbage: () => 'not-a-jwt',
   };
   const outcome = async (auth: Authenticator, token: string): Promise<Principal | string> => {
@@ -192,7 +211,10 @@ describe('synchronous HS256 check: the same verdict and reason as jose', () => {
       return `${err.reason}: ${err.message}`;
     }
   };
-  for (const cfg of [{ name: 'no issuer or audience' }, { name: 'issuer and audience', issuer: 'https://id.example.com', audience: 'sigma-stream' }]) {
+  for (const cfg of [
+    { name: 'no issuer or audience' },
+    { name: 'issuer and audience', issuer: 'https://id.example.com', audience: 'sigma-stream' },
+  ]) {
     test(`every case, ${cfg.name}`, async () => {
       const auth = { secret: TEST_SECRET, devSecret: false, issuer: cfg.issuer, audience: cfg.audience };
       const joseOnly = new Authenticator(auth, undefined, undefined, { syncHs256: false, cacheSize: 0 });

@@ -23,7 +23,15 @@ const REF = opt('--ref', 'main');
 const OPS = Number(opt('--ops', '4000'));
 const ROUNDS = Number(opt('--rounds', '6'));
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-const ENV = { ADMISSION_TIMEOUT_MS: '10000', DYNAMODB_REQUEST_TIMEOUT_MS: '5000', PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '10000', INSTANCE_HEARTBEAT_MS: '5000', INSTANCE_TTL_MS: '20000', FENCING_MARGIN_MS: '5000' };
+const ENV = {
+  ADMISSION_TIMEOUT_MS: '10000',
+  DYNAMODB_REQUEST_TIMEOUT_MS: '5000',
+  PING_INTERVAL_MS: '20000',
+  PONG_TIMEOUT_MS: '10000',
+  INSTANCE_HEARTBEAT_MS: '5000',
+  INSTANCE_TTL_MS: '20000',
+  FENCING_MARGIN_MS: '5000',
+};
 
 function buildRef(): string {
   const dir = join(ROOT, 'bench-output', 'ab', REF.replace(/[^\w.-]/g, '_'));
@@ -73,14 +81,21 @@ async function main(): Promise<void> {
       const round: Record<string, number> = {};
       for (const n of r % 2 === 0 ? names : [...names].reverse()) round[n] = await run(n, `ab-${r}-${n}`, per);
       ratios.push(round.this / round[REF]);
-      progress(`ab: round ${r + 1}/${ROUNDS}: ${names.map((n) => `${n} ${round[n].toFixed(3)}`).join(', ')} CPU-ms per admission; ratio ${ratios[r].toFixed(3)}`);
+      progress(
+        `ab: round ${r + 1}/${ROUNDS}: ${names.map((n) => `${n} ${round[n].toFixed(3)}`).join(', ')} CPU-ms per admission; ratio ${ratios[r].toFixed(3)}`,
+      );
       await closeAll(held.splice(0));
       await sleep(1000); // the releases land outside the next round
     }
     const ms = (n: string): number => (cpu[n] * 1000) / (ROUNDS * per);
-    for (const n of names) process.stdout.write(`${n.padEnd(8)} ${ms(n).toFixed(3)} CPU-ms per admission, ${((ROUNDS * per) / (wall[n] / 1000)).toFixed(0)} admissions/s\n`);
+    for (const n of names)
+      process.stdout.write(
+        `${n.padEnd(8)} ${ms(n).toFixed(3)} CPU-ms per admission, ${((ROUNDS * per) / (wall[n] / 1000)).toFixed(0)} admissions/s\n`,
+      );
     const sorted = [...ratios].sort((a, b) => a - b);
-    process.stdout.write(`ratio this / ${REF}: ${(ms('this') / ms(REF)).toFixed(3)} overall, per-round median ${sorted[Math.floor(sorted.length / 2)].toFixed(3)} (range ${sorted[0].toFixed(3)}-${sorted[sorted.length - 1].toFixed(3)})\n`);
+    process.stdout.write(
+      `ratio this / ${REF}: ${(ms('this') / ms(REF)).toFixed(3)} overall, per-round median ${sorted[Math.floor(sorted.length / 2)].toFixed(3)} (range ${sorted[0].toFixed(3)}-${sorted[sorted.length - 1].toFixed(3)})\n`,
+    );
     await Promise.all(Object.values(gws).map((g) => g.stop()));
   } finally {
     await stopAll();

@@ -17,7 +17,9 @@ async function cost(name: string, auth: Authenticator, tokens: string[]): Promis
   for (const t of tokens) await auth.verify(t);
   const c = process.cpuUsage(c0);
   const cpuUs = (c.user + c.system) / tokens.length;
-  process.stdout.write(`${name.padEnd(34)} ${cpuUs.toFixed(1).padStart(6)} CPU-µs per token (all threads), ${(((performance.now() - t0) * 1000) / tokens.length).toFixed(1)} µs wall\n`);
+  process.stdout.write(
+    `${name.padEnd(34)} ${cpuUs.toFixed(1).padStart(6)} CPU-µs per token (all threads), ${(((performance.now() - t0) * 1000) / tokens.length).toFixed(1)} µs wall\n`,
+  );
   return cpuUs;
 }
 
@@ -26,7 +28,9 @@ const [warm, a, b] = [await mint('warm'), await mint('a'), await mint('b')];
 // jose alone, called as src/auth.ts called it before (the Authenticator has no switch for its HS256 path).
 const { jwtVerify } = await import('jose');
 const key = new TextEncoder().encode(TEST_SECRET);
-const jose = { verify: (t: string) => jwtVerify(t, key, { algorithms: ['HS256'], requiredClaims: ['exp', 'sub'] }) } as unknown as Authenticator;
+const jose = {
+  verify: (t: string) => jwtVerify(t, key, { algorithms: ['HS256'], requiredClaims: ['exp', 'sub'] }),
+} as unknown as Authenticator;
 await cost('warm-up (jose)', jose, warm);
 const joseUs = await cost('jose jwtVerify', jose, a);
 const noCache = new Authenticator(cfg, undefined, undefined, { cacheSize: 0 });

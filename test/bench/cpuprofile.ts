@@ -43,7 +43,15 @@ export interface ProfileSummary {
 function ownerOfUrl(url: string, fn: string): Owner | undefined {
   if (fn === '(garbage collector)') return 'gc';
   if (fn === '(program)') return 'program';
-  if (url.includes('/node_modules/@aws-sdk/') || url.includes('/node_modules/@smithy/') || url.includes('/node_modules/@aws-crypto/') || url.includes('/node_modules/fast-xml-parser/') || url.includes('/node_modules/tslib/') || url.includes('/node_modules/@aws/')) return 'sdk';
+  if (
+    url.includes('/node_modules/@aws-sdk/') ||
+    url.includes('/node_modules/@smithy/') ||
+    url.includes('/node_modules/@aws-crypto/') ||
+    url.includes('/node_modules/fast-xml-parser/') ||
+    url.includes('/node_modules/tslib/') ||
+    url.includes('/node_modules/@aws/')
+  )
+    return 'sdk';
   if (url.includes('/node_modules/jose/')) return 'jose';
   if (url.includes('/node_modules/ws/')) return 'ws';
   if (url.includes('/node_modules/prom-client/') || /\/(dist|src)\/metrics\.[jt]s$/.test(url)) return 'metrics';
@@ -53,7 +61,11 @@ function ownerOfUrl(url: string, fn: string): Owner | undefined {
   return undefined; // node: modules, builtins, native
 }
 
-const short = (url: string): string => url.replace(/^file:\/\//, '').replace(/^.*\/node_modules\//, '').replace(/^.*\/(dist|src)\//, '$1/');
+const short = (url: string): string =>
+  url
+    .replace(/^file:\/\//, '')
+    .replace(/^.*\/node_modules\//, '')
+    .replace(/^.*\/(dist|src)\//, '$1/');
 
 /**
  * Summarizes `path` over [fromUs, toUs] (the profiled process's monotonic
@@ -128,11 +140,20 @@ export function summarizeProfile(path: string, fromUs = -Infinity, toUs = Infini
  * samples, so on a loaded machine the profile's own busy total also counts time spent waiting for a core.
  */
 export function profileMarkdown(title: string, s: ProfileSummary, per?: { ops: number; what: string; cpuMs: number }): string {
-  const lines = [`### ${title}`, '', `Busy samples ${s.busyMs.toFixed(0)} ms in a ${(s.windowMs / 1000).toFixed(1)} s window` + (per ? `; the process used ${per.cpuMs.toFixed(0)} CPU-ms in it (/proc).` : '.'), ''];
+  const lines = [
+    `### ${title}`,
+    '',
+    `Busy samples ${s.busyMs.toFixed(0)} ms in a ${(s.windowMs / 1000).toFixed(1)} s window` +
+      (per ? `; the process used ${per.cpuMs.toFixed(0)} CPU-ms in it (/proc).` : '.'),
+    '',
+  ];
   lines.push('| owner | CPU ms | % of busy |' + (per ? ` CPU-ms per ${per.what} |` : ''), '|---|---|---|' + (per ? '---|' : ''));
   for (const o of OWNERS) {
     const ms = s.byOwner[o];
-    lines.push(`| ${o} | ${ms.toFixed(0)} | ${((100 * ms) / s.busyMs).toFixed(1)} |` + (per ? ` ${((ms / s.busyMs) * per.cpuMs / per.ops).toFixed(3)} |` : ''));
+    lines.push(
+      `| ${o} | ${ms.toFixed(0)} | ${((100 * ms) / s.busyMs).toFixed(1)} |` +
+        (per ? ` ${(((ms / s.busyMs) * per.cpuMs) / per.ops).toFixed(3)} |` : ''),
+    );
   }
   if (per) lines.push(`| **total** | ${s.busyMs.toFixed(0)} | 100 | ${(per.cpuMs / per.ops).toFixed(3)} |`);
   lines.push('', '| self time, top functions | owner | ms | % |', '|---|---|---|---|');

@@ -4,6 +4,7 @@
 // gateway's), with an abort signal as the gateway passes one, then one `granted` frame. No logs, no
 // metrics, no release, no limits, no liveness. Plain node, like dist/main.js. Prints {"port":N}.
 // Env: DYNAMODB_ENDPOINT, DYNAMODB_TABLE, JWT_SECRET.
+/* global AbortController */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer } from 'node:http';
 import { randomUUID } from 'node:crypto';
@@ -14,7 +15,12 @@ import { createClient } from '../../dist/dynamo.js';
 const table = process.env.DYNAMODB_TABLE;
 const secret = Buffer.from(process.env.JWT_SECRET ?? '');
 const client = createClient({ endpoint: process.env.DYNAMODB_ENDPOINT, requestTimeoutMs: 5000, maxAttempts: 3 });
-const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, clientTracking: false, handleProtocols: (p) => (p.has('sigma-stream.v1') ? 'sigma-stream.v1' : false) });
+const wss = new WebSocketServer({
+  noServer: true,
+  perMessageDeflate: false,
+  clientTracking: false,
+  handleProtocols: (p) => (p.has('sigma-stream.v1') ? 'sigma-stream.v1' : false),
+});
 
 function userOf(token) {
   const [h, p, s] = token.split('.');

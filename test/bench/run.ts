@@ -80,7 +80,7 @@ async function measurePinnedLatency(endpoint: string, client: ReturnType<typeof 
     const gw = await startGateway({ endpoint, table: pinTable, prefix: ['taskset', '-c', '0'], env: { PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '10000', ...PATIENT } });
     try {
       progress(`pinned latency: ${PLAN.pinned} admissions alternating with raw UpdateItems, gateway on core 0, DynamoDB Local and the client on core 1`);
-      return await measureLatency({ url: gw.url, client, table: pinTable, count: PLAN.pinned, warmup: PLAN.warmup, gatewayPid: gw.proc.pid!, metrics: gw.metrics });
+      return await measureLatency({ url: gw.url, client, table: pinTable, count: PLAN.pinned, warmup: PLAN.warmup, gatewayPid: gw.proc.pid!, metrics: () => gw.metrics() });
     } finally {
       await gw.stop();
     }

@@ -48,7 +48,7 @@ async function open(order: Order): Promise<void> {
     Array.from({ length: Math.min(order.concurrency, order.count) }, async () => {
       while (next < order.count) {
         const i = next++;
-        const lease = new StreamLease({ url: () => url, getToken: () => tokens[i], deviceId: 'tv', WebSocket: WebSocket as never });
+        const lease = new StreamLease({ url: () => url, getToken: () => tokens[i], deviceId: 'tv', WebSocket });
         leases.push(lease);
         let regranted = false;
         lease.on('granted', () => {
@@ -83,7 +83,10 @@ process.on('message', (msg: Order) => {
   if (msg.cmd === 'switch') {
     url = msg.url;
     switched = true;
-    const timer = setInterval(() => (reported ? clearInterval(timer) : process.send!({ type: 'progress', regranted: regrantUs.length })), 1000);
+    const timer = setInterval(
+      () => (reported ? clearInterval(timer) : process.send!({ type: 'progress', regranted: regrantUs.length })),
+      1000,
+    );
   }
   if (msg.cmd === 'close') {
     for (const lease of leases) lease.stop();

@@ -32,10 +32,26 @@ async function acquire(client: DynamoDBClient, user: string, withSignal: boolean
 
 type Variant = { name: string; client: DynamoDBClient; withSignal: boolean };
 const variants: Variant[] = [
-  { name: 'createClient, send(cmd, {abortSignal})', client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3 }), withSignal: true },
-  { name: 'createClient, send(cmd) (no options)', client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3 }), withSignal: false },
-  { name: 'createClient + cacheMiddleware, send(cmd)', client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3, cacheMiddleware: true }), withSignal: false },
-  { name: 'createClient + cacheMiddleware, {abortSignal}', client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3, cacheMiddleware: true }), withSignal: true },
+  {
+    name: 'createClient, send(cmd, {abortSignal})',
+    client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3 }),
+    withSignal: true,
+  },
+  {
+    name: 'createClient, send(cmd) (no options)',
+    client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3 }),
+    withSignal: false,
+  },
+  {
+    name: 'createClient + cacheMiddleware, send(cmd)',
+    client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3, cacheMiddleware: true }),
+    withSignal: false,
+  },
+  {
+    name: 'createClient + cacheMiddleware, {abortSignal}',
+    client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3, cacheMiddleware: true }),
+    withSignal: true,
+  },
 ];
 try {
   await ensureTable(variants[0].client, table);

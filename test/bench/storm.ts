@@ -152,7 +152,10 @@ export async function measureStorm(opts: {
     a.proc.kill('SIGTERM');
     const floorMs = opts.drainMs + (opts.devices / opts.rawPerSec) * 1000;
     const giveUpMs = Math.max(60_000, 4 * floorMs);
-    const ticker = setInterval(() => progress(`storm: ${[...progressBy.values()].reduce((s, v) => s + v, 0)}/${held} players granted again through B`), 5000);
+    const ticker = setInterval(
+      () => progress(`storm: ${[...progressBy.values()].reduce((s, v) => s + v, 0)}/${held} players granted again through B`),
+      5000,
+    );
     const finished = await Promise.race([done.then(() => true), sleep(giveUpMs).then(() => false)]);
     clearInterval(ticker);
     const bAfter = await b.metrics();
@@ -174,7 +177,9 @@ export async function measureStorm(opts: {
       bLagMaxMs: sample(bAfter, 'nodejs_eventloop_lag_max_seconds') * 1000,
       bTryLater: sample(bAfter, 'sigma_ws_closes_total', { code: '1013' }) - sample(bBefore, 'sigma_ws_closes_total', { code: '1013' }),
     };
-    progress(`storm: all ${rel.length} granted again ${(result.allGrantedMs / 1000).toFixed(1)} s after SIGTERM (floor ${(floorMs / 1000).toFixed(1)} s), ${falseDenials} false denials, B lag max ${result.bLagMaxMs.toFixed(0)} ms`);
+    progress(
+      `storm: all ${rel.length} granted again ${(result.allGrantedMs / 1000).toFixed(1)} s after SIGTERM (floor ${(floorMs / 1000).toFixed(1)} s), ${falseDenials} false denials, B lag max ${result.bLagMaxMs.toFixed(0)} ms`,
+    );
     return result;
   } finally {
     // SIGKILL B first (no drain, no 10 000 releases: the table is thrown away), then the players.
@@ -223,7 +228,10 @@ export interface ThrottleResult {
 function decide(url: string, token: string): Promise<{ ws: WebSocket; outcome: string; ms: number }> {
   return new Promise((resolve) => {
     const started = performance.now();
-    const ws = new WebSocket(`${url}/v1/lease?device=tv`, ['sigma-stream.v1'], { headers: { Authorization: `Bearer ${token}` }, perMessageDeflate: false });
+    const ws = new WebSocket(`${url}/v1/lease?device=tv`, ['sigma-stream.v1'], {
+      headers: { Authorization: `Bearer ${token}` },
+      perMessageDeflate: false,
+    });
     let settled = false;
     const settle = (outcome: string): void => {
       if (settled) return;
@@ -232,12 +240,18 @@ function decide(url: string, token: string): Promise<{ ws: WebSocket; outcome: s
     };
     ws.on('error', () => settle('error'));
     ws.on('close', (code) => settle(String(code)));
-    ws.once('message', (d) => settle((JSON.parse(d.toString()) as { type: string }).type));
+    ws.once('message', (d: Buffer) => settle((JSON.parse(d.toString()) as { type: string }).type));
     setTimeout(() => settle('no answer'), 30_000).unref();
   });
 }
 
-export async function measureThrottled(opts: { proxy: CountingProxy; table: string; admissions: number; allowedWritesPerSec: number; concurrency: number }): Promise<ThrottleResult> {
+export async function measureThrottled(opts: {
+  proxy: CountingProxy;
+  table: string;
+  admissions: number;
+  allowedWritesPerSec: number;
+  concurrency: number;
+}): Promise<ThrottleResult> {
   const admissionTimeoutMs = 3000;
   const gw = await startGateway({
     endpoint: opts.proxy.endpoint,
@@ -248,13 +262,15 @@ export async function measureThrottled(opts: { proxy: CountingProxy; table: stri
   const toks = await Promise.all(Array.from({ length: opts.admissions }, (_, i) => mintToken(`throttle-${i}`)));
   const held: WebSocket[] = [];
   const outcomes: Array<{ outcome: string; ms: number }> = [];
-  let leaked = NaN;
-  let inFlightAtEnd = NaN;
-  let fencings = NaN;
-  let burstS = NaN;
-  let counts = {};
+  let leaked: number;
+  let inFlightAtEnd: number;
+  let fencings: number;
+  let burstS: number;
+  let counts: Record<string, number>;
   try {
-    progress(`throttle: ${opts.admissions} admissions at concurrency ${opts.concurrency}, store writes capped at ${opts.allowedWritesPerSec}/s`);
+    progress(
+      `throttle: ${opts.admissions} admissions at concurrency ${opts.concurrency}, store writes capped at ${opts.allowedWritesPerSec}/s`,
+    );
     const before = opts.proxy.snapshot();
     opts.proxy.setWriteRate(opts.allowedWritesPerSec);
     const t0 = performance.now();
@@ -276,7 +292,9 @@ export async function measureThrottled(opts: { proxy: CountingProxy; table: stri
     const until = performance.now() + 30_000;
     for (;;) {
       const items = await scanTable(opts.proxy.endpoint, opts.table);
-      leaked = items.filter((i) => i.pk.S!.startsWith('user#')).reduce((s, i) => s + Object.keys(i).filter((k) => k.startsWith('lease:')).length, 0);
+      leaked = items
+        .filter((i) => i.pk.S!.startsWith('user#'))
+        .reduce((s, i) => s + Object.keys(i).filter((k) => k.startsWith('lease:')).length, 0);
       if (leaked === 0 || performance.now() > until) break;
       await sleep(1000);
     }
@@ -287,10 +305,13 @@ export async function measureThrottled(opts: { proxy: CountingProxy; table: stri
     opts.proxy.setWriteRate(undefined);
     await gw.stop();
   }
-  const c = counts as Record<string, number>;
+  const c = counts;
   const granted = outcomes.filter((o) => o.outcome === 'granted').length;
   const tryLater = outcomes.filter((o) => o.outcome === '1013').length;
-  const writes = ['PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem'].reduce((s, op) => s + (c[op] ?? 0) - (c[`${op}:throttled`] ?? 0), 0);
+  const writes = ['PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem'].reduce(
+    (s, op) => s + (c[op] ?? 0) - (c[`${op}:throttled`] ?? 0),
+    0,
+  );
   return {
     admissions: opts.admissions,
     concurrency: opts.concurrency,
@@ -319,7 +340,14 @@ export interface KickoffResult {
   raw: Summary;
 }
 
-export async function measureKickoff(opts: { endpoint: string; table: string; client: DynamoDBClient; users: number; windowS: number; env: Record<string, string> }): Promise<KickoffResult> {
+export async function measureKickoff(opts: {
+  endpoint: string;
+  table: string;
+  client: DynamoDBClient;
+  users: number;
+  windowS: number;
+  env: Record<string, string>;
+}): Promise<KickoffResult> {
   const rate = opts.users / opts.windowS;
   progress(`kick-off: ${opts.users} raw UpdateItems arriving at ${rate.toFixed(0)}/s (baseline)`);
   const raw: number[] = [];

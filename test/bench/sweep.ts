@@ -40,7 +40,7 @@ export function controlPinger(ws: WebSocket, everyMs: number): { stop(): { rtts:
   const rtts: number[] = [];
   let sentAt: number | undefined;
   let lost = 0;
-  const onMessage = (d: WebSocket.RawData): void => {
+  const onMessage = (d: Buffer): void => {
     if (sentAt !== undefined && (JSON.parse(d.toString()) as { type: string }).type === 'pong') {
       rtts.push(performance.now() - sentAt);
       sentAt = undefined;
@@ -63,7 +63,14 @@ export function controlPinger(ws: WebSocket, everyMs: number): { stop(): { rtts:
   };
 }
 
-export async function measureSweep(opts: { endpoint: string; table: string; levels: number[]; windowS: number; settleMs: number; env: Record<string, string> }): Promise<SweepResult> {
+export async function measureSweep(opts: {
+  endpoint: string;
+  table: string;
+  levels: number[];
+  windowS: number;
+  settleMs: number;
+  env: Record<string, string>;
+}): Promise<SweepResult> {
   const pingIntervalMs = 2000;
   const pongTimeoutMs = 1000;
   const pingEveryMs = 25;
@@ -116,12 +123,16 @@ export async function measureSweep(opts: { endpoint: string; table: string; leve
         lagMaxMs: sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
       };
       levels.push(entry);
-      progress(`sweep: ${held} sockets: control RTT p99 ${entry.rtt.p99.toFixed(1)} ms, max ${entry.rtt.max.toFixed(1)} ms, ${lost} pongs lost, ${entry.pingTimeouts} ping timeouts, ${entry.cpuMsPerSweep.toFixed(0)} CPU-ms per sweep`);
+      progress(
+        `sweep: ${held} sockets: control RTT p99 ${entry.rtt.p99.toFixed(1)} ms, max ${entry.rtt.max.toFixed(1)} ms, ${lost} pongs lost, ${entry.pingTimeouts} ping timeouts, ${entry.cpuMsPerSweep.toFixed(0)} CPU-ms per sweep`,
+      );
     }
   } finally {
     // SIGKILL, not a drain: releasing 20 000 leases one write each would take the store half a minute, and
     // this table is thrown away. The clients' sockets then close at once.
-    await new Promise<void>((resolve) => (gw.proc.exitCode !== null ? resolve() : (gw.proc.once('exit', () => resolve()), gw.proc.kill('SIGKILL'))));
+    await new Promise<void>((resolve) =>
+      gw.proc.exitCode !== null ? resolve() : (gw.proc.once('exit', () => resolve()), gw.proc.kill('SIGKILL')),
+    );
     control?.terminate();
     await Promise.all(groups.map((g) => g.close()));
   }
