@@ -5,6 +5,8 @@
  * Distinct tokens per round, so only the hit round hits. Prints one line per
  * path; the bench's report quotes them in docs/bench/notes.md.
  */
+import { generateKeyPairSync } from 'node:crypto';
+import { SignJWT } from 'jose';
 import { Authenticator } from '../../src/auth.js';
 import { mintToken, TEST_SECRET } from '../helpers/tokens.js';
 
@@ -40,3 +42,22 @@ const cached = new Authenticator(cfg, undefined, undefined, { cacheSize: N });
 await cost('cache miss (sync HS256 + sha256)', cached, a);
 const hitUs = await cost('cache hit (sha256 + Map)', cached, a);
 process.stdout.write(`ratios: sync/jose ${(syncUs / joseUs).toFixed(2)}, hit/jose ${(hitUs / joseUs).toFixed(2)}\n`);
+
+// ES256 (a JWT_PUBLIC_KEY or JWKS deployment): jose does the signature check, the cache saves it on a hit.
+const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+const pem = ec.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+const mintEs = (prefix: string): Promise<string[]> =>
+  Promise.all(
+    Array.from({ length: N }, (_, i) =>
+      new SignJWT({}).setProtectedHeader({ alg: 'ES256' }).setSubject(`${prefix}-${i}`).setExpirationTime('1h').sign(ec.privateKey),
+    ),
+  );
+const [esWarm, esA] = [await mintEs('ew'), await mintEs('ea')];
+const esCfg = { publicKeyPem: pem, devSecret: false } as const;
+const esNoCache = new Authenticator(esCfg, undefined, undefined, { cacheSize: 0 });
+await cost('warm-up (ES256)', esNoCache, esWarm);
+const esUs = await cost('ES256 via jose, no cache', esNoCache, esA);
+const esCached = new Authenticator(esCfg, undefined, undefined, { cacheSize: N });
+await cost('ES256 cache miss', esCached, esA);
+const esHitUs = await cost('ES256 cache hit', esCached, esA);
+process.stdout.write(`ratio ES256 hit/verify ${(esHitUs / esUs).toFixed(2)}\n`);
