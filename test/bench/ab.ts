@@ -5,6 +5,9 @@
  * 32, CPU from /proc) in alternating rounds against one DynamoDB Local, so
  * both see the same machine. The other revision is compiled into
  * bench-output/ab/<ref>/ (its src/ from `git archive`, this tsconfig).
+ * `--ref minimal` compares against test/bench/minimal-gateway.mjs instead
+ * (ws, the same SDK client, an HS256 check, no logs or metrics), warmed the
+ * same way: the bench's phase 2b gives it fewer warm-up admissions.
  * Prints CPU-ms per admission for each and the ratio.
  */
 import { execFileSync } from 'node:child_process';
@@ -14,7 +17,8 @@ import type WebSocket from 'ws';
 import { ROOT } from '../helpers/gateway.js';
 import { admit, tokens } from './admission.js';
 import { pool, progress, sleep } from './measure.js';
-import { cpuSeconds, dynamoLocal, startGateway, stopAll } from './procs.js';
+import { TEST_SECRET } from '../helpers/tokens.js';
+import { cpuSeconds, dynamoLocal, startGateway, startMinimalGateway, stopAll } from './procs.js';
 import { closeAll } from './sockets.js';
 
 const args = process.argv.slice(2);
@@ -47,13 +51,16 @@ function buildRef(): string {
 
 async function main(): Promise<void> {
   execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' });
-  const refEntry = buildRef();
   const local = await dynamoLocal();
   try {
     const table = `ab-${Date.now()}`;
-    const gws = {
-      [REF]: await startGateway({ endpoint: local.endpoint, table, env: ENV, entry: refEntry }),
-      this: await startGateway({ endpoint: local.endpoint, table, env: ENV }),
+    const thisGw = await startGateway({ endpoint: local.endpoint, table, env: ENV });
+    const gws: Record<string, { url: string; proc: { pid?: number }; stop(): Promise<void> }> = {
+      [REF]:
+        REF === 'minimal'
+          ? await startMinimalGateway(local.endpoint, table, TEST_SECRET)
+          : await startGateway({ endpoint: local.endpoint, table, env: ENV, entry: buildRef() }),
+      this: thisGw,
     };
     const names = Object.keys(gws);
     const per = Math.ceil(OPS / ROUNDS);

@@ -95,8 +95,8 @@ export interface BenchGateway {
   readonly env: Record<string, string>;
   metrics(): Promise<string>;
   rssBytes(): number;
-  /** SIGTERM (graceful drain) and wait for the exit. */
-  stop(): Promise<void>;
+  /** SIGTERM (graceful drain) and wait for the exit; SIGKILL after `killAfterMs` (default 15 s). */
+  stop(killAfterMs?: number): Promise<void>;
 }
 
 /**
@@ -145,12 +145,12 @@ export async function startGateway(opts: {
     env,
     metrics,
     rssBytes: () => rssBytes(proc.pid!),
-    stop: () =>
+    stop: (killAfterMs = 15_000) =>
       new Promise<void>((resolve) => {
         if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
         proc.once('exit', () => resolve());
         proc.kill('SIGTERM');
-        setTimeout(() => proc.kill('SIGKILL'), 15_000).unref();
+        setTimeout(() => proc.kill('SIGKILL'), killAfterMs).unref();
       }),
   };
 }

@@ -93,7 +93,7 @@ async function main(): Promise<void> {
       `profile: ${ADMISSIONS} admissions (${failed} not granted), gateway ${gwCpuMs.toFixed(3)} CPU-ms each (/proc), ${(ADMISSIONS / gwWallS).toFixed(0)}/s`,
     );
     await closeAll(held);
-    await gw.stop();
+    await gw.stop(120_000);
     const adm = summarizeProfile(profileOf(gw.proc.pid!), from, to);
     out.push(
       `Raw conditional UpdateItem from a plain SDK client (same process as the load): ${rawCpuMs.toFixed(3)} CPU-ms each, ${(ADMISSIONS / rawWallS).toFixed(0)}/s at concurrency 32.`,
@@ -133,7 +133,7 @@ async function main(): Promise<void> {
       const { rtts, lost } = pinger.stop();
       control.ws.terminate();
       await group.close();
-      await sg.stop();
+      await sg.stop(120_000); // a profile is only written on a clean exit, after 10 000 releases
       const sw = summarizeProfile(profileOf(sg.proc.pid!), sFrom, sTo);
       const r = summarize(rtts);
       const sweeps = (SWEEP_S * 1000) / 2000;

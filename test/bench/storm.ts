@@ -183,7 +183,7 @@ export async function measureStorm(opts: {
     return result;
   } finally {
     // SIGKILL B first (no drain, no 10 000 releases: the table is thrown away), then the players.
-    await Promise.all([kill(a), opts.execArgvB ? b.stop() : kill(b)]);
+    await Promise.all([kill(a), opts.execArgvB ? b.stop(120_000) : kill(b)]);
     await Promise.all(
       children.map(
         ({ proc }) =>
