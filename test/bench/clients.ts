@@ -36,8 +36,8 @@ function openOne(url: string, token: string, device: string): Promise<boolean> {
     sockets.push(ws);
     ws.on('error', () => resolve(false));
     ws.on('close', () => resolve(false));
-    ws.once('message', (data) => {
-      const granted = JSON.parse(data.toString()).type === 'granted';
+    ws.once('message', (data: Buffer) => {
+      const granted = (JSON.parse(data.toString()) as { type: string }).type === 'granted';
       if (granted) grantMs.push(performance.now() - started);
       resolve(granted);
     });
@@ -45,9 +45,7 @@ function openOne(url: string, token: string, device: string): Promise<boolean> {
 }
 
 async function open(order: OpenOrder): Promise<void> {
-  const tokens = await Promise.all(
-    Array.from({ length: order.count }, (_, i) => mintToken(`${order.userPrefix}-${i}`)),
-  );
+  const tokens = await Promise.all(Array.from({ length: order.count }, (_, i) => mintToken(`${order.userPrefix}-${i}`)));
   const started = performance.now();
   let next = 0;
   let granted = 0;

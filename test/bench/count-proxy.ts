@@ -29,8 +29,15 @@ const WRITES = new Set(['PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem']
 
 function throttle(res: ServerResponse): void {
   const type = 'ProvisionedThroughputExceededException';
-  const body = JSON.stringify({ __type: `com.amazonaws.dynamodb.v20120810#${type}`, message: 'The level of configured provisioned throughput for the table was exceeded.' });
-  res.writeHead(400, { 'Content-Type': 'application/x-amz-json-1.0', 'Content-Length': String(Buffer.byteLength(body)), 'x-amzn-ErrorType': type });
+  const body = JSON.stringify({
+    __type: `com.amazonaws.dynamodb.v20120810#${type}`,
+    message: 'The level of configured provisioned throughput for the table was exceeded.',
+  });
+  res.writeHead(400, {
+    'Content-Type': 'application/x-amz-json-1.0',
+    'Content-Length': String(Buffer.byteLength(body)),
+    'x-amzn-ErrorType': type,
+  });
   res.end(body);
 }
 
@@ -57,7 +64,14 @@ export async function startCountingProxy(target: string): Promise<CountingProxy>
   // socket, so the proxy's own hiccup never becomes a client retry counted twice.
   const forward = (req: IncomingMessage, res: ServerResponse, body: Buffer, attempt: number): void => {
     const out = request(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent: attempt === 0 ? agent : false },
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+        agent: attempt === 0 ? agent : false,
+      },
       (up) => {
         res.writeHead(up.statusCode ?? 502, up.headers);
         up.pipe(res);
@@ -87,7 +101,9 @@ export async function startCountingProxy(target: string): Promise<CountingProxy>
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      const op = String(req.headers['x-amz-target'] ?? 'none').split('.').pop()!;
+      const op = String(req.headers['x-amz-target'] ?? 'none')
+        .split('.')
+        .pop()!;
       book(op);
       book(`${op}:${kindOf(body.toString())}`);
       if (WRITES.has(op) && !takeWrite()) {

@@ -41,7 +41,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 
 export async function dynamoLocal(): Promise<DynamoLocal> {
   const local = await startDynamoLocal();
-  stoppers.add(local.stop);
+  stoppers.add(() => local.stop());
   return local;
 }
 
@@ -122,11 +122,20 @@ export async function startGateway(opts: {
     env: { NODE_ENV: 'production', LOG_LEVEL: 'info', PORT: String(port), OPS_PORT: String(opsPort), ...opts.env },
   });
   const proc = track(
-    spawn(opts.prefix?.[0] ?? process.execPath, [...(opts.prefix ? [...opts.prefix.slice(1), process.execPath] : []), ...(opts.gcProbe ? GC_PROBE_ARGS : []), ...(opts.execArgv ?? []), opts.entry ?? 'dist/main.js'], {
-      cwd: ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    }),
+    spawn(
+      opts.prefix?.[0] ?? process.execPath,
+      [
+        ...(opts.prefix ? [...opts.prefix.slice(1), process.execPath] : []),
+        ...(opts.gcProbe ? GC_PROBE_ARGS : []),
+        ...(opts.execArgv ?? []),
+        opts.entry ?? 'dist/main.js',
+      ],
+      {
+        cwd: ROOT,
+        env: { ...process.env, ...env },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    ),
   );
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
@@ -136,7 +145,7 @@ export async function startGateway(opts: {
     await waitFor('gateway', async () => ((await fetch(`${opsUrl}/healthz`)).ok ? true : undefined), proc);
   } catch (err) {
     proc.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}\n${stderr}`);
+    throw new Error(`${(err as Error).message}\n${stderr}`, { cause: err });
   }
   return {
     proc,
@@ -158,7 +167,13 @@ export async function startGateway(opts: {
 export interface BareServer {
   readonly proc: ChildProcess;
   readonly url: string;
-  stats(): Promise<{ rssBytes: number; heapUsedBytes: number; heapTotalBytes: number; connections: number; lagMs: { p50: number; p99: number; max: number } }>;
+  stats(): Promise<{
+    rssBytes: number;
+    heapUsedBytes: number;
+    heapTotalBytes: number;
+    connections: number;
+    lagMs: { p50: number; p99: number; max: number };
+  }>;
   stop(): Promise<void>;
 }
 
@@ -166,7 +181,11 @@ export interface BareServer {
 export async function startBareServer(pingIntervalMs: number, gcProbe = false): Promise<BareServer> {
   const script = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url));
   const proc = track(
-    fork(script, [], { env: { ...process.env, PING_INTERVAL_MS: String(pingIntervalMs) }, execArgv: gcProbe ? GC_PROBE_ARGS : [], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] }),
+    fork(script, [], {
+      env: { ...process.env, PING_INTERVAL_MS: String(pingIntervalMs) },
+      execArgv: gcProbe ? GC_PROBE_ARGS : [],
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    }),
   );
   const port = await new Promise<number>((resolve, reject) => {
     proc.stdout!.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));
@@ -198,7 +217,13 @@ export interface MinimalGateway {
 /** The minimal gateway (minimal-gateway.mjs): plain node, its own process, the CPU floor of an admission. */
 export async function startMinimalGateway(endpoint: string, table: string, secret: string): Promise<MinimalGateway> {
   const script = fileURLToPath(new URL('./minimal-gateway.mjs', import.meta.url));
-  const proc = track(fork(script, [], { cwd: ROOT, env: { ...process.env, DYNAMODB_ENDPOINT: endpoint, DYNAMODB_TABLE: table, JWT_SECRET: secret }, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] }));
+  const proc = track(
+    fork(script, [], {
+      cwd: ROOT,
+      env: { ...process.env, DYNAMODB_ENDPOINT: endpoint, DYNAMODB_TABLE: table, JWT_SECRET: secret },
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    }),
+  );
   const port = await new Promise<number>((resolve, reject) => {
     proc.stdout!.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));
     proc.once('exit', () => reject(new Error('minimal gateway exited before listening')));

@@ -41,14 +41,42 @@ const outDir = resolve(ROOT, outArg >= 0 ? args[outArg + 1] : 'bench-output');
  */
 const PLAN = quick
   ? {
-      latency: 250, warmup: 30, throughput: 300, concurrency: 32, levels: [300, 1000], holdS: 3, perOp: 30, simWindowS: 1.5, trials: 3,
-      pinned: 150, sweepLevels: [100, 2000], sweepWindowS: 3, sweepSettleMs: 2000, storm: 500, stormDrainMs: 1000,
-      throttle: { admissions: 200, allowedWritesPerSec: 100, concurrency: 100 }, kickoff: { users: 400, windowS: 2 },
+      latency: 250,
+      warmup: 30,
+      throughput: 300,
+      concurrency: 32,
+      levels: [300, 1000],
+      holdS: 3,
+      perOp: 30,
+      simWindowS: 1.5,
+      trials: 3,
+      pinned: 150,
+      sweepLevels: [100, 2000],
+      sweepWindowS: 3,
+      sweepSettleMs: 2000,
+      storm: 500,
+      stormDrainMs: 1000,
+      throttle: { admissions: 200, allowedWritesPerSec: 100, concurrency: 100 },
+      kickoff: { users: 400, windowS: 2 },
     }
   : {
-      latency: 3000, warmup: 200, throughput: 4000, concurrency: 32, levels: [1000, 5000, 10000], holdS: 30, perOp: 200, simWindowS: 6, trials: 6,
-      pinned: 2000, sweepLevels: [100, 10000, 19800], sweepWindowS: 20, sweepSettleMs: 4000, storm: 10000, stormDrainMs: 5000,
-      throttle: { admissions: 3000, allowedWritesPerSec: 300, concurrency: 300 }, kickoff: { users: 5000, windowS: 5 },
+      latency: 3000,
+      warmup: 200,
+      throughput: 4000,
+      concurrency: 32,
+      levels: [1000, 5000, 10000],
+      holdS: 30,
+      perOp: 200,
+      simWindowS: 6,
+      trials: 6,
+      pinned: 2000,
+      sweepLevels: [100, 10000, 19800],
+      sweepWindowS: 20,
+      sweepSettleMs: 4000,
+      storm: 10000,
+      stormDrainMs: 5000,
+      throttle: { admissions: 3000, allowedWritesPerSec: 300, concurrency: 300 },
+      kickoff: { users: 5000, windowS: 5 },
     };
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -77,10 +105,25 @@ async function measurePinnedLatency(endpoint: string, client: ReturnType<typeof 
   pin(java, '1');
   pin(process.pid, '1');
   try {
-    const gw = await startGateway({ endpoint, table: pinTable, prefix: ['taskset', '-c', '0'], env: { PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '10000', ...PATIENT } });
+    const gw = await startGateway({
+      endpoint,
+      table: pinTable,
+      prefix: ['taskset', '-c', '0'],
+      env: { PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '10000', ...PATIENT },
+    });
     try {
-      progress(`pinned latency: ${PLAN.pinned} admissions alternating with raw UpdateItems, gateway on core 0, DynamoDB Local and the client on core 1`);
-      return await measureLatency({ url: gw.url, client, table: pinTable, count: PLAN.pinned, warmup: PLAN.warmup, gatewayPid: gw.proc.pid!, metrics: () => gw.metrics() });
+      progress(
+        `pinned latency: ${PLAN.pinned} admissions alternating with raw UpdateItems, gateway on core 0, DynamoDB Local and the client on core 1`,
+      );
+      return await measureLatency({
+        url: gw.url,
+        client,
+        table: pinTable,
+        count: PLAN.pinned,
+        warmup: PLAN.warmup,
+        gatewayPid: gw.proc.pid!,
+        metrics: () => gw.metrics(),
+      });
     } finally {
       await gw.stop();
     }
@@ -104,14 +147,43 @@ async function main(): Promise<void> {
   try {
     // 1 + 2: one gateway straight on DynamoDB Local (no proxy in the path), default timings.
     const admTable = table('admission');
-    const gw = await startGateway({ endpoint: local.endpoint, table: admTable, env: { PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '10000', INSTANCE_HEARTBEAT_MS: '5000', INSTANCE_TTL_MS: '20000', FENCING_MARGIN_MS: '5000', ...PATIENT } });
+    const gw = await startGateway({
+      endpoint: local.endpoint,
+      table: admTable,
+      env: {
+        PING_INTERVAL_MS: '20000',
+        PONG_TIMEOUT_MS: '10000',
+        INSTANCE_HEARTBEAT_MS: '5000',
+        INSTANCE_TTL_MS: '20000',
+        FENCING_MARGIN_MS: '5000',
+        ...PATIENT,
+      },
+    });
     let latency;
     let throughput;
     try {
       progress(`latency: ${PLAN.latency} admissions alternating with ${PLAN.latency} raw UpdateItems`);
-      latency = await measureLatency({ url: gw.url, client, table: admTable, count: PLAN.latency, warmup: PLAN.warmup, gatewayPid: gw.proc.pid!, metrics: gw.metrics });
+      latency = await measureLatency({
+        url: gw.url,
+        client,
+        table: admTable,
+        count: PLAN.latency,
+        warmup: PLAN.warmup,
+        gatewayPid: gw.proc.pid!,
+        metrics: () => gw.metrics(),
+      });
       progress(`throughput: ${PLAN.throughput} admissions against ${PLAN.throughput} raw UpdateItems at concurrency ${PLAN.concurrency}`);
-      throughput = await measureThroughput({ url: gw.url, client, table: admTable, count: PLAN.throughput, rounds: quick ? 2 : 4, warmup: PLAN.warmup * 2, concurrency: PLAN.concurrency, gatewayPid: gw.proc.pid!, dynamodbPid: javaChildPid() });
+      throughput = await measureThroughput({
+        url: gw.url,
+        client,
+        table: admTable,
+        count: PLAN.throughput,
+        rounds: quick ? 2 : 4,
+        warmup: PLAN.warmup * 2,
+        concurrency: PLAN.concurrency,
+        gatewayPid: gw.proc.pid!,
+        dynamodbPid: javaChildPid(),
+      });
     } finally {
       await gw.stop();
     }
@@ -125,7 +197,17 @@ async function main(): Promise<void> {
       progress(`throughput: minimal gateway, ${PLAN.throughput / 2} admissions against as many raw UpdateItems`);
       // A fresh process's first ~750 admissions cost 2-3x the later ones (test/bench/ab.ts): warm the minimal
       // gateway as long as the gateway had been by now, or the comparison flatters the gateway.
-      minimal = await measureThroughput({ url: mg.url, client, table: minTable, count: PLAN.throughput / 2, rounds: 2, warmup: PLAN.throughput / 2, concurrency: PLAN.concurrency, gatewayPid: mg.proc.pid!, dynamodbPid: javaChildPid() });
+      minimal = await measureThroughput({
+        url: mg.url,
+        client,
+        table: minTable,
+        count: PLAN.throughput / 2,
+        rounds: 2,
+        warmup: PLAN.throughput / 2,
+        concurrency: PLAN.concurrency,
+        gatewayPid: mg.proc.pid!,
+        dynamodbPid: javaChildPid(),
+      });
     } finally {
       await mg.stop();
     }
@@ -134,7 +216,14 @@ async function main(): Promise<void> {
     const pinnedLatency = await measurePinnedLatency(local.endpoint, client);
 
     // 3 (+ steady state of 4): memory at each level, gateway behind the proxy.
-    const memory = await measureMemory({ proxy, table: table('memory'), levels: PLAN.levels, holdSeconds: PLAN.holdS, pingIntervalMs: 2000, pongTimeoutMs: 1000 });
+    const memory = await measureMemory({
+      proxy,
+      table: table('memory'),
+      levels: PLAN.levels,
+      holdSeconds: PLAN.holdS,
+      pingIntervalMs: 2000,
+      pongTimeoutMs: 1000,
+    });
 
     // 4: per-step counts, then the per-stream renewal design on the same store.
     progress(`cost: ${PLAN.perOp} admissions, releases and denials through the counting proxy`);
@@ -160,8 +249,22 @@ async function main(): Promise<void> {
     const freeing = await measureFreeing({ endpoint: local.endpoint, table: table('freeing'), trials: PLAN.trials });
 
     // 6-9: the ping sweep, the reconnect storm, the throttled store, kick-off.
-    const sweep = await measureSweep({ endpoint: local.endpoint, table: table('sweep'), levels: PLAN.sweepLevels, windowS: PLAN.sweepWindowS, settleMs: PLAN.sweepSettleMs, env: PATIENT });
-    const storm = await measureStorm({ endpoint: local.endpoint, table: table('storm'), devices: PLAN.storm, drainMs: PLAN.stormDrainMs, rawPerSec: throughput.rawPerSec, env: PATIENT });
+    const sweep = await measureSweep({
+      endpoint: local.endpoint,
+      table: table('sweep'),
+      levels: PLAN.sweepLevels,
+      windowS: PLAN.sweepWindowS,
+      settleMs: PLAN.sweepSettleMs,
+      env: PATIENT,
+    });
+    const storm = await measureStorm({
+      endpoint: local.endpoint,
+      table: table('storm'),
+      devices: PLAN.storm,
+      drainMs: PLAN.stormDrainMs,
+      rawPerSec: throughput.rawPerSec,
+      env: PATIENT,
+    });
     const throttled = await measureThrottled({ proxy, table: table('throttle'), ...PLAN.throttle });
     const kickTable = table('kickoff');
     await ensureTable(client, kickTable);
@@ -195,9 +298,16 @@ async function main(): Promise<void> {
       ]),
     );
     writeFileSync(join(outDir, 'report.md'), markdown(results, svgName));
-    const json = JSON.stringify({ ...results, targets: targets(results) }, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? +v.toFixed(3) : v), 2);
+    const json = JSON.stringify(
+      { ...results, targets: targets(results) },
+      (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? +v.toFixed(3) : v),
+      2,
+    );
     // Sample arrays on one line each: thousands of numbers one per line would swamp every diff of the committed copy.
-    writeFileSync(join(outDir, 'report.json'), json.replace(/\[\s*(-?[\d.]+(?:,\s*-?[\d.]+)*)\s*\]/g, (_m, inner: string) => `[${inner.split(/,\s*/).join(', ')}]`) + '\n');
+    writeFileSync(
+      join(outDir, 'report.json'),
+      json.replace(/\[\s*(-?[\d.]+(?:,\s*-?[\d.]+)*)\s*\]/g, (_m, inner: string) => `[${inner.split(/,\s*/).join(', ')}]`) + '\n',
+    );
     for (const t of targets(results)) progress(`${t.pass ? 'pass' : 'MISS'}  ${t.what}: ${t.value} (target ${t.target})`);
     progress(`report: ${join(outDir, 'report.md')} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
   } finally {
