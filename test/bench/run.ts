@@ -36,7 +36,7 @@ const outArg = args.indexOf('--out');
 const outDir = resolve(ROOT, outArg >= 0 ? args[outArg + 1] : 'bench-output');
 
 /**
- * Counts for each mode: quick stays under 2.5 minutes on 2 cores (CI), full near 20. The 20 000 level of the sweep holds
+ * Counts for each mode: quick stays under 2.5 minutes on 2 cores (CI), full under 10. The 20 000 level of the sweep holds
  * 19 800 sockets: the gateway's open-files limit (20 000 here) also counts its own descriptors.
  */
 const PLAN = quick
