@@ -11,16 +11,20 @@
  *   throttle    400 with a real ThrottlingException body
  *   error500    500 InternalServerError
  *   drop-reply  forward (the write commits), then drop the connection instead of replying
+ *   duplicate   forward and reply now, and forward the same request again after `delayMs`
+ *               (its reply discarded): a copy that lingered in the network and lands late
  *
  * A fault can be limited to some operations (`only: ['UpdateItem']`), to
  * requests on user items (`usersOnly`), and to the next `times` matching requests; after that the proxy passes again.
+ * With `probability`, each matching request is faulted only with that chance (drawn from `random`, so a
+ * seeded run draws the same sequence); `times` then counts faulted requests only.
  * Every request is counted by operation, which is how cost tests see what
  * really reached the store.
  */
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-export type FaultMode = 'pass' | 'delay' | 'blackhole' | 'reset' | 'throttle' | 'error500' | 'drop-reply';
+export type FaultMode = 'pass' | 'delay' | 'blackhole' | 'reset' | 'throttle' | 'error500' | 'drop-reply' | 'duplicate';
 
 export interface FaultOptions {
   delayMs?: number;
@@ -28,12 +32,18 @@ export interface FaultOptions {
   /** Only requests that touch a user item (lease reads and writes), never heartbeats. */
   usersOnly?: boolean;
   times?: number;
+  /** Chance (0-1) that a matching request is faulted; the others pass. Default 1. */
+  probability?: number;
+  /** Source of the `probability` draws (a seeded PRNG in randomized runs). Default Math.random. */
+  random?: () => number;
 }
 
 export interface FaultProxy {
   readonly endpoint: string;
   /** Requests seen, by operation (UpdateItem, GetItem, ...), faults included. */
   readonly counts: Map<string, number>;
+  /** Requests faulted, by mode (delay, duplicate, drop-reply, ...). */
+  readonly faulted: Map<string, number>;
   /** Requests that touched a user item (lease reads and writes, not heartbeats). */
   userRequests(): number;
   set(mode: FaultMode, opts?: FaultOptions): void;
@@ -60,6 +70,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   let opts: FaultOptions = {};
   let remaining = Number.POSITIVE_INFINITY;
   const counts = new Map<string, number>();
+  const faulted = new Map<string, number>();
   let userRequests = 0;
   const sockets = new Set<Socket>();
   const held = new Set<ServerResponse>();
@@ -69,6 +80,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     if (opts.only && !opts.only.includes(op)) return 'pass';
     if (opts.usersOnly && !userItem) return 'pass';
     if (remaining <= 0) return 'pass';
+    if (opts.probability !== undefined && (opts.random ?? Math.random)() >= opts.probability) return 'pass';
     remaining--;
     const chosen = mode;
     if (remaining <= 0) mode = 'pass';
@@ -99,6 +111,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       counts.set(op, (counts.get(op) ?? 0) + 1);
       if (userItem) userRequests++;
       const fault = faultFor(op, userItem);
+      if (fault !== 'pass') faulted.set(fault, (faulted.get(fault) ?? 0) + 1);
       const reply = (status: number, headers: IncomingMessage['headers'], data: Buffer): void => {
         if (res.destroyed) return;
         res.writeHead(status, headers);
@@ -130,6 +143,12 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         case 'drop-reply':
           forward(req, body, () => req.socket.destroy(), () => req.socket.destroy());
           return;
+        case 'duplicate': {
+          forward(req, body, reply, fail);
+          const later = setTimeout(() => forward(req, body, () => {}, () => {}), opts.delayMs ?? 1000);
+          later.unref();
+          return;
+        }
       }
     });
   });
@@ -142,6 +161,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   return {
     endpoint: `http://127.0.0.1:${port}`,
     counts,
+    faulted,
     userRequests: () => userRequests,
     set(next, nextOpts = {}) {
       mode = next;
@@ -152,6 +172,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     total: () => [...counts.values()].reduce((a, b) => a + b, 0),
     resetCounts: () => {
       counts.clear();
+      faulted.clear();
       userRequests = 0;
     },
     close: () =>
