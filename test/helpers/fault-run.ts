@@ -1,0 +1,840 @@
+/**
+ * A seeded randomized fault run (Jepsen-style) against gateway child
+ * processes: many users connect, close, take over, kick and reconnect the
+ * same device through another gateway, while each gateway's fault proxy
+ * delays requests past the SDK's timeout (the late copy lands after the
+ * retry), commits writes and loses their replies, duplicates requests,
+ * resets and blackholes, and whole processes are paused and killed.
+ *
+ * Black box only: it sees what a user sees (frames, close codes, HTTP status)
+ * and what the table holds (strongly consistent reads straight from DynamoDB
+ * Local, never through a proxy). Three checks:
+ *
+ *   store     polled every STORE_POLL_MS: no user item ever holds more lease
+ *             entries than the user's limit, and `n` always equals the entry count.
+ *   sockets   from the devices' own timelines: more than `limit` granted open
+ *             sockets for a user only inside a documented window (a takeover,
+ *             kick or same-device reconnect: up to INSTANCE_HEARTBEAT_MS + 1 s
+ *             after its answer, RECONCILE_INTERVAL_MS more if a fault could have
+ *             lost the mailbox note; a paused gateway's sockets while it is
+ *             stopped and a little after SIGCONT).
+ *   end       faults healed and every client closed: within INSTANCE_TTL_MS +
+ *             RECONCILE_INTERVAL_MS (+ slack) no user item holds an entry of a
+ *             live instance; then every user can play on `limit` devices at once
+ *             and, once they stop, the item is empty (no entry, `n` 0 or absent).
+ *
+ * The schedule (operations and faults, with their times) is a pure function of
+ * the seed, so a failing seed replays the same schedule. Outcomes still depend
+ * on timing (real processes, a shared machine): a seed that failed once fails
+ * often, not always.
+ */
+import { performance } from 'node:perf_hooks';
+import { ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { startCluster } from './cluster.js';
+import { connect, type Device } from './devices.js';
+import { localClient } from './dynamodb-local.js';
+import type { FaultMode, FaultOptions, FaultProxy } from './fault-proxy.js';
+import { FAST_TIMINGS, spawnGateway, type ChildGateway } from './gateway.js';
+import { mintToken } from './tokens.js';
+
+// ---- timings ------------------------------------------------------------------
+
+/**
+ * FAST_TIMINGS, with the reconcile backstop slower than a revocation's bound
+ * (heartbeat + 1 s = 1.5 s): at 2 s the checker could not tell a revocation
+ * delivered by the mailbox from one only the backstop found.
+ */
+export const FAULT_RUN_TIMINGS: Record<string, string> = { ...FAST_TIMINGS, RECONCILE_INTERVAL_MS: '4000' };
+const HEARTBEAT_MS = Number(FAULT_RUN_TIMINGS.INSTANCE_HEARTBEAT_MS);
+const TTL_MS = Number(FAULT_RUN_TIMINGS.INSTANCE_TTL_MS);
+const RECONCILE_MS = Number(FAULT_RUN_TIMINGS.RECONCILE_INTERVAL_MS);
+const REQUEST_TIMEOUT_MS = Number(FAULT_RUN_TIMINGS.DYNAMODB_REQUEST_TIMEOUT_MS);
+
+/** Scheduling noise on a shared 2-core machine, added to every bound below. */
+export const SLACK_MS = 1000;
+/** README: a revoked socket is closed within one heartbeat + 1 s of the takeover or kick. */
+export const REVOKE_WINDOW_MS = HEARTBEAT_MS + 1000 + SLACK_MS;
+/** README: at most one reconcile interval more when the mailbox write is lost. */
+export const LOST_NOTE_WINDOW_MS = RECONCILE_MS + REVOKE_WINDOW_MS;
+/** After SIGCONT a gateway fences within a watchdog tick or reads its mailbox within a heartbeat. */
+export const AFTER_WAKE_MS = HEARTBEAT_MS + 1000 + SLACK_MS;
+/** README: slots of a dead instance free after the TTL; a leaked entry on a live one, after reconcile. */
+export const END_BOUND_MS = TTL_MS + RECONCILE_MS + 2 * SLACK_MS;
+const STORE_POLL_MS = 150;
+
+// ---- seeded randomness ----------------------------------------------------------
+
+/** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The seed from FAULT_SEED, or a fresh random one (printed, so a failure can be replayed). */
+export function seedFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.FAULT_SEED;
+  if (raw !== undefined && raw !== '') {
+    const seed = Number(raw);
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new Error(`FAULT_SEED must be an integer 0-4294967295, got "${raw}"`);
+    return seed;
+  }
+  return Math.floor(Math.random() * 0x100000000);
+}
+
+const int = (r: () => number, lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
+function weighted<T extends string>(r: () => number, weights: Record<T, number>): T {
+  const entries = Object.entries(weights) as Array<[T, number]>;
+  let x = r() * entries.reduce((s, [, w]) => s + w, 0);
+  for (const [k, w] of entries) if ((x -= w) < 0) return k;
+  return entries[entries.length - 1][0];
+}
+
+// ---- the schedule: a pure function of the seed ----------------------------------
+
+/** Which open socket of the user an operation means: index modulo the open ones, resolved when it runs. */
+type Pick = number;
+
+export type Op =
+  | { at: number; kind: 'connect'; user: number; device: number; node: number; takeover?: 'oldest' | Pick; playMs: number }
+  | { at: number; kind: 'close'; user: number; pick: Pick }
+  | { at: number; kind: 'kick'; user: number; pick: Pick; node: number }
+  | { at: number; kind: 'reconnect'; user: number; pick: Pick; node: number; playMs: number };
+
+export type FaultKind = 'delay' | 'duplicate' | 'drop-reply' | 'reset' | 'blackhole' | 'pause' | 'kill';
+export interface Fault {
+  at: number;
+  kind: FaultKind;
+  node: number;
+  /** How long the fault lasts (pause: how long the process stays stopped). */
+  forMs: number;
+  mode?: FaultMode;
+  opts?: FaultOptions;
+}
+
+export interface Schedule {
+  limits: number[];
+  ops: Op[];
+  faults: Fault[];
+}
+
+export interface ScheduleShape {
+  durationMs: number;
+  gateways: number;
+  users: number;
+  /** Devices ids per user (d0..): a small pool, so the same device often connects again. */
+  devicesPerUser: number;
+  /** Mean gap between two operations, ms. */
+  opGapMs: number;
+  maxKills: number;
+}
+
+export function makeSchedule(seed: number, shape: ScheduleShape): Schedule {
+  // Separate streams: changing the fault mix does not reshuffle the operations.
+  const rOps = mulberry32(seed);
+  const rFaults = mulberry32(seed ^ 0x5bd1e995);
+  const limits = Array.from({ length: shape.users }, () => int(rOps, 2, 3));
+  const ops: Op[] = [];
+  const playMs = (): number => (rOps() < 0.4 ? int(rOps, 150, 1200) : int(rOps, 2000, 12_000));
+  for (let at = 300; at < shape.durationMs; at += int(rOps, shape.opGapMs / 3, (shape.opGapMs * 5) / 3)) {
+    const user = int(rOps, 0, shape.users - 1);
+    const node = int(rOps, 0, shape.gateways - 1);
+    const kind = weighted(rOps, { connect: 40, takeover: 14, close: 14, kick: 14, reconnect: 12 });
+    if (kind === 'connect' || kind === 'takeover') {
+      const takeover = kind === 'takeover' ? (rOps() < 0.5 ? 'oldest' : int(rOps, 0, 99)) : undefined;
+      ops.push({ at, kind: 'connect', user, device: int(rOps, 0, shape.devicesPerUser - 1), node, takeover, playMs: playMs() });
+    } else if (kind === 'close') {
+      ops.push({ at, kind: 'close', user, pick: int(rOps, 0, 99) });
+    } else if (kind === 'kick') {
+      ops.push({ at, kind: 'kick', user, pick: int(rOps, 0, 99), node });
+    } else {
+      ops.push({ at, kind: 'reconnect', user, pick: int(rOps, 0, 99), node, playMs: playMs() });
+    }
+  }
+
+  const faults: Fault[] = [];
+  const busyUntil = Array.from({ length: shape.gateways }, () => 0);
+  let kills = 0;
+  const userWrites: FaultOptions = { only: ['UpdateItem'], usersOnly: true };
+  for (let at = 1500; at < shape.durationMs - 2000; at += int(rFaults, 300, 1800)) {
+    const free = busyUntil.map((u, i) => (u + 150 <= at ? i : -1)).filter((i) => i >= 0);
+    const pickNode = int(rFaults, 0, shape.gateways - 1);
+    let kind = weighted<FaultKind>(rFaults, { delay: 24, duplicate: 22, 'drop-reply': 16, reset: 9, blackhole: 9, pause: 13, kill: 7 });
+    const forMs = int(rFaults, 500, 4000);
+    // Past the SDK's per-attempt timeout, and long enough that a short play ends before the copy lands.
+    const delayMs = int(rFaults, REQUEST_TIMEOUT_MS + 300, REQUEST_TIMEOUT_MS + 2500);
+    const times = int(rFaults, 1, 3);
+    if (free.length === 0) continue;
+    const node = free[pickNode % free.length];
+    if (kind === 'kill' && (kills >= shape.maxKills || at < 5000)) kind = 'delay';
+    let fault: Fault;
+    switch (kind) {
+      case 'delay':
+        // A request held past the SDK's per-attempt timeout: the SDK retries, the held copy lands later.
+        fault = { at, kind, node, forMs, mode: 'delay', opts: { ...userWrites, delayMs, times } };
+        break;
+      case 'duplicate':
+        fault = { at, kind, node, forMs, mode: 'duplicate', opts: { ...userWrites, delayMs: int(rFaults, 500, 3000), probability: 0.6 } };
+        break;
+      case 'drop-reply':
+        fault = { at, kind, node, forMs, mode: 'drop-reply', opts: { ...userWrites, probability: 0.5 } };
+        break;
+      case 'reset':
+        fault = { at, kind, node, forMs: Math.min(forMs, 2000), mode: 'reset', opts: { probability: 0.3 } };
+        break;
+      case 'blackhole':
+        fault = { at, kind, node, forMs: Math.min(forMs, 3500), mode: 'blackhole', opts: {} };
+        break;
+      case 'pause':
+        fault = { at, kind, node, forMs: int(rFaults, 300, 4500) };
+        break;
+      case 'kill':
+        kills++;
+        // The node is busy while its replacement starts.
+        fault = { at, kind, node, forMs: 4000 };
+        break;
+    }
+    busyUntil[node] = at + fault.forMs;
+    faults.push(fault);
+  }
+  return { limits, ops, faults };
+}
+
+// ---- running it ------------------------------------------------------------------
+
+export type ViolationKind = 'store-over-limit' | 'store-count' | 'sockets-over-limit' | 'end-live-entries' | 'end-capacity' | 'end-not-empty';
+
+export interface Violation {
+  kind: ViolationKind;
+  user: string;
+  /** Ms since the run started. */
+  atMs: number;
+  detail: string;
+}
+
+export interface FaultRunOptions {
+  seed: number;
+  /** Entry file of the gateway (a mutant copy of src/ in negative controls). */
+  entry?: string;
+  /** Length of the fault phase, ms. Default 60 000. */
+  durationMs?: number;
+  gateways?: number;
+  users?: number;
+  /** Skip the end check and stop the schedule at the first continuous violation (negative controls). */
+  stopEarly?: boolean;
+  env?: Record<string, string>;
+  log?: (line: string) => void;
+}
+
+export interface FaultRunSummary {
+  seed: number;
+  wallMs: number;
+  ops: Record<string, number>;
+  outcomes: Record<string, number>;
+  faults: Record<string, number>;
+  /** Requests the proxies faulted, by mode. */
+  faultedRequests: Record<string, number>;
+  limits: Record<string, number>;
+  peakEntries: Record<string, number>;
+  windows: Record<string, number>;
+}
+
+export interface FaultRunResult {
+  seed: number;
+  violations: Violation[];
+  summary: FaultRunSummary;
+}
+
+interface NodeState {
+  readonly index: number;
+  readonly proxy: FaultProxy;
+  gateway: ChildGateway | undefined;
+  /** Incarnation: bumped at every respawn. */
+  gen: number;
+  paused: boolean;
+  /** Which fault episode owns the proxy now (a late heal of an older one must not end a newer one). */
+  episode: number;
+}
+
+interface Sock {
+  readonly id: number;
+  readonly user: number;
+  readonly device: string;
+  readonly node: number;
+  readonly gen: number;
+  readonly dev: Device;
+  readonly startedAt: number;
+  grantedAt?: number;
+  /** When the player stopped (close requested) or saw its socket close, whichever came first. */
+  stopAt?: number;
+  code?: number;
+  reason?: string;
+}
+
+/** A span in which one revocation may leave one extra socket open. */
+interface RevocationWindow {
+  user: number;
+  /** Where the takeover, kick or reconnect was sent. */
+  node: number;
+  /** Nodes holding the user's other sockets when it was sent: one of them has the victim. */
+  victimNodes: number[];
+  from: number;
+  answeredAt: number;
+  /** The attempt was not answered cleanly (1013, 503, network): its note may be lost. */
+  unclean: boolean;
+  what: string;
+  until?: number;
+}
+
+interface PauseWindow {
+  node: number;
+  gen: number;
+  from: number;
+  /** SIGCONT (infinite while stopped). */
+  wokeAt: number;
+  /** SIGCONT + AFTER_WAKE_MS: the gateway's older sockets do not count until then. */
+  until: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const num = (v: AttributeValue | undefined): number | undefined => (v?.N === undefined ? undefined : Number(v.N));
+
+/**
+ * Runs one seeded fault schedule against fresh gateways on a fresh table and
+ * returns what the checks found. Never throws for a violation: the caller
+ * asserts (and the bench can soak with a longer `durationMs`).
+ */
+export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultRunResult> {
+  const started = performance.now();
+  const startedWall = Date.now();
+  const t = (): number => performance.now() - started;
+  const log = options.log ?? ((line: string) => process.stdout.write(line + '\n'));
+  const shape: ScheduleShape = {
+    durationMs: options.durationMs ?? 60_000,
+    gateways: options.gateways ?? 3,
+    users: options.users ?? 8,
+    devicesPerUser: 5,
+    opGapMs: 110,
+    maxKills: 2,
+  };
+  const { seed } = options;
+  const schedule = makeSchedule(seed, shape);
+  const env = {
+    ...FAULT_RUN_TIMINGS,
+    // Every attempt of this run is one user's; the per-user connect limit is not what is under test.
+    CONNECT_RATE_PER_USER: '10000',
+    CONNECT_BURST_PER_USER: '10000',
+    ...options.env,
+  };
+  const userName = (u: number): string => `u${u}`;
+  const violations: Violation[] = [];
+  const seen = new Set<string>();
+  const violate = (v: Violation, dedupeKey?: string): void => {
+    if (dedupeKey !== undefined) {
+      if (seen.has(dedupeKey)) return;
+      seen.add(dedupeKey);
+    }
+    violations.push(v);
+    log(`fault-run: VIOLATION ${v.kind} ${v.user} at ${Math.round(v.atMs)} ms: ${v.detail}`);
+  };
+
+  const count = (rec: Record<string, number>, key: string, by = 1): void => {
+    rec[key] = (rec[key] ?? 0) + by;
+  };
+  const summary: FaultRunSummary = {
+    seed,
+    wallMs: 0,
+    ops: {},
+    outcomes: {},
+    faults: {},
+    faultedRequests: {},
+    limits: Object.fromEntries(schedule.limits.map((l, u) => [userName(u), l])),
+    peakEntries: {},
+    windows: {},
+  };
+
+  const cluster = await startCluster(shape.gateways, { env, entry: options.entry });
+  const nodes: NodeState[] = cluster.nodes.map((n, index) => ({ index, proxy: n.proxy, gateway: n.gateway, gen: 0, paused: false, episode: 0 }));
+  /** Every gateway process of the run, killed ones included: their logs explain a leaked entry. */
+  const allGateways: ChildGateway[] = nodes.map((n) => n.gateway!);
+  const respawned: ChildGateway[] = [];
+  const tokens = await Promise.all(schedule.limits.map((limit, u) => mintToken(userName(u), { maxStreams: limit })));
+  const store = localClient(cluster.endpoint);
+  const socks: Sock[] = [];
+  const revocations: RevocationWindow[] = [];
+  const pauses: PauseWindow[] = [];
+  /** Spans in which a fault could lose a mailbox note (it touches instance items, or a process is frozen or gone). */
+  const noteFaults: Array<{ node: number; from: number; until: number }> = [];
+  /** Every fault applied, for the story of a violation. */
+  const applied: Array<{ node: number; kind: FaultKind; from: number; until: number; delayMs?: number }> = [];
+  const inFlight = new Set<Promise<unknown>>();
+  const track = (p: Promise<unknown>): void => {
+    inFlight.add(p);
+    void p.finally(() => inFlight.delete(p));
+  };
+  let stopping = false;
+
+  log(`fault-run: seed ${seed} (reproduce with FAULT_SEED=${seed}); ${shape.gateways} gateways, ${shape.users} users (limits ${schedule.limits.join(',')}), ${schedule.ops.length} operations and ${schedule.faults.length} faults over ${shape.durationMs / 1000} s`);
+
+  // ---- the continuous store check --------------------------------------------------
+  let polling = true;
+  const poller = (async () => {
+    while (polling) {
+      try {
+        const out = await store.send(new ScanCommand({ TableName: cluster.table, ConsistentRead: true }));
+        const at = t();
+        for (const item of out.Items ?? []) {
+          const pk = item.pk?.S ?? '';
+          if (!pk.startsWith('user#')) continue;
+          const user = pk.slice('user#'.length);
+          const u = Number(user.slice(1));
+          const entries = Object.keys(item).filter((k) => k.startsWith('lease:'));
+          const n = num(item.n) ?? 0;
+          summary.peakEntries[user] = Math.max(summary.peakEntries[user] ?? 0, entries.length);
+          if (entries.length > schedule.limits[u]) {
+            violate({ kind: 'store-over-limit', user, atMs: at, detail: `${entries.length} lease entries, limit ${schedule.limits[u]}: ${entries.join(', ')}` }, `over:${user}`);
+          }
+          if (n !== entries.length) {
+            violate({ kind: 'store-count', user, atMs: at, detail: `n = ${n} but ${entries.length} lease entries (${entries.join(', ') || 'none'})` }, `count:${user}`);
+          }
+        }
+      } catch (err) {
+        log(`fault-run: store poll failed: ${String(err)}`);
+      }
+      await sleep(STORE_POLL_MS);
+    }
+  })();
+
+  // ---- operations -------------------------------------------------------------------
+  const nodesOf = (u: number): number[] => [...new Set(socks.filter((s) => s.user === u && s.stopAt === undefined).map((s) => s.node))];
+  const openOf = (u: number): Sock[] => socks.filter((s) => s.user === u && s.grantedAt !== undefined && s.stopAt === undefined);
+  /** The node's gateway if it can take requests now, else the next one that can (a killed node is restarting). */
+  const target = (i: number): NodeState | undefined => {
+    for (let k = 0; k < nodes.length; k++) {
+      const n = nodes[(i + k) % nodes.length];
+      if (n.gateway !== undefined) return n;
+    }
+    return undefined;
+  };
+
+  const stop = (s: Sock, why: 'close' | 'auto-close' | 'end'): void => {
+    if (s.stopAt !== undefined || s.dev.ws.readyState >= s.dev.ws.CLOSING) return;
+    s.stopAt = performance.now();
+    if (why !== 'end') count(summary.ops, why);
+    void s.dev.close(1000);
+  };
+
+  const open = (u: number, device: string, nodeIndex: number, takeover: string | undefined, playMs: number, what: string): void => {
+    const node = target(nodeIndex);
+    if (!node) return;
+    const gateway = node.gateway!;
+    // Same device already playing or admitting: this connect replaces it (4409 on the old socket).
+    const replaces = socks.some((s) => s.user === u && s.device === device && s.stopAt === undefined);
+    const dev = connect(gateway.url, { token: tokens[u], device, takeover });
+    const sock: Sock = { id: socks.length, user: u, device, node: node.index, gen: node.gen, dev, startedAt: performance.now() };
+    socks.push(sock);
+    count(summary.ops, what);
+    const revokes = takeover !== undefined || replaces;
+    const victimNodes = nodesOf(u);
+    track(
+      dev.decision.then(
+        (frame) => {
+          if (frame.type === 'granted') {
+            sock.grantedAt = performance.now();
+            count(summary.outcomes, 'granted');
+            if (revokes) revocations.push({ user: u, node: node.index, victimNodes, from: sock.startedAt, answeredAt: sock.grantedAt, unclean: false, what: `${what} ${device}${takeover ? ` takeover=${takeover}` : ''}` });
+            setTimeout(() => stop(sock, 'auto-close'), playMs).unref();
+          } else {
+            count(summary.outcomes, String(frame.type));
+          }
+        },
+        () => {},
+      ),
+    );
+    track(
+      dev.closed.then((c) => {
+        sock.stopAt ??= dev.closedAt ?? performance.now();
+        sock.code = c.code;
+        sock.reason = c.reason;
+        if (sock.grantedAt === undefined) {
+          count(summary.outcomes, `closed ${c.code}`);
+          // Not admitted, but its write may have committed (1013 after the deadline): its victim may hear late.
+          if (revokes && c.code !== 4429) revocations.push({ user: u, node: node.index, victimNodes, from: sock.startedAt, answeredAt: sock.stopAt, unclean: true, what: `${what} ${device} (${c.code})` });
+        } else if (c.code !== 1000 && c.code !== 1005) {
+          count(summary.outcomes, `lost ${c.code}`);
+        }
+      }),
+    );
+  };
+
+  const runOp = (op: Op): void => {
+    const u = op.user;
+    const user = userName(u);
+    switch (op.kind) {
+      case 'connect': {
+        let takeover: string | undefined;
+        if (op.takeover === 'oldest') takeover = 'oldest';
+        else if (op.takeover !== undefined) {
+          const others = openOf(u).filter((s) => s.device !== `d${op.device}`);
+          if (others.length > 0) takeover = others[op.takeover % others.length].device;
+        }
+        open(u, `d${op.device}`, op.node, takeover, op.playMs, takeover === undefined ? 'connect' : 'takeover');
+        return;
+      }
+      case 'close': {
+        const o = openOf(u);
+        if (o.length > 0) stop(o[op.pick % o.length], 'close');
+        return;
+      }
+      case 'reconnect': {
+        const o = openOf(u);
+        if (o.length === 0) return;
+        const s = o[op.pick % o.length];
+        // Through another gateway than the one it plays on.
+        const other = (s.node + 1 + (op.node % (nodes.length - 1))) % nodes.length;
+        open(u, s.device, other, undefined, op.playMs, 'reconnect');
+        return;
+      }
+      case 'kick': {
+        const node = target(op.node);
+        if (!node) return;
+        const o = openOf(u);
+        const device = o.length > 0 ? o[op.pick % o.length].device : `d${op.pick % shape.devicesPerUser}`;
+        count(summary.ops, 'kick');
+        const from = performance.now();
+        const victimNodes = nodesOf(u);
+        track(
+          fetch(`${node.gateway!.httpUrl}/v1/streams/${device}`, {
+            method: 'DELETE',
+            headers: { Authorization: `Bearer ${tokens[u]}` },
+            signal: AbortSignal.timeout(15_000),
+          }).then(
+            async (res) => {
+              await res.arrayBuffer();
+              count(summary.outcomes, `kick ${res.status}`);
+              if (res.status !== 404) revocations.push({ user: u, node: node.index, victimNodes, from, answeredAt: performance.now(), unclean: res.status !== 204, what: `kick ${device} -> ${res.status}` });
+            },
+            (err: Error) => {
+              count(summary.outcomes, `kick ${err.name}`);
+              revocations.push({ user: u, node: node.index, victimNodes, from, answeredAt: performance.now(), unclean: true, what: `kick ${device} -> ${err.name}` });
+            },
+          ),
+        );
+        void user;
+        return;
+      }
+    }
+  };
+
+  // ---- faults -------------------------------------------------------------------------
+  const heal = (node: NodeState, episode: number): void => {
+    if (node.episode === episode) node.proxy.set('pass');
+  };
+  const runFault = (f: Fault): void => {
+    const node = nodes[f.node];
+    const episode = ++node.episode;
+    const from = performance.now();
+    count(summary.faults, f.kind);
+    applied.push({ node: f.node, kind: f.kind, from, until: from + f.forMs, delayMs: f.opts?.delayMs });
+    switch (f.kind) {
+      case 'delay':
+      case 'duplicate':
+      case 'drop-reply':
+      case 'reset':
+      case 'blackhole': {
+        const random = mulberry32(seed ^ (episode * 0x9e3779b1) ^ f.node);
+        node.proxy.set(f.mode!, { ...f.opts, random });
+        if (!f.opts?.usersOnly) noteFaults.push({ node: f.node, from, until: from + f.forMs });
+        setTimeout(() => heal(node, episode), f.forMs).unref();
+        return;
+      }
+      case 'pause': {
+        const gateway = node.gateway;
+        if (!gateway || node.paused) return;
+        gateway.kill('SIGSTOP');
+        node.paused = true;
+        const gen = node.gen;
+        const window: PauseWindow = { node: node.index, gen, from, wokeAt: Number.POSITIVE_INFINITY, until: Number.POSITIVE_INFINITY };
+        pauses.push(window);
+        noteFaults.push({ node: f.node, from, until: from + f.forMs });
+        setTimeout(() => {
+          if (node.gateway === gateway) gateway.kill('SIGCONT');
+          node.paused = false;
+          window.wokeAt = performance.now();
+          window.until = window.wokeAt + AFTER_WAKE_MS;
+        }, f.forMs).unref();
+        return;
+      }
+      case 'kill': {
+        const gateway = node.gateway;
+        if (!gateway || node.paused) return;
+        gateway.kill('SIGKILL');
+        node.gateway = undefined;
+        const fault = { node: f.node, from, until: Number.POSITIVE_INFINITY };
+        noteFaults.push(fault);
+        track(
+          (async () => {
+            await gateway.exited;
+            const next = await spawnGateway({ table: cluster.table, endpoint: node.proxy.endpoint, env, entry: options.entry });
+            respawned.push(next);
+            allGateways.push(next);
+            node.gen++;
+            fault.until = performance.now() + REVOKE_WINDOW_MS;
+            if (stopping) next.kill('SIGKILL');
+            else node.gateway = next;
+          })().catch((err: unknown) => log(`fault-run: respawn failed: ${String(err)}`)),
+        );
+        return;
+      }
+    }
+  };
+
+  // ---- the schedule ---------------------------------------------------------------
+  const timeline: Array<{ at: number; run: () => void }> = [
+    ...schedule.ops.map((op) => ({ at: op.at, run: () => runOp(op) })),
+    ...schedule.faults.map((f) => ({ at: f.at, run: () => runFault(f) })),
+  ].sort((a, b) => a.at - b.at);
+  const scheduleStart = performance.now();
+  let stoppedEarly = false;
+  for (const item of timeline) {
+    const wait = scheduleStart + item.at - performance.now();
+    if (wait > 0) await sleep(wait);
+    if (options.stopEarly && violations.length > 0) {
+      stoppedEarly = true;
+      break;
+    }
+    item.run();
+  }
+  await sleep(Math.max(0, scheduleStart + shape.durationMs - performance.now()));
+  const faultsEndAt = performance.now();
+
+  // ---- heal, close everything ------------------------------------------------------
+  for (const n of nodes) {
+    n.episode++;
+    n.proxy.set('pass');
+    if (n.paused && n.gateway) {
+      n.gateway.kill('SIGCONT');
+      n.paused = false;
+    }
+  }
+  for (const p of pauses) {
+    p.wokeAt = Math.min(p.wokeAt, performance.now());
+    p.until = Math.min(p.until, p.wokeAt + AFTER_WAKE_MS);
+  }
+  // Let a respawn finish, so every node has a gateway for the end check.
+  const respawnDeadline = performance.now() + 20_000;
+  while (nodes.some((n) => n.gateway === undefined) && performance.now() < respawnDeadline) await sleep(100);
+  for (const s of socks) stop(s, 'end');
+  await Promise.race([Promise.all(socks.map((s) => s.dev.closed)), sleep(5000)]);
+  for (const s of socks) if (s.dev.ws.readyState !== s.dev.ws.CLOSED) s.dev.ws.terminate();
+  const closedAt = performance.now();
+  const endAt = performance.now();
+
+  // ---- the timeline check -------------------------------------------------------------
+  for (const w of revocations) {
+    const strictUntil = w.answeredAt + REVOKE_WINDOW_MS;
+    // A mailbox note can be lost only on its way out (the revoker's store path) or on its way in (the
+    // victim's gateway cannot read its mailbox, or is frozen or gone).
+    const involved = new Set([w.node, ...w.victimNodes]);
+    const noteAtRisk = w.unclean || noteFaults.some((f) => involved.has(f.node) && f.from <= strictUntil && f.until >= w.from);
+    w.until = noteAtRisk ? w.answeredAt + LOST_NOTE_WINDOW_MS : strictUntil;
+  }
+  summary.windows['revocation windows'] = revocations.length;
+  summary.windows['of which note at risk'] = revocations.filter((w) => w.until! - w.answeredAt > REVOKE_WINDOW_MS).length;
+  summary.windows['pause windows'] = pauses.length;
+  let longestExcused = 0;
+  for (let u = 0; u < shape.users; u++) {
+    const limit = schedule.limits[u];
+    const mine = socks.filter((s) => s.user === u && s.grantedAt !== undefined);
+    const wins = revocations.filter((w) => w.user === u);
+    const frozen = (s: Sock, a: number): boolean =>
+      pauses.some((p) => p.node === s.node && p.gen === s.gen && s.grantedAt! < p.wokeAt && a >= p.from && a < p.until);
+    const cuts = new Set<number>();
+    for (const s of mine) cuts.add(s.grantedAt!).add(s.stopAt ?? endAt);
+    for (const w of wins) cuts.add(w.from).add(w.until!);
+    for (const p of pauses) cuts.add(p.from).add(p.until);
+    const times = [...cuts].filter(Number.isFinite).sort((a, b) => a - b);
+    let bad: { from: number; to: number; peak: number; allowed: number } | undefined;
+    let excusedFrom: number | undefined;
+    const flush = (): void => {
+      if (bad && bad.to - bad.from >= 10) {
+        const during = mine
+          .filter((s) => s.grantedAt! < bad!.to && (s.stopAt ?? endAt) > bad!.from)
+          .map((s) => `${s.device}@g${s.node}.${s.gen} granted ${Math.round(s.grantedAt! - started)} stop ${Math.round((s.stopAt ?? endAt) - started)} (${s.code ?? 'open'}${s.reason ? ` ${s.reason}` : ''})`);
+        const near = wins.filter((w) => w.from < bad!.to && w.until! > bad!.from - LOST_NOTE_WINDOW_MS).map((w) => `${w.what} [${Math.round(w.from - started)}-${Math.round(w.until! - started)}]`);
+        violate({
+          kind: 'sockets-over-limit',
+          user: userName(u),
+          atMs: bad.from - started,
+          detail: `${bad.peak} granted sockets open for ${Math.round(bad.to - bad.from)} ms (limit ${limit}, ${bad.allowed} revocation window(s) open) - sockets: ${during.join('; ')} - windows: ${near.join('; ') || 'none'}`,
+        });
+      }
+      bad = undefined;
+    };
+    for (let i = 0; i + 1 < times.length; i++) {
+      const a = times[i];
+      const b = times[i + 1];
+      if (b <= a) continue;
+      const playing = mine.filter((s) => s.grantedAt! <= a && (s.stopAt ?? endAt) > a && !frozen(s, a)).length;
+      const allowed = wins.filter((w) => w.from <= a && w.until! > a).length;
+      const excess = playing - limit;
+      if (excess > allowed) {
+        if (bad && bad.to === a) {
+          bad.to = b;
+          bad.peak = Math.max(bad.peak, playing);
+        } else {
+          flush();
+          bad = { from: a, to: b, peak: playing, allowed };
+        }
+      } else {
+        flush();
+      }
+      // Length of the longest excused overlap, for the record.
+      if (excess > 0 && excess <= allowed) {
+        excusedFrom ??= a;
+        longestExcused = Math.max(longestExcused, b - excusedFrom);
+      } else {
+        excusedFrom = undefined;
+      }
+    }
+    flush();
+  }
+  summary.windows['longest excused overlap (ms)'] = Math.round(longestExcused);
+  const revokedCloses = socks.filter((s) => s.code === 4403 || s.code === 4409);
+  summary.windows['revoked sockets (4403/4409)'] = revokedCloses.length;
+
+  // ---- the end check --------------------------------------------------------------------
+  const readUsers = async (): Promise<{ users: Map<string, Record<string, AttributeValue>>; live: Set<string> }> => {
+    const out = await store.send(new ScanCommand({ TableName: cluster.table, ConsistentRead: true }));
+    const users = new Map<string, Record<string, AttributeValue>>();
+    const live = new Set<string>();
+    const now = Date.now();
+    for (const item of out.Items ?? []) {
+      const pk = item.pk?.S ?? '';
+      if (pk.startsWith('user#')) users.set(pk.slice(5), item);
+      else if (pk.startsWith('instance#') && (num(item.expiresAt) ?? 0) > now) live.add(pk.slice(9));
+    }
+    return { users, live };
+  };
+  const entriesOf = (item: Record<string, AttributeValue> | undefined): Array<{ device: string; leaseId: string; instanceId: string; acquiredAt: number }> =>
+    Object.entries(item ?? {})
+      .filter(([k]) => k.startsWith('lease:'))
+      .map(([k, v]) => ({
+        device: k.slice(6),
+        leaseId: v.M?.leaseId?.S ?? '',
+        instanceId: v.M?.instanceId?.S ?? '',
+        acquiredAt: num(v.M?.acquiredAt) ?? 0,
+      }));
+  /** Which process wrote an entry, what it logged about that device, and the faults around the write. */
+  const history = (user: string, device: string, leaseId: string, instanceId: string, acquiredAt: number): string => {
+    const owner = allGateways.findIndex((g) => g.lines.some((l) => l.includes(instanceId)));
+    const at = acquiredAt - startedWall;
+    const lines = (owner >= 0 ? allGateways[owner].lines : []).flatMap((l) => {
+      try {
+        const rec = JSON.parse(l) as Record<string, unknown>;
+        if (rec.userId !== user || rec.deviceId !== device) return [];
+        const when = Date.parse(String(rec.time)) - startedWall;
+        if (when < at - 4000 || when > at + 8000) return [];
+        const mine = rec.leaseId === leaseId ? ' (this lease)' : '';
+        return [`${when} ${String(rec.msg)}${mine}${rec.reason ? ` ${String(rec.reason)}` : ''}${rec.code ? ` ${String(rec.code)}` : ''}`];
+      } catch {
+        return [];
+      }
+    });
+    const node = nodes.findIndex((n) => n.gateway !== undefined && allGateways.indexOf(n.gateway) === owner);
+    const faults = applied
+      .filter((f) => (node < 0 || f.node === node) && f.from - started <= at + 1000 && f.until - started >= at - 4000)
+      .map((f) => `${f.kind}${f.delayMs ? ` ${f.delayMs} ms` : ''} on g${f.node} ${Math.round(f.from - started)}-${Math.round(f.until - started)}`);
+    return `written at ${at} ms by gateway process ${owner >= 0 ? owner : '?'} (node ${node >= 0 ? node : '?'}, instance ${instanceId}); its log for ${user}/${device}: ${lines.join(' | ') || 'nothing'}; faults on that node around the write: ${faults.join(', ') || 'none'}`;
+  };
+
+  if (!stoppedEarly) {
+    let last = await readUsers();
+    const liveLeft = (): Array<[string, ReturnType<typeof entriesOf>]> =>
+      [...last.users].map(([user, item]) => [user, entriesOf(item).filter((e) => last.live.has(e.instanceId))] as [string, ReturnType<typeof entriesOf>]).filter(([, e]) => e.length > 0);
+    const deadline = closedAt + END_BOUND_MS;
+    while (liveLeft().length > 0 && performance.now() < deadline) {
+      await sleep(200);
+      last = await readUsers();
+    }
+    summary.windows['end: heal to no live entry (ms)'] = Math.round(performance.now() - faultsEndAt);
+    for (const [user, entries] of liveLeft()) {
+      const u = Number(user.slice(1));
+      const sockets = (device: string): string =>
+        socks
+          .filter((s) => s.user === u && s.device === device)
+          .map((s) => `#${s.id} g${s.node}.${s.gen} start ${Math.round(s.startedAt - started)} granted ${s.grantedAt === undefined ? '-' : Math.round(s.grantedAt - started)} stop ${s.stopAt === undefined ? '-' : Math.round(s.stopAt - started)} (${s.code ?? '?'})`)
+          .join(', ');
+      violate({
+        kind: 'end-live-entries',
+        user,
+        atMs: t(),
+        detail:
+          `${END_BOUND_MS} ms after every client closed the item still holds ${entries.length} entr${entries.length === 1 ? 'y' : 'ies'} of live instances (n = ${num(last.users.get(user)?.n) ?? 'absent'}, limit ${schedule.limits[u]}): ` +
+          entries.map((e) => `${e.device} lease ${e.leaseId} ${history(user, e.device, e.leaseId, e.instanceId, e.acquiredAt)}; this device's sockets: ${sockets(e.device)}`).join(' || '),
+      });
+    }
+
+    // Every user can play on `limit` devices at once again, and the item is empty once they stop.
+    const probes = await Promise.all(
+      schedule.limits.flatMap((limit, u) =>
+        Array.from({ length: limit }, async (_, i) => {
+          const node = target(i)!;
+          const dev = connect(node.gateway!.url, { token: tokens[u], device: `probe${i}` });
+          const frame = await dev.decision.catch((err: Error) => ({ type: err.message }));
+          return { u, dev, frame };
+        }),
+      ),
+    );
+    for (let u = 0; u < shape.users; u++) {
+      const mine = probes.filter((p) => p.u === u);
+      const refused = mine.filter((p) => p.frame.type !== 'granted');
+      if (refused.length > 0) {
+        violate({ kind: 'end-capacity', user: userName(u), atMs: t(), detail: `only ${mine.length - refused.length} of ${mine.length} probe devices admitted: ${refused.map((p) => JSON.stringify(p.frame).slice(0, 200)).join('; ')}` });
+      }
+    }
+    await Promise.all(probes.map((p) => p.dev.close()));
+    const emptyBy = performance.now() + 3000 + SLACK_MS;
+    let notEmpty: Array<[string, string]> = [];
+    do {
+      last = await readUsers();
+      notEmpty = [...last.users]
+        .map(([user, item]): [string, string] => [user, `${entriesOf(item).map((e) => e.device).join(', ') || 'no entries'}, n = ${num(item.n) ?? 'absent'}`])
+        .filter(([user]) => {
+          const item = last.users.get(user)!;
+          return entriesOf(item).length > 0 || (num(item.n) ?? 0) !== 0;
+        });
+      if (notEmpty.length === 0) break;
+      await sleep(200);
+    } while (performance.now() < emptyBy);
+    for (const [user, what] of notEmpty) violate({ kind: 'end-not-empty', user, atMs: t(), detail: `after the probe devices stopped the item holds ${what}` });
+  }
+
+  // ---- tear down ----------------------------------------------------------------------
+  stopping = true;
+  polling = false;
+  await poller;
+  await Promise.race([Promise.allSettled([...inFlight]), sleep(5000)]);
+  for (const g of respawned) {
+    g.kill('SIGCONT');
+    g.kill('SIGKILL');
+  }
+  await Promise.all(respawned.map((g) => g.exited));
+  await cluster.stop();
+  store.destroy();
+
+  for (const n of nodes) for (const [mode, c] of n.proxy.faulted) count(summary.faultedRequests, mode, c);
+  summary.wallMs = Math.round(performance.now() - started);
+  log(
+    `fault-run summary (seed ${seed}${stoppedEarly ? ', stopped at the first violation' : ''}, ${(summary.wallMs / 1000).toFixed(1)} s): ` +
+      `operations ${JSON.stringify(summary.ops)}; outcomes ${JSON.stringify(summary.outcomes)}; faults ${JSON.stringify(summary.faults)}; ` +
+      `faulted requests ${JSON.stringify(summary.faultedRequests)}; limits ${JSON.stringify(summary.limits)}; peak entries ${JSON.stringify(summary.peakEntries)}; ` +
+      `windows ${JSON.stringify(summary.windows)}; violations ${violations.length}`,
+  );
+  return { seed, violations, summary };
+}
