@@ -161,14 +161,14 @@ export function makeSchedule(seed: number, shape: ScheduleShape): Schedule {
   const busyUntil = Array.from({ length: shape.gateways }, () => 0);
   let kills = 0;
   const userWrites: FaultOptions = { only: ['UpdateItem'], usersOnly: true };
-  for (let at = 1500; at < shape.durationMs - 2000; at += int(rFaults, 300, 1800)) {
+  for (let at = 1500; at < shape.durationMs - 2000; at += int(rFaults, 200, 1200)) {
     const free = busyUntil.map((u, i) => (u + 150 <= at ? i : -1)).filter((i) => i >= 0);
     const pickNode = int(rFaults, 0, shape.gateways - 1);
-    let kind = weighted<FaultKind>(rFaults, { delay: 24, duplicate: 22, 'drop-reply': 16, reset: 9, blackhole: 9, pause: 13, kill: 7 });
+    // Late copies (delay, duplicate) are what most often breaks a lease; they get the most weight.
+    let kind = weighted<FaultKind>(rFaults, { delay: 28, duplicate: 28, 'drop-reply': 14, reset: 7, blackhole: 7, pause: 11, kill: 5 });
     const forMs = int(rFaults, 500, 4000);
     // Past the SDK's per-attempt timeout, and long enough that a short play ends before the copy lands.
     const delayMs = int(rFaults, REQUEST_TIMEOUT_MS + 300, REQUEST_TIMEOUT_MS + 2500);
-    const times = int(rFaults, 1, 3);
     if (free.length === 0) continue;
     const node = free[pickNode % free.length];
     if (kind === 'kill' && (kills >= shape.maxKills || at < 5000)) kind = 'delay';
@@ -176,10 +176,10 @@ export function makeSchedule(seed: number, shape: ScheduleShape): Schedule {
     switch (kind) {
       case 'delay':
         // A request held past the SDK's per-attempt timeout: the SDK retries, the held copy lands later.
-        fault = { at, kind, node, forMs, mode: 'delay', opts: { ...userWrites, delayMs, times } };
+        fault = { at, kind, node, forMs, mode: 'delay', opts: { ...userWrites, delayMs, probability: 0.5 } };
         break;
       case 'duplicate':
-        fault = { at, kind, node, forMs, mode: 'duplicate', opts: { ...userWrites, delayMs: int(rFaults, 500, 3000), probability: 0.6 } };
+        fault = { at, kind, node, forMs, mode: 'duplicate', opts: { ...userWrites, delayMs: int(rFaults, 500, 3000), probability: 0.8 } };
         break;
       case 'drop-reply':
         fault = { at, kind, node, forMs, mode: 'drop-reply', opts: { ...userWrites, probability: 0.5 } };
@@ -610,7 +610,7 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
     }
     item.run();
   }
-  await sleep(Math.max(0, scheduleStart + shape.durationMs - performance.now()));
+  if (!stoppedEarly) await sleep(Math.max(0, scheduleStart + shape.durationMs - performance.now()));
   const faultsEndAt = performance.now();
 
   // ---- heal, close everything ------------------------------------------------------
