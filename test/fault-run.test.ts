@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { mutantEntry } from './helpers/cluster.js';
-import { runFaultSchedule, seedFromEnv, type FaultRunResult } from './helpers/fault-run.js';
+import { DEFAULT_SHAPE, makeSchedule, runFaultSchedule, seedFromEnv, type FaultRunResult } from './helpers/fault-run.js';
 
 /** Seconds of faults in the real run (FAULT_DURATION_MS overrides, e.g. for a local soak). */
 const DURATION_MS = Number(process.env.FAULT_DURATION_MS ?? 60_000);
@@ -41,11 +41,19 @@ function explain(result: FaultRunResult): string {
 }
 
 describe('seeded fault run', { concurrency: false }, () => {
+  test('the schedule is a function of the seed: a failing seed replays the same operations and faults', () => {
+    const shape = DEFAULT_SHAPE;
+    assert.deepEqual(makeSchedule(42, shape), makeSchedule(42, shape));
+    assert.notDeepEqual(makeSchedule(42, shape).ops, makeSchedule(43, shape).ops);
+    const kinds = new Set(makeSchedule(42, shape).faults.map((f) => f.kind));
+    for (const kind of ['delay', 'duplicate', 'drop-reply', 'pause', 'kill'] as const) assert.ok(kinds.has(kind), `seed 42 schedules ${kind}`);
+  });
+
   test('random connects, closes, takeovers, kicks and reconnects under store faults, pauses and kills: never over the limit, nothing leaks', async () => {
     const seed = seedFromEnv();
     process.stdout.write(`fault run: seed ${seed} (reproduce with FAULT_SEED=${seed})\n`);
     const result = await runFaultSchedule({ seed, durationMs: DURATION_MS });
-    assert.deepEqual(result.violations, [], explain(result));
+    assert.equal(result.violations.length, 0, explain(result));
   });
 
   test('negative control: the same run against a gateway with one safety condition removed is caught', async () => {

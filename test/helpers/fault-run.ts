@@ -144,6 +144,9 @@ export interface ScheduleShape {
   maxKills: number;
 }
 
+/** The run's shape unless told otherwise: three gateways, eight users, about nine operations a second. */
+export const DEFAULT_SHAPE: ScheduleShape = { durationMs: 60_000, gateways: 3, users: 8, devicesPerUser: 5, opGapMs: 110, maxKills: 2 };
+
 export function makeSchedule(seed: number, shape: ScheduleShape): Schedule {
   // Separate streams: changing the fault mix does not reshuffle the operations.
   const rOps = mulberry32(seed);
@@ -331,12 +334,10 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
   const t = (): number => performance.now() - started;
   const log = options.log ?? ((line: string) => process.stdout.write(line + '\n'));
   const shape: ScheduleShape = {
-    durationMs: options.durationMs ?? 60_000,
-    gateways: options.gateways ?? 3,
-    users: options.users ?? 8,
-    devicesPerUser: 5,
-    opGapMs: 110,
-    maxKills: 2,
+    ...DEFAULT_SHAPE,
+    durationMs: options.durationMs ?? DEFAULT_SHAPE.durationMs,
+    gateways: options.gateways ?? DEFAULT_SHAPE.gateways,
+    users: options.users ?? DEFAULT_SHAPE.users,
   };
   const { seed } = options;
   const schedule = makeSchedule(seed, shape);
@@ -493,7 +494,6 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
 
   const runOp = (op: Op): void => {
     const u = op.user;
-    const user = userName(u);
     switch (op.kind) {
       case 'connect': {
         let takeover: string | undefined;
@@ -543,7 +543,6 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
             },
           ),
         );
-        void user;
         return;
       }
     }
