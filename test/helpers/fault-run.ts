@@ -375,12 +375,12 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
     windows: {},
   };
 
+  const tokens = await Promise.all(schedule.limits.map((limit, u) => mintToken(userName(u), { maxStreams: limit })));
   const cluster = await startCluster(shape.gateways, { env, entry: options.entry });
   const nodes: NodeState[] = cluster.nodes.map((n, index) => ({ index, proxy: n.proxy, gateway: n.gateway, gen: 0, paused: false, episode: 0 }));
   /** Every gateway process of the run, killed ones included: their logs explain a leaked entry. */
   const allGateways: ChildGateway[] = nodes.map((n) => n.gateway!);
   const respawned: ChildGateway[] = [];
-  const tokens = await Promise.all(schedule.limits.map((limit, u) => mintToken(userName(u), { maxStreams: limit })));
   const store = localClient(cluster.endpoint);
   const socks: Sock[] = [];
   const revocations: RevocationWindow[] = [];
@@ -395,494 +395,524 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
     void p.finally(() => inFlight.delete(p));
   };
   let stopping = false;
-
-  log(`fault-run: seed ${seed} (reproduce with FAULT_SEED=${seed}); ${shape.gateways} gateways, ${shape.users} users (limits ${schedule.limits.join(',')}), ${schedule.ops.length} operations and ${schedule.faults.length} faults over ${shape.durationMs / 1000} s`);
-
-  // ---- the continuous store check --------------------------------------------------
   let polling = true;
-  const poller = (async () => {
-    while (polling) {
-      try {
-        const out = await store.send(new ScanCommand({ TableName: cluster.table, ConsistentRead: true }));
-        const at = t();
-        for (const item of out.Items ?? []) {
-          const pk = item.pk?.S ?? '';
-          if (!pk.startsWith('user#')) continue;
-          const user = pk.slice('user#'.length);
-          const u = Number(user.slice(1));
-          const entries = Object.keys(item).filter((k) => k.startsWith('lease:'));
-          const n = num(item.n) ?? 0;
-          summary.peakEntries[user] = Math.max(summary.peakEntries[user] ?? 0, entries.length);
-          if (entries.length > schedule.limits[u]) {
-            violate({ kind: 'store-over-limit', user, atMs: at, detail: `${entries.length} lease entries, limit ${schedule.limits[u]}: ${entries.join(', ')}` }, `over:${user}`);
-          }
-          if (n !== entries.length) {
-            violate({ kind: 'store-count', user, atMs: at, detail: `n = ${n} but ${entries.length} lease entries (${entries.join(', ') || 'none'})` }, `count:${user}`);
-          }
-        }
-      } catch (err) {
-        log(`fault-run: store poll failed: ${String(err)}`);
-      }
-      await sleep(STORE_POLL_MS);
-    }
-  })();
-
-  // ---- operations -------------------------------------------------------------------
-  const openOf = (u: number): Sock[] => socks.filter((s) => s.user === u && s.grantedAt !== undefined && s.stopAt === undefined);
-  /** The node's gateway if it can take requests now, else the next one that can (a killed node is restarting). */
-  const target = (i: number): NodeState | undefined => {
-    for (let k = 0; k < nodes.length; k++) {
-      const n = nodes[(i + k) % nodes.length];
-      if (n.gateway !== undefined) return n;
-    }
-    return undefined;
-  };
-
-  const stop = (s: Sock, why: 'close' | 'auto-close' | 'end'): void => {
-    if (s.stopAt !== undefined || s.dev.ws.readyState >= s.dev.ws.CLOSING) return;
-    s.stopAt = performance.now();
-    if (why !== 'end') count(summary.ops, why);
-    void s.dev.close(1000);
-  };
-
-  const open = (u: number, device: string, nodeIndex: number, takeover: string | undefined, playMs: number, what: string): void => {
-    const node = target(nodeIndex);
-    if (!node) return;
-    const gateway = node.gateway!;
-    // Same device already playing or admitting: this connect replaces it (4409 on the old socket).
-    const replaces = socks.some((s) => s.user === u && s.device === device && s.stopAt === undefined);
-    const aims: RevocationWindow['target'][] = [];
-    if (replaces) aims.push({ device });
-    if (takeover === 'oldest') aims.push({ oldest: true, except: device });
-    else if (takeover !== undefined) aims.push({ device: takeover });
-    const dev = connect(gateway.url, { token: tokens[u], device, takeover });
-    const sock: Sock = { id: socks.length, user: u, device, node: node.index, gen: node.gen, dev, startedAt: performance.now() };
-    socks.push(sock);
-    count(summary.ops, what);
-    track(
-      dev.decision.then(
-        (frame) => {
-          if (frame.type === 'granted') {
-            sock.grantedAt = performance.now();
-            count(summary.outcomes, 'granted');
-            for (const target of aims) revocations.push({ user: u, node: node.index, target, self: sock.id, from: sock.startedAt, answeredAt: sock.grantedAt, unclean: false, what: `${what} ${device}${takeover ? ` takeover=${takeover}` : ''} #${sock.id}` });
-            setTimeout(() => stop(sock, 'auto-close'), playMs).unref();
-          } else {
-            count(summary.outcomes, String(frame.type));
-          }
-        },
-        () => {},
-      ),
-    );
-    track(
-      dev.closed.then((c) => {
-        sock.stopAt ??= dev.closedAt ?? performance.now();
-        sock.code = c.code;
-        sock.reason = c.reason;
-        if (sock.grantedAt === undefined) {
-          count(summary.outcomes, `closed ${c.code}`);
-          // Not admitted, but its write may have committed (1013 after the deadline): its victim may hear late.
-          if (c.code !== 4429) {
-            for (const target of aims) revocations.push({ user: u, node: node.index, target, self: sock.id, from: sock.startedAt, answeredAt: sock.stopAt, unclean: true, what: `${what} ${device} (${c.code}) #${sock.id}` });
-          }
-        } else if (c.code !== 1000 && c.code !== 1005) {
-          count(summary.outcomes, `lost ${c.code}`);
-        }
-      }),
-    );
-  };
-
-  const runOp = (op: Op): void => {
-    const u = op.user;
-    switch (op.kind) {
-      case 'connect': {
-        let takeover: string | undefined;
-        if (op.takeover === 'oldest') takeover = 'oldest';
-        else if (op.takeover !== undefined) {
-          const others = openOf(u).filter((s) => s.device !== `d${op.device}`);
-          if (others.length > 0) takeover = others[op.takeover % others.length].device;
-        }
-        open(u, `d${op.device}`, op.node, takeover, op.playMs, takeover === undefined ? 'connect' : 'takeover');
-        return;
-      }
-      case 'close': {
-        const o = openOf(u);
-        if (o.length > 0) stop(o[op.pick % o.length], 'close');
-        return;
-      }
-      case 'reconnect': {
-        const o = openOf(u);
-        if (o.length === 0) return;
-        const s = o[op.pick % o.length];
-        // Through another gateway than the one it plays on.
-        const other = (s.node + 1 + (op.node % (nodes.length - 1))) % nodes.length;
-        open(u, s.device, other, undefined, op.playMs, 'reconnect');
-        return;
-      }
-      case 'kick': {
-        const node = target(op.node);
-        if (!node) return;
-        const o = openOf(u);
-        const device = o.length > 0 ? o[op.pick % o.length].device : `d${op.pick % shape.devicesPerUser}`;
-        count(summary.ops, 'kick');
-        const from = performance.now();
-        track(
-          fetch(`${node.gateway!.httpUrl}/v1/streams/${device}`, {
-            method: 'DELETE',
-            headers: { Authorization: `Bearer ${tokens[u]}` },
-            signal: AbortSignal.timeout(15_000),
-          }).then(
-            async (res) => {
-              await res.arrayBuffer();
-              count(summary.outcomes, `kick ${res.status}`);
-              if (res.status !== 404) revocations.push({ user: u, node: node.index, target: { device }, from, answeredAt: performance.now(), unclean: res.status !== 204, what: `kick ${device} -> ${res.status}` });
-            },
-            (err: Error) => {
-              count(summary.outcomes, `kick ${err.name}`);
-              revocations.push({ user: u, node: node.index, target: { device }, from, answeredAt: performance.now(), unclean: true, what: `kick ${device} -> ${err.name}` });
-            },
-          ),
-        );
-        return;
-      }
-    }
-  };
-
-  // ---- faults -------------------------------------------------------------------------
-  const heal = (node: NodeState, episode: number): void => {
-    if (node.episode === episode) node.proxy.set('pass');
-  };
-  const runFault = (f: Fault): void => {
-    const node = nodes[f.node];
-    const episode = ++node.episode;
-    const from = performance.now();
-    count(summary.faults, f.kind);
-    applied.push({ node: f.node, kind: f.kind, from, until: from + f.forMs, delayMs: f.opts?.delayMs });
-    switch (f.kind) {
-      case 'delay':
-      case 'duplicate':
-      case 'drop-reply':
-      case 'reset':
-      case 'blackhole': {
-        const random = mulberry32(seed ^ (episode * 0x9e3779b1) ^ f.node);
-        node.proxy.set(f.mode!, { ...f.opts, random });
-        if (!f.opts?.usersOnly) noteFaults.push({ node: f.node, kind: f.kind, from, until: from + f.forMs });
-        setTimeout(() => heal(node, episode), f.forMs).unref();
-        return;
-      }
-      case 'pause': {
-        const gateway = node.gateway;
-        if (!gateway || node.paused) return;
-        gateway.kill('SIGSTOP');
-        node.paused = true;
-        const gen = node.gen;
-        const window: PauseWindow = { node: node.index, gen, from, wokeAt: Number.POSITIVE_INFINITY, until: Number.POSITIVE_INFINITY };
-        pauses.push(window);
-        noteFaults.push({ node: f.node, kind: f.kind, from, until: from + f.forMs });
-        setTimeout(() => {
-          if (node.gateway === gateway) gateway.kill('SIGCONT');
-          node.paused = false;
-          window.wokeAt = performance.now();
-          window.until = window.wokeAt + AFTER_WAKE_MS;
-        }, f.forMs).unref();
-        return;
-      }
-      case 'kill': {
-        const gateway = node.gateway;
-        if (!gateway || node.paused) return;
-        gateway.kill('SIGKILL');
-        node.gateway = undefined;
-        // Notes the killed process had not sent yet are lost; its replacement starts clean.
-        noteFaults.push({ node: f.node, kind: f.kind, from, until: from });
-        track(
-          (async () => {
-            await gateway.exited;
-            const next = await spawnGateway({ table: cluster.table, endpoint: node.proxy.endpoint, env, entry: options.entry });
-            respawned.push(next);
-            allGateways.push(next);
-            node.gen++;
-            if (stopping) next.kill('SIGKILL');
-            else node.gateway = next;
-          })().catch((err: unknown) => log(`fault-run: respawn failed: ${String(err)}`)),
-        );
-        return;
-      }
-    }
-  };
-
-  // ---- the schedule ---------------------------------------------------------------
-  const timeline: Array<{ at: number; run: () => void }> = [
-    ...schedule.ops.map((op) => ({ at: op.at, run: () => runOp(op) })),
-    ...schedule.faults.map((f) => ({ at: f.at, run: () => runFault(f) })),
-  ].sort((a, b) => a.at - b.at);
-  const scheduleStart = performance.now();
+  let poller: Promise<void> = Promise.resolve();
   let stoppedEarly = false;
-  for (const item of timeline) {
-    const wait = scheduleStart + item.at - performance.now();
-    if (wait > 0) await sleep(wait);
-    if (options.stopEarly && violations.length > 0) {
-      stoppedEarly = true;
-      break;
-    }
-    item.run();
-  }
-  if (!stoppedEarly) await sleep(Math.max(0, scheduleStart + shape.durationMs - performance.now()));
-  const faultsEndAt = performance.now();
+  try {
 
-  // ---- heal, close everything ------------------------------------------------------
-  for (const n of nodes) {
-    n.episode++;
-    n.proxy.set('pass');
-    if (n.paused && n.gateway) {
-      n.gateway.kill('SIGCONT');
-      n.paused = false;
-    }
-  }
-  for (const p of pauses) {
-    p.wokeAt = Math.min(p.wokeAt, performance.now());
-    p.until = Math.min(p.until, p.wokeAt + AFTER_WAKE_MS);
-  }
-  // Let a respawn finish, so every node has a gateway for the end check.
-  const respawnDeadline = performance.now() + 20_000;
-  while (nodes.some((n) => n.gateway === undefined) && performance.now() < respawnDeadline) await sleep(100);
-  for (const s of socks) stop(s, 'end');
-  await Promise.race([Promise.all(socks.map((s) => s.dev.closed)), sleep(5000)]);
-  for (const s of socks) if (s.dev.ws.readyState !== s.dev.ws.CLOSED) s.dev.ws.terminate();
-  const endAt = performance.now();
+    log(
+      `fault-run: seed ${seed} (reproduce with FAULT_SEED=${seed}); ${shape.gateways} gateways, ${shape.users} users ` +
+        `(limits ${schedule.limits.join(',')}), ${schedule.ops.length} operations and ${schedule.faults.length} faults over ${shape.durationMs / 1000} s`,
+    );
 
-  // ---- the timeline check -------------------------------------------------------------
-  // Who a revocation may have hit, from the devices' timelines: the named device's sockets alive while it
-  // ran, or (takeover=oldest) the two earliest granted, in case the store's order differs from ours.
-  for (const w of revocations) {
-    const alive = socks.filter((s) => s.user === w.user && s.id !== w.self && s.startedAt <= w.answeredAt && (s.stopAt ?? endAt) > w.from);
-    const target = w.target;
-    const victims =
-      'device' in target
-        ? alive.filter((s) => s.device === target.device)
-        : alive.filter((s) => s.device !== target.except && s.grantedAt !== undefined && s.grantedAt <= w.answeredAt).sort((a, b) => a.grantedAt! - b.grantedAt!).slice(0, 2);
-    w.victims = new Set(victims.map((s) => s.id));
-    const strictUntil = w.answeredAt + REVOKE_WINDOW_MS;
-    // A mailbox note can be lost or held on its way out (any fault on the revoker's store path, or the
-    // revoker frozen or gone), or on its way in when the victim's gateway cannot read its mailbox (blackhole;
-    // a frozen victim is excused by its pause window, a killed one has no sockets, a reset beat is retried).
-    const victimNodes = new Set(victims.map((s) => s.node));
-    const noteAtRisk =
-      w.unclean ||
-      noteFaults.some(
-        (f) =>
-          (f.node === w.node && f.from <= w.answeredAt + NOTE_SEND_MS && f.until >= w.from) ||
-          (f.kind === 'blackhole' && victimNodes.has(f.node) && f.from <= strictUntil && f.until >= w.from),
+    // ---- the continuous store check --------------------------------------------------
+    poller = (async () => {
+      while (polling) {
+        try {
+          const out = await store.send(new ScanCommand({ TableName: cluster.table, ConsistentRead: true }));
+          const at = t();
+          for (const item of out.Items ?? []) {
+            const pk = item.pk?.S ?? '';
+            if (!pk.startsWith('user#')) continue;
+            const user = pk.slice('user#'.length);
+            const u = Number(user.slice(1));
+            const entries = Object.keys(item).filter((k) => k.startsWith('lease:'));
+            const n = num(item.n) ?? 0;
+            summary.peakEntries[user] = Math.max(summary.peakEntries[user] ?? 0, entries.length);
+            if (entries.length > schedule.limits[u]) {
+              violate({ kind: 'store-over-limit', user, atMs: at, detail: `${entries.length} lease entries, limit ${schedule.limits[u]}: ${entries.join(', ')}` }, `over:${user}`);
+            }
+            if (n !== entries.length) {
+              violate({ kind: 'store-count', user, atMs: at, detail: `n = ${n} but ${entries.length} lease entries (${entries.join(', ') || 'none'})` }, `count:${user}`);
+            }
+          }
+        } catch (err) {
+          log(`fault-run: store poll failed: ${String(err)}`);
+        }
+        await sleep(STORE_POLL_MS);
+      }
+    })();
+
+    // ---- operations -------------------------------------------------------------------
+    const openOf = (u: number): Sock[] => socks.filter((s) => s.user === u && s.grantedAt !== undefined && s.stopAt === undefined);
+    /** The node's gateway if it can take requests now, else the next one that can (a killed node is restarting). */
+    const target = (i: number): NodeState | undefined => {
+      for (let k = 0; k < nodes.length; k++) {
+        const n = nodes[(i + k) % nodes.length];
+        if (n.gateway !== undefined) return n;
+      }
+      return undefined;
+    };
+
+    const stop = (s: Sock, why: 'close' | 'auto-close' | 'end'): void => {
+      if (s.stopAt !== undefined || s.dev.ws.readyState >= s.dev.ws.CLOSING) return;
+      s.stopAt = performance.now();
+      if (why !== 'end') count(summary.ops, why);
+      void s.dev.close(1000);
+    };
+
+    const open = (u: number, device: string, nodeIndex: number, takeover: string | undefined, playMs: number, what: string): void => {
+      const node = target(nodeIndex);
+      if (!node) return;
+      const gateway = node.gateway!;
+      // Same device already playing or admitting: this connect replaces it (4409 on the old socket).
+      const replaces = socks.some((s) => s.user === u && s.device === device && s.stopAt === undefined);
+      const aims: RevocationWindow['target'][] = [];
+      if (replaces) aims.push({ device });
+      if (takeover === 'oldest') aims.push({ oldest: true, except: device });
+      else if (takeover !== undefined) aims.push({ device: takeover });
+      const dev = connect(gateway.url, { token: tokens[u], device, takeover });
+      const sock: Sock = { id: socks.length, user: u, device, node: node.index, gen: node.gen, dev, startedAt: performance.now() };
+      socks.push(sock);
+      count(summary.ops, what);
+      track(
+        dev.decision.then(
+          (frame) => {
+            if (frame.type === 'granted') {
+              sock.grantedAt = performance.now();
+              count(summary.outcomes, 'granted');
+              const label = `${what} ${device}${takeover ? ` takeover=${takeover}` : ''} #${sock.id}`;
+              for (const target of aims) {
+                revocations.push({ user: u, node: node.index, target, self: sock.id, from: sock.startedAt, answeredAt: sock.grantedAt, unclean: false, what: label });
+              }
+              setTimeout(() => stop(sock, 'auto-close'), playMs).unref();
+            } else {
+              count(summary.outcomes, String(frame.type));
+            }
+          },
+          () => {},
+        ),
       );
-    w.until = noteAtRisk ? w.answeredAt + LOST_NOTE_WINDOW_MS : strictUntil;
-  }
-  summary.windows['revocation windows'] = revocations.length;
-  summary.windows['of which note at risk'] = revocations.filter((w) => w.until! - w.answeredAt > REVOKE_WINDOW_MS).length;
-  summary.windows['of which unanswered (1013, 503)'] = revocations.filter((w) => w.unclean).length;
-  summary.windows['pause windows'] = pauses.length;
-  let longestExcused = 0;
-  /** Can every socket over the limit be matched to a distinct open window that may have revoked it? (Kuhn's matching) */
-  const excusable = (over: number, playing: Sock[], wins: RevocationWindow[]): boolean => {
-    const owner = new Map<number, RevocationWindow>();
-    const augment = (w: RevocationWindow, seenIds: Set<number>): boolean => {
-      for (const s of playing) {
-        if (!w.victims!.has(s.id) || seenIds.has(s.id)) continue;
-        seenIds.add(s.id);
-        const holder = owner.get(s.id);
-        if (holder === undefined || augment(holder, seenIds)) {
-          owner.set(s.id, w);
-          return true;
+      track(
+        dev.closed.then((c) => {
+          sock.stopAt ??= dev.closedAt ?? performance.now();
+          sock.code = c.code;
+          sock.reason = c.reason;
+          if (sock.grantedAt === undefined) {
+            count(summary.outcomes, `closed ${c.code}`);
+            // Not admitted, but its write may have committed (1013 after the deadline): its victim may hear late.
+            if (c.code !== 4429) {
+              const label = `${what} ${device} (${c.code}) #${sock.id}`;
+              for (const target of aims) {
+                revocations.push({ user: u, node: node.index, target, self: sock.id, from: sock.startedAt, answeredAt: sock.stopAt, unclean: true, what: label });
+              }
+            }
+          } else if (c.code !== 1000 && c.code !== 1005) {
+            count(summary.outcomes, `lost ${c.code}`);
+          }
+        }),
+      );
+    };
+
+    const runOp = (op: Op): void => {
+      const u = op.user;
+      switch (op.kind) {
+        case 'connect': {
+          let takeover: string | undefined;
+          if (op.takeover === 'oldest') takeover = 'oldest';
+          else if (op.takeover !== undefined) {
+            const others = openOf(u).filter((s) => s.device !== `d${op.device}`);
+            if (others.length > 0) takeover = others[op.takeover % others.length].device;
+          }
+          open(u, `d${op.device}`, op.node, takeover, op.playMs, takeover === undefined ? 'connect' : 'takeover');
+          return;
+        }
+        case 'close': {
+          const o = openOf(u);
+          if (o.length > 0) stop(o[op.pick % o.length], 'close');
+          return;
+        }
+        case 'reconnect': {
+          const o = openOf(u);
+          if (o.length === 0) return;
+          const s = o[op.pick % o.length];
+          // Through another gateway than the one it plays on.
+          const other = (s.node + 1 + (op.node % (nodes.length - 1))) % nodes.length;
+          open(u, s.device, other, undefined, op.playMs, 'reconnect');
+          return;
+        }
+        case 'kick': {
+          const node = target(op.node);
+          if (!node) return;
+          const o = openOf(u);
+          const device = o.length > 0 ? o[op.pick % o.length].device : `d${op.pick % shape.devicesPerUser}`;
+          count(summary.ops, 'kick');
+          const from = performance.now();
+          track(
+            fetch(`${node.gateway!.httpUrl}/v1/streams/${device}`, {
+              method: 'DELETE',
+              headers: { Authorization: `Bearer ${tokens[u]}` },
+              signal: AbortSignal.timeout(15_000),
+            }).then(
+              async (res) => {
+                await res.arrayBuffer();
+                count(summary.outcomes, `kick ${res.status}`);
+                if (res.status === 404) return;
+                const unclean = res.status !== 204;
+                revocations.push({ user: u, node: node.index, target: { device }, from, answeredAt: performance.now(), unclean, what: `kick ${device} -> ${res.status}` });
+              },
+              (err: Error) => {
+                count(summary.outcomes, `kick ${err.name}`);
+                revocations.push({ user: u, node: node.index, target: { device }, from, answeredAt: performance.now(), unclean: true, what: `kick ${device} -> ${err.name}` });
+              },
+            ),
+          );
+          return;
         }
       }
-      return false;
     };
-    let matched = 0;
-    for (const w of wins) if (augment(w, new Set())) matched++;
-    return matched >= over;
-  };
-  for (let u = 0; u < shape.users; u++) {
-    const limit = schedule.limits[u];
-    const mine = socks.filter((s) => s.user === u && s.grantedAt !== undefined);
-    const wins = revocations.filter((w) => w.user === u);
-    const frozen = (s: Sock, a: number): boolean =>
-      pauses.some((p) => p.node === s.node && p.gen === s.gen && s.grantedAt! < p.wokeAt && a >= p.from && a < p.until);
-    const cuts = new Set<number>();
-    for (const s of mine) cuts.add(s.grantedAt!).add(s.stopAt ?? endAt);
-    for (const w of wins) cuts.add(w.from).add(w.until!);
-    for (const p of pauses) cuts.add(p.from).add(p.until);
-    const times = [...cuts].filter(Number.isFinite).sort((a, b) => a - b);
-    let bad: { from: number; to: number; peak: number; windows: number } | undefined;
-    let excusedFrom: number | undefined;
-    const flush = (): void => {
-      if (bad && bad.to - bad.from >= 10) {
-        const span = bad;
-        const during = mine
-          .filter((s) => s.grantedAt! < span.to && (s.stopAt ?? endAt) > span.from)
-          .map((s) => `#${s.id} ${s.device}@g${s.node}.${s.gen} granted ${Math.round(s.grantedAt! - started)} stop ${Math.round((s.stopAt ?? endAt) - started)} (${s.code ?? 'open'}${s.reason ? ` ${s.reason}` : ''})`);
-        const near = wins
-          .filter((w) => w.from < span.to && w.until! > span.from - LOST_NOTE_WINDOW_MS)
-          .map((w) => `${w.what} [${Math.round(w.from - started)}-${Math.round(w.until! - started)}] may hit ${[...w.victims!].map((id) => `#${id}`).join(',') || 'nobody we saw'}`);
-        violate({
-          kind: 'sockets-over-limit',
-          user: userName(u),
-          atMs: span.from - started,
-          detail: `${span.peak} granted sockets open for ${Math.round(span.to - span.from)} ms (limit ${limit}; ${span.windows} revocation window(s) open, not enough of them aimed at these sockets) - sockets: ${during.join('; ')} - windows: ${near.join('; ') || 'none'}`,
-        });
+
+    // ---- faults -------------------------------------------------------------------------
+    const heal = (node: NodeState, episode: number): void => {
+      if (node.episode === episode) node.proxy.set('pass');
+    };
+    const runFault = (f: Fault): void => {
+      const node = nodes[f.node];
+      const episode = ++node.episode;
+      const from = performance.now();
+      count(summary.faults, f.kind);
+      applied.push({ node: f.node, kind: f.kind, from, until: from + f.forMs, delayMs: f.opts?.delayMs });
+      switch (f.kind) {
+        case 'delay':
+        case 'duplicate':
+        case 'drop-reply':
+        case 'reset':
+        case 'blackhole': {
+          const random = mulberry32(seed ^ (episode * 0x9e3779b1) ^ f.node);
+          node.proxy.set(f.mode!, { ...f.opts, random });
+          if (!f.opts?.usersOnly) noteFaults.push({ node: f.node, kind: f.kind, from, until: from + f.forMs });
+          setTimeout(() => heal(node, episode), f.forMs).unref();
+          return;
+        }
+        case 'pause': {
+          const gateway = node.gateway;
+          if (!gateway || node.paused) return;
+          gateway.kill('SIGSTOP');
+          node.paused = true;
+          const gen = node.gen;
+          const window: PauseWindow = { node: node.index, gen, from, wokeAt: Number.POSITIVE_INFINITY, until: Number.POSITIVE_INFINITY };
+          pauses.push(window);
+          noteFaults.push({ node: f.node, kind: f.kind, from, until: from + f.forMs });
+          setTimeout(() => {
+            if (node.gateway === gateway) gateway.kill('SIGCONT');
+            node.paused = false;
+            window.wokeAt = performance.now();
+            window.until = window.wokeAt + AFTER_WAKE_MS;
+          }, f.forMs).unref();
+          return;
+        }
+        case 'kill': {
+          const gateway = node.gateway;
+          if (!gateway || node.paused) return;
+          gateway.kill('SIGKILL');
+          node.gateway = undefined;
+          // Notes the killed process had not sent yet are lost; its replacement starts clean.
+          noteFaults.push({ node: f.node, kind: f.kind, from, until: from });
+          track(
+            (async () => {
+              await gateway.exited;
+              const next = await spawnGateway({ table: cluster.table, endpoint: node.proxy.endpoint, env, entry: options.entry });
+              respawned.push(next);
+              allGateways.push(next);
+              node.gen++;
+              if (stopping) next.kill('SIGKILL');
+              else node.gateway = next;
+            })().catch((err: unknown) => log(`fault-run: respawn failed: ${String(err)}`)),
+          );
+          return;
+        }
       }
-      bad = undefined;
     };
-    for (let i = 0; i + 1 < times.length; i++) {
-      const a = times[i];
-      const b = times[i + 1];
-      if (b <= a) continue;
-      const playing = mine.filter((s) => s.grantedAt! <= a && (s.stopAt ?? endAt) > a && !frozen(s, a));
-      const over = playing.length - limit;
-      const open = wins.filter((w) => w.from <= a && w.until! > a);
-      const ok = over <= 0 || excusable(over, playing, open);
-      if (!ok) {
-        if (bad && bad.to === a) {
-          bad.to = b;
-          bad.peak = Math.max(bad.peak, playing.length);
+
+    // ---- the schedule ---------------------------------------------------------------
+    const timeline: Array<{ at: number; run: () => void }> = [
+      ...schedule.ops.map((op) => ({ at: op.at, run: () => runOp(op) })),
+      ...schedule.faults.map((f) => ({ at: f.at, run: () => runFault(f) })),
+    ].sort((a, b) => a.at - b.at);
+    const scheduleStart = performance.now();
+    for (const item of timeline) {
+      const wait = scheduleStart + item.at - performance.now();
+      if (wait > 0) await sleep(wait);
+      if (options.stopEarly && violations.length > 0) {
+        stoppedEarly = true;
+        break;
+      }
+      item.run();
+    }
+    if (!stoppedEarly) await sleep(Math.max(0, scheduleStart + shape.durationMs - performance.now()));
+    const faultsEndAt = performance.now();
+
+    // ---- heal, close everything ------------------------------------------------------
+    for (const n of nodes) {
+      n.episode++;
+      n.proxy.set('pass');
+      if (n.paused && n.gateway) {
+        n.gateway.kill('SIGCONT');
+        n.paused = false;
+      }
+    }
+    for (const p of pauses) {
+      p.wokeAt = Math.min(p.wokeAt, performance.now());
+      p.until = Math.min(p.until, p.wokeAt + AFTER_WAKE_MS);
+    }
+    // Let a respawn finish, so every node has a gateway for the end check.
+    const respawnDeadline = performance.now() + 20_000;
+    while (nodes.some((n) => n.gateway === undefined) && performance.now() < respawnDeadline) await sleep(100);
+    for (const s of socks) stop(s, 'end');
+    await Promise.race([Promise.all(socks.map((s) => s.dev.closed)), sleep(5000)]);
+    for (const s of socks) if (s.dev.ws.readyState !== s.dev.ws.CLOSED) s.dev.ws.terminate();
+    const endAt = performance.now();
+
+    // ---- the timeline check -------------------------------------------------------------
+    // Who a revocation may have hit, from the devices' timelines: the named device's sockets alive while it
+    // ran, or (takeover=oldest) the two earliest granted, in case the store's order differs from ours.
+    for (const w of revocations) {
+      const alive = socks.filter((s) => s.user === w.user && s.id !== w.self && s.startedAt <= w.answeredAt && (s.stopAt ?? endAt) > w.from);
+      const target = w.target;
+      const victims =
+        'device' in target
+          ? alive.filter((s) => s.device === target.device)
+          : alive.filter((s) => s.device !== target.except && s.grantedAt !== undefined && s.grantedAt <= w.answeredAt).sort((a, b) => a.grantedAt! - b.grantedAt!).slice(0, 2);
+      w.victims = new Set(victims.map((s) => s.id));
+      const strictUntil = w.answeredAt + REVOKE_WINDOW_MS;
+      // A mailbox note can be lost or held on its way out (any fault on the revoker's store path, or the
+      // revoker frozen or gone), or on its way in when the victim's gateway cannot read its mailbox (blackhole;
+      // a frozen victim is excused by its pause window, a killed one has no sockets, a reset beat is retried).
+      const victimNodes = new Set(victims.map((s) => s.node));
+      const noteAtRisk =
+        w.unclean ||
+        noteFaults.some(
+          (f) =>
+            (f.node === w.node && f.from <= w.answeredAt + NOTE_SEND_MS && f.until >= w.from) ||
+            (f.kind === 'blackhole' && victimNodes.has(f.node) && f.from <= strictUntil && f.until >= w.from),
+        );
+      w.until = noteAtRisk ? w.answeredAt + LOST_NOTE_WINDOW_MS : strictUntil;
+    }
+    summary.windows['revocation windows'] = revocations.length;
+    summary.windows['of which note at risk'] = revocations.filter((w) => w.until! - w.answeredAt > REVOKE_WINDOW_MS).length;
+    summary.windows['of which unanswered (1013, 503)'] = revocations.filter((w) => w.unclean).length;
+    summary.windows['pause windows'] = pauses.length;
+    let longestExcused = 0;
+    /** Can every socket over the limit be matched to a distinct open window that may have revoked it? (Kuhn's matching) */
+    const excusable = (over: number, playing: Sock[], wins: RevocationWindow[]): boolean => {
+      const owner = new Map<number, RevocationWindow>();
+      const augment = (w: RevocationWindow, seenIds: Set<number>): boolean => {
+        for (const s of playing) {
+          if (!w.victims!.has(s.id) || seenIds.has(s.id)) continue;
+          seenIds.add(s.id);
+          const holder = owner.get(s.id);
+          if (holder === undefined || augment(holder, seenIds)) {
+            owner.set(s.id, w);
+            return true;
+          }
+        }
+        return false;
+      };
+      let matched = 0;
+      for (const w of wins) if (augment(w, new Set())) matched++;
+      return matched >= over;
+    };
+    for (let u = 0; u < shape.users; u++) {
+      const limit = schedule.limits[u];
+      const mine = socks.filter((s) => s.user === u && s.grantedAt !== undefined);
+      const wins = revocations.filter((w) => w.user === u);
+      const frozen = (s: Sock, a: number): boolean =>
+        pauses.some((p) => p.node === s.node && p.gen === s.gen && s.grantedAt! < p.wokeAt && a >= p.from && a < p.until);
+      const cuts = new Set<number>();
+      for (const s of mine) cuts.add(s.grantedAt!).add(s.stopAt ?? endAt);
+      for (const w of wins) cuts.add(w.from).add(w.until!);
+      for (const p of pauses) cuts.add(p.from).add(p.until);
+      const times = [...cuts].filter(Number.isFinite).sort((a, b) => a - b);
+      let bad: { from: number; to: number; peak: number; windows: number } | undefined;
+      let excusedFrom: number | undefined;
+      const flush = (): void => {
+        if (bad && bad.to - bad.from >= 10) {
+          const span = bad;
+          const during = mine
+            .filter((s) => s.grantedAt! < span.to && (s.stopAt ?? endAt) > span.from)
+            .map(
+              (s) =>
+                `#${s.id} ${s.device}@g${s.node}.${s.gen} granted ${Math.round(s.grantedAt! - started)} ` +
+                `stop ${Math.round((s.stopAt ?? endAt) - started)} (${s.code ?? 'open'}${s.reason ? ` ${s.reason}` : ''})`,
+            );
+          const near = wins
+            .filter((w) => w.from < span.to && w.until! > span.from - LOST_NOTE_WINDOW_MS)
+            .map((w) => `${w.what} [${Math.round(w.from - started)}-${Math.round(w.until! - started)}] may hit ${[...w.victims!].map((id) => `#${id}`).join(',') || 'nobody we saw'}`);
+          violate({
+            kind: 'sockets-over-limit',
+            user: userName(u),
+            atMs: span.from - started,
+            detail:
+              `${span.peak} granted sockets open for ${Math.round(span.to - span.from)} ms (limit ${limit}; ${span.windows} revocation ` +
+              `window(s) open, not enough of them aimed at these sockets) - sockets: ${during.join('; ')} - windows: ${near.join('; ') || 'none'}`,
+          });
+        }
+        bad = undefined;
+      };
+      for (let i = 0; i + 1 < times.length; i++) {
+        const a = times[i];
+        const b = times[i + 1];
+        if (b <= a) continue;
+        const playing = mine.filter((s) => s.grantedAt! <= a && (s.stopAt ?? endAt) > a && !frozen(s, a));
+        const over = playing.length - limit;
+        const open = wins.filter((w) => w.from <= a && w.until! > a);
+        const ok = over <= 0 || excusable(over, playing, open);
+        if (!ok) {
+          if (bad && bad.to === a) {
+            bad.to = b;
+            bad.peak = Math.max(bad.peak, playing.length);
+          } else {
+            flush();
+            bad = { from: a, to: b, peak: playing.length, windows: open.length };
+          }
         } else {
           flush();
-          bad = { from: a, to: b, peak: playing.length, windows: open.length };
         }
-      } else {
-        flush();
+        // Length of the longest excused overlap, for the record.
+        if (over > 0 && ok) {
+          excusedFrom ??= a;
+          longestExcused = Math.max(longestExcused, b - excusedFrom);
+        } else {
+          excusedFrom = undefined;
+        }
       }
-      // Length of the longest excused overlap, for the record.
-      if (over > 0 && ok) {
-        excusedFrom ??= a;
-        longestExcused = Math.max(longestExcused, b - excusedFrom);
-      } else {
-        excusedFrom = undefined;
-      }
+      flush();
     }
-    flush();
-  }
-  summary.windows['longest excused overlap (ms)'] = Math.round(longestExcused);
-  const revokedCloses = socks.filter((s) => s.code === 4403 || s.code === 4409);
-  summary.windows['revoked sockets (4403/4409)'] = revokedCloses.length;
+    summary.windows['longest excused overlap (ms)'] = Math.round(longestExcused);
+    const revokedCloses = socks.filter((s) => s.code === 4403 || s.code === 4409);
+    summary.windows['revoked sockets (4403/4409)'] = revokedCloses.length;
 
-  // ---- the end check --------------------------------------------------------------------
-  const readUsers = async (): Promise<{ users: Map<string, Record<string, AttributeValue>>; live: Set<string> }> => {
-    const out = await store.send(new ScanCommand({ TableName: cluster.table, ConsistentRead: true }));
-    const users = new Map<string, Record<string, AttributeValue>>();
-    const live = new Set<string>();
-    const now = Date.now();
-    for (const item of out.Items ?? []) {
-      const pk = item.pk?.S ?? '';
-      if (pk.startsWith('user#')) users.set(pk.slice(5), item);
-      else if (pk.startsWith('instance#') && (num(item.expiresAt) ?? 0) > now) live.add(pk.slice(9));
-    }
-    return { users, live };
-  };
-  const entriesOf = (item: Record<string, AttributeValue> | undefined): Array<{ device: string; leaseId: string; instanceId: string; acquiredAt: number }> =>
-    Object.entries(item ?? {})
-      .filter(([k]) => k.startsWith('lease:'))
-      .map(([k, v]) => ({
-        device: k.slice(6),
-        leaseId: v.M?.leaseId?.S ?? '',
-        instanceId: v.M?.instanceId?.S ?? '',
-        acquiredAt: num(v.M?.acquiredAt) ?? 0,
-      }));
-  /** Which process wrote an entry, what it logged about that device, and the faults around the write. */
-  const history = (user: string, device: string, leaseId: string, instanceId: string, acquiredAt: number): string => {
-    const owner = allGateways.findIndex((g) => g.lines.some((l) => l.includes(instanceId)));
-    const at = acquiredAt - startedWall;
-    const lines = (owner >= 0 ? allGateways[owner].lines : []).flatMap((l) => {
-      try {
-        const rec = JSON.parse(l) as Record<string, unknown>;
-        if (rec.userId !== user || rec.deviceId !== device) return [];
-        const when = Date.parse(String(rec.time)) - startedWall;
-        if (when < at - 4000 || when > at + 8000) return [];
-        const mine = rec.leaseId === leaseId ? ' (this lease)' : '';
-        return [`${when} ${String(rec.msg)}${mine}${rec.reason ? ` ${String(rec.reason)}` : ''}${rec.code ? ` ${String(rec.code)}` : ''}`];
-      } catch {
-        return [];
+    // ---- the end check --------------------------------------------------------------------
+    const readUsers = async (): Promise<{ users: Map<string, Record<string, AttributeValue>>; live: Set<string> }> => {
+      const out = await store.send(new ScanCommand({ TableName: cluster.table, ConsistentRead: true }));
+      const users = new Map<string, Record<string, AttributeValue>>();
+      const live = new Set<string>();
+      const now = Date.now();
+      for (const item of out.Items ?? []) {
+        const pk = item.pk?.S ?? '';
+        if (pk.startsWith('user#')) users.set(pk.slice(5), item);
+        else if (pk.startsWith('instance#') && (num(item.expiresAt) ?? 0) > now) live.add(pk.slice(9));
       }
-    });
-    const node = nodes.findIndex((n) => n.gateway !== undefined && allGateways.indexOf(n.gateway) === owner);
-    const faults = applied
-      .filter((f) => (node < 0 || f.node === node) && f.from - started <= at + 1000 && f.until - started >= at - 4000)
-      .map((f) => `${f.kind}${f.delayMs ? ` ${f.delayMs} ms` : ''} on g${f.node} ${Math.round(f.from - started)}-${Math.round(f.until - started)}`);
-    return `written at ${at} ms by gateway process ${owner >= 0 ? owner : '?'} (node ${node >= 0 ? node : '?'}, instance ${instanceId}); its log for ${user}/${device}: ${lines.join(' | ') || 'nothing'}; faults on that node around the write: ${faults.join(', ') || 'none'}`;
-  };
-
-  if (!stoppedEarly) {
-    let last = await readUsers();
-    const liveLeft = (): Array<[string, ReturnType<typeof entriesOf>]> =>
-      [...last.users].map(([user, item]) => [user, entriesOf(item).filter((e) => last.live.has(e.instanceId))] as [string, ReturnType<typeof entriesOf>]).filter(([, e]) => e.length > 0);
-    const settled = faultsEndAt + END_SETTLE_MS;
-    const deadline = faultsEndAt + END_BOUND_MS;
-    while ((liveLeft().length > 0 || performance.now() < settled) && performance.now() < deadline) {
-      await sleep(200);
-      last = await readUsers();
-    }
-    summary.windows['end: heal to no live entry (ms)'] = Math.round(performance.now() - faultsEndAt);
-    for (const [user, entries] of liveLeft()) {
-      const u = Number(user.slice(1));
-      const sockets = (device: string): string =>
-        socks
-          .filter((s) => s.user === u && s.device === device)
-          .map((s) => `#${s.id} g${s.node}.${s.gen} start ${Math.round(s.startedAt - started)} granted ${s.grantedAt === undefined ? '-' : Math.round(s.grantedAt - started)} stop ${s.stopAt === undefined ? '-' : Math.round(s.stopAt - started)} (${s.code ?? '?'})`)
-          .join(', ');
-      violate({
-        kind: 'end-live-entries',
-        user,
-        atMs: t(),
-        detail:
-          `${END_BOUND_MS} ms after the heal (every client closed) the item still holds ${entries.length} entr${entries.length === 1 ? 'y' : 'ies'} of live instances (n = ${num(last.users.get(user)?.n) ?? 'absent'}, limit ${schedule.limits[u]}): ` +
-          entries.map((e) => `${e.device} lease ${e.leaseId} ${history(user, e.device, e.leaseId, e.instanceId, e.acquiredAt)}; this device's sockets: ${sockets(e.device)}`).join(' || '),
+      return { users, live };
+    };
+    const entriesOf = (item: Record<string, AttributeValue> | undefined): Array<{ device: string; leaseId: string; instanceId: string; acquiredAt: number }> =>
+      Object.entries(item ?? {})
+        .filter(([k]) => k.startsWith('lease:'))
+        .map(([k, v]) => ({
+          device: k.slice(6),
+          leaseId: v.M?.leaseId?.S ?? '',
+          instanceId: v.M?.instanceId?.S ?? '',
+          acquiredAt: num(v.M?.acquiredAt) ?? 0,
+        }));
+    /** Which process wrote an entry, what it logged about that device, and the faults around the write. */
+    const history = (user: string, device: string, leaseId: string, instanceId: string, acquiredAt: number): string => {
+      const owner = allGateways.findIndex((g) => g.lines.some((l) => l.includes(instanceId)));
+      const at = acquiredAt - startedWall;
+      const lines = (owner >= 0 ? allGateways[owner].lines : []).flatMap((l) => {
+        try {
+          const rec = JSON.parse(l) as Record<string, unknown>;
+          if (rec.userId !== user || rec.deviceId !== device) return [];
+          const when = Date.parse(String(rec.time)) - startedWall;
+          if (when < at - 4000 || when > at + 8000) return [];
+          const mine = rec.leaseId === leaseId ? ' (this lease)' : '';
+          return [`${when} ${String(rec.msg)}${mine}${rec.reason ? ` ${String(rec.reason)}` : ''}${rec.code ? ` ${String(rec.code)}` : ''}`];
+        } catch {
+          return [];
+        }
       });
-    }
+      const node = nodes.findIndex((n) => n.gateway !== undefined && allGateways.indexOf(n.gateway) === owner);
+      const faults = applied
+        .filter((f) => (node < 0 || f.node === node) && f.from - started <= at + 1000 && f.until - started >= at - 4000)
+        .map((f) => `${f.kind}${f.delayMs ? ` ${f.delayMs} ms` : ''} on g${f.node} ${Math.round(f.from - started)}-${Math.round(f.until - started)}`);
+      return (
+        `written at ${at} ms by gateway process ${owner >= 0 ? owner : '?'} (node ${node >= 0 ? node : '?'}, instance ${instanceId}); ` +
+        `its log for ${user}/${device}: ${lines.join(' | ') || 'nothing'}; faults on that node around the write: ${faults.join(', ') || 'none'}`
+      );
+    };
 
-    // Every user can play on `limit` devices at once again, and the item is empty once they stop.
-    const probes = await Promise.all(
-      schedule.limits.flatMap((limit, u) =>
-        Array.from({ length: limit }, async (_, i) => {
-          const node = target(i)!;
-          const dev = connect(node.gateway!.url, { token: tokens[u], device: `probe${i}` });
-          const frame = await dev.decision.catch((err: Error) => ({ type: err.message }));
-          return { u, dev, frame };
-        }),
-      ),
-    );
-    for (let u = 0; u < shape.users; u++) {
-      const mine = probes.filter((p) => p.u === u);
-      const refused = mine.filter((p) => p.frame.type !== 'granted');
-      if (refused.length > 0) {
-        violate({ kind: 'end-capacity', user: userName(u), atMs: t(), detail: `only ${mine.length - refused.length} of ${mine.length} probe devices admitted: ${refused.map((p) => JSON.stringify(p.frame).slice(0, 200)).join('; ')}` });
+    if (!stoppedEarly) {
+      let last = await readUsers();
+      const liveLeft = (): Array<[string, ReturnType<typeof entriesOf>]> =>
+        [...last.users].map(([user, item]) => [user, entriesOf(item).filter((e) => last.live.has(e.instanceId))] as [string, ReturnType<typeof entriesOf>]).filter(([, e]) => e.length > 0);
+      const settled = faultsEndAt + END_SETTLE_MS;
+      const deadline = faultsEndAt + END_BOUND_MS;
+      while ((liveLeft().length > 0 || performance.now() < settled) && performance.now() < deadline) {
+        await sleep(200);
+        last = await readUsers();
       }
-    }
-    await Promise.all(probes.map((p) => p.dev.close()));
-    const emptyBy = performance.now() + 3000 + SLACK_MS;
-    let notEmpty: Array<[string, string]> = [];
-    do {
-      last = await readUsers();
-      notEmpty = [...last.users]
-        .map(([user, item]): [string, string] => [user, `${entriesOf(item).map((e) => e.device).join(', ') || 'no entries'}, n = ${num(item.n) ?? 'absent'}`])
-        .filter(([user]) => {
-          const item = last.users.get(user)!;
-          return entriesOf(item).length > 0 || (num(item.n) ?? 0) !== 0;
+      summary.windows['end: heal to no live entry (ms)'] = Math.round(performance.now() - faultsEndAt);
+      for (const [user, entries] of liveLeft()) {
+        const u = Number(user.slice(1));
+        const sockets = (device: string): string =>
+          socks
+            .filter((s) => s.user === u && s.device === device)
+            .map((s) => {
+              const at = (x: number | undefined): string => (x === undefined ? '-' : String(Math.round(x - started)));
+              return `#${s.id} g${s.node}.${s.gen} start ${at(s.startedAt)} granted ${at(s.grantedAt)} stop ${at(s.stopAt)} (${s.code ?? '?'})`;
+            })
+            .join(', ');
+        violate({
+          kind: 'end-live-entries',
+          user,
+          atMs: t(),
+          detail:
+            `${END_BOUND_MS} ms after the heal (every client closed) the item still holds ${entries.length} ` +
+            `entr${entries.length === 1 ? 'y' : 'ies'} of live instances (n = ${num(last.users.get(user)?.n) ?? 'absent'}, limit ${schedule.limits[u]}): ` +
+            entries.map((e) => `${e.device} lease ${e.leaseId} ${history(user, e.device, e.leaseId, e.instanceId, e.acquiredAt)}; this device's sockets: ${sockets(e.device)}`).join(' || '),
         });
-      if (notEmpty.length === 0) break;
-      await sleep(200);
-    } while (performance.now() < emptyBy);
-    for (const [user, what] of notEmpty) violate({ kind: 'end-not-empty', user, atMs: t(), detail: `after the probe devices stopped the item holds ${what}` });
-  }
+      }
 
-  // ---- tear down ----------------------------------------------------------------------
-  stopping = true;
-  polling = false;
-  await poller;
-  await Promise.race([Promise.allSettled([...inFlight]), sleep(5000)]);
-  for (const g of respawned) {
-    g.kill('SIGCONT');
-    g.kill('SIGKILL');
+      // Every user can play on `limit` devices at once again, and the item is empty once they stop.
+      const probes = await Promise.all(
+        schedule.limits.flatMap((limit, u) =>
+          Array.from({ length: limit }, async (_, i) => {
+            const node = target(i)!;
+            const dev = connect(node.gateway!.url, { token: tokens[u], device: `probe${i}` });
+            const frame = await dev.decision.catch((err: Error) => ({ type: err.message }));
+            return { u, dev, frame };
+          }),
+        ),
+      );
+      for (let u = 0; u < shape.users; u++) {
+        const mine = probes.filter((p) => p.u === u);
+        const refused = mine.filter((p) => p.frame.type !== 'granted');
+        if (refused.length > 0) {
+          const why = refused.map((p) => JSON.stringify(p.frame).slice(0, 200)).join('; ');
+          violate({ kind: 'end-capacity', user: userName(u), atMs: t(), detail: `only ${mine.length - refused.length} of ${mine.length} probe devices admitted: ${why}` });
+        }
+      }
+      await Promise.all(probes.map((p) => p.dev.close()));
+      const emptyBy = performance.now() + 3000 + SLACK_MS;
+      let notEmpty: Array<[string, string]> = [];
+      do {
+        last = await readUsers();
+        notEmpty = [...last.users]
+          .map(([user, item]): [string, string] => [user, `${entriesOf(item).map((e) => e.device).join(', ') || 'no entries'}, n = ${num(item.n) ?? 'absent'}`])
+          .filter(([user]) => {
+            const item = last.users.get(user)!;
+            return entriesOf(item).length > 0 || (num(item.n) ?? 0) !== 0;
+          });
+        if (notEmpty.length === 0) break;
+        await sleep(200);
+      } while (performance.now() < emptyBy);
+      for (const [user, what] of notEmpty) violate({ kind: 'end-not-empty', user, atMs: t(), detail: `after the probe devices stopped the item holds ${what}` });
+    }
+
+  } finally {
+    // ---- tear down, also when something above threw: no gateway may outlive the run (stopped or not)
+    stopping = true;
+    polling = false;
+    await poller;
+    for (const s of socks) if (s.dev.ws.readyState !== s.dev.ws.CLOSED) s.dev.ws.terminate();
+    await Promise.race([Promise.allSettled([...inFlight]), sleep(5000)]);
+    for (const g of respawned) {
+      g.kill('SIGCONT');
+      g.kill('SIGKILL');
+    }
+    await Promise.all(respawned.map((g) => g.exited));
+    await cluster.stop();
+    store.destroy();
   }
-  await Promise.all(respawned.map((g) => g.exited));
-  await cluster.stop();
-  store.destroy();
 
   for (const n of nodes) for (const [mode, c] of n.proxy.faulted) count(summary.faultedRequests, mode, c);
   summary.wallMs = Math.round(performance.now() - started);
