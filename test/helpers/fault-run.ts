@@ -28,6 +28,10 @@
  * the seed, so a failing seed replays the same schedule. Outcomes still depend
  * on timing (real processes, a shared machine): a seed that failed once fails
  * often, not always.
+ *
+ * A soak is the same call with a longer schedule, e.g. from a bench step:
+ * `await runFaultSchedule({ seed, durationMs: 600_000 })`, then report
+ * `violations` and `summary` (needs DynamoDB Local: test/helpers/dynamodb-local.ts).
  */
 import { performance } from 'node:perf_hooks';
 import { ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
@@ -781,6 +785,13 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
     summary.windows['longest excused overlap (ms)'] = Math.round(longestExcused);
     const revokedCloses = socks.filter((s) => s.code === 4403 || s.code === 4409);
     summary.windows['revoked sockets (4403/4409)'] = revokedCloses.length;
+    // How long after the answer of the revocation aimed at it a revoked socket heard its close (the README bound).
+    let slowest = 0;
+    for (const s of revokedCloses) {
+      const aimed = revocations.filter((w) => w.victims!.has(s.id) && !w.unclean && w.answeredAt <= s.stopAt!);
+      if (aimed.length > 0) slowest = Math.max(slowest, s.stopAt! - Math.max(...aimed.map((w) => w.answeredAt)));
+    }
+    summary.windows['slowest revocation, answer to 4403/4409 (ms)'] = Math.round(slowest);
 
     // ---- the end check --------------------------------------------------------------------
     const readUsers = async (): Promise<{ users: Map<string, Record<string, AttributeValue>>; live: Set<string> }> => {
