@@ -224,7 +224,14 @@ export function makeSchedule(seed: number, shape: ScheduleShape): Schedule {
 
 // ---- running it ------------------------------------------------------------------
 
-export type ViolationKind = 'store-over-limit' | 'store-count' | 'sockets-over-limit' | 'end-live-entries' | 'end-capacity' | 'end-not-empty';
+export type ViolationKind =
+  | 'store-over-limit'
+  | 'store-count'
+  | 'sockets-over-limit'
+  | 'end-live-entries'
+  | 'end-capacity'
+  | 'end-not-empty'
+  | 'gateway-exit';
 
 export interface Violation {
   kind: ViolationKind;
@@ -259,6 +266,8 @@ export interface FaultRunSummary {
   limits: Record<string, number>;
   peakEntries: Record<string, number>;
   windows: Record<string, number>;
+  /** Error-level log lines of all gateways, by message (fencing is one, by design). */
+  gatewayErrors: Record<string, number>;
 }
 
 export interface FaultRunResult {
@@ -377,13 +386,25 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
     limits: Object.fromEntries(schedule.limits.map((l, u) => [userName(u), l])),
     peakEntries: {},
     windows: {},
+    gatewayErrors: {},
   };
 
   const tokens = await Promise.all(schedule.limits.map((limit, u) => mintToken(userName(u), { maxStreams: limit })));
   const cluster = await startCluster(shape.gateways, { env, entry: options.entry });
   const nodes: NodeState[] = cluster.nodes.map((n, index) => ({ index, proxy: n.proxy, gateway: n.gateway, gen: 0, paused: false, episode: 0 }));
   /** Every gateway process of the run, killed ones included: their logs explain a leaked entry. */
-  const allGateways: ChildGateway[] = nodes.map((n) => n.gateway!);
+  const allGateways: ChildGateway[] = [];
+  /** Processes the run killed on purpose; any other exit before the teardown is a crash. */
+  const killed = new Set<ChildGateway>();
+  const watch = (g: ChildGateway): void => {
+    allGateways.push(g);
+    void g.exited.then(({ code, signal }) => {
+      if (killed.has(g) || stopping) return;
+      const tail = g.lines.slice(-5).join(' | ').slice(0, 1500);
+      violate({ kind: 'gateway-exit', user: '-', atMs: t(), detail: `gateway process ${allGateways.indexOf(g)} exited by itself (code ${code}, signal ${signal}); last lines: ${tail}` });
+    });
+  };
+  for (const n of nodes) watch(n.gateway!);
   const respawned: ChildGateway[] = [];
   const store = localClient(cluster.endpoint);
   const socks: Sock[] = [];
@@ -608,6 +629,7 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
         case 'kill': {
           const gateway = node.gateway;
           if (!gateway || node.paused) return;
+          killed.add(gateway);
           gateway.kill('SIGKILL');
           node.gateway = undefined;
           // Notes the killed process had not sent yet are lost; its replacement starts clean.
@@ -617,7 +639,7 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
               await gateway.exited;
               const next = await spawnGateway({ table: cluster.table, endpoint: node.proxy.endpoint, env, entry: options.entry });
               respawned.push(next);
-              allGateways.push(next);
+              watch(next);
               node.gen++;
               if (stopping) next.kill('SIGKILL');
               else node.gateway = next;
@@ -926,12 +948,22 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
   }
 
   for (const n of nodes) for (const [mode, c] of n.proxy.faulted) count(summary.faultedRequests, mode, c);
+  for (const g of allGateways) {
+    for (const line of g.lines) {
+      if (!line.includes('"level":"error"')) continue;
+      try {
+        count(summary.gatewayErrors, String((JSON.parse(line) as { msg?: unknown }).msg).slice(0, 80));
+      } catch {
+        count(summary.gatewayErrors, line.slice(0, 80));
+      }
+    }
+  }
   summary.wallMs = Math.round(performance.now() - started);
   log(
     `fault-run summary (seed ${seed}${stoppedEarly ? ', stopped at the first violation' : ''}, ${(summary.wallMs / 1000).toFixed(1)} s): ` +
       `operations ${JSON.stringify(summary.ops)}; outcomes ${JSON.stringify(summary.outcomes)}; faults ${JSON.stringify(summary.faults)}; ` +
       `faulted requests ${JSON.stringify(summary.faultedRequests)}; limits ${JSON.stringify(summary.limits)}; peak entries ${JSON.stringify(summary.peakEntries)}; ` +
-      `windows ${JSON.stringify(summary.windows)}; violations ${violations.length}`,
+      `windows ${JSON.stringify(summary.windows)}; gateway errors ${JSON.stringify(summary.gatewayErrors)}; violations ${violations.length}`,
   );
   return { seed, violations, summary };
 }
