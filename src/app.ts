@@ -63,14 +63,12 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     log,
   );
   auth.start();
+  // The store judges entries of its own instance without a read; the instance id changes when it fences.
   let instance: InstanceLease | undefined;
-  const currentInstance = (): InstanceLease => instance!;
-  const store = new LeaseStore(client, metrics, { table: config.table, selfInstanceId: () => currentInstance().id });
-  const gateway = new Gateway({ config, store, instance: currentInstance, auth, metrics, log });
-  instance = new InstanceLease(store, config, log, metrics, {
-    revoked: (leaseId, code) => gateway.revokeLocal(leaseId, code, 'mailbox'),
-    fenced: (oldInstanceId) => gateway.onFenced(oldInstanceId),
-  });
+  const store = new LeaseStore(client, metrics, { table: config.table, selfInstanceId: () => instance!.id });
+  instance = new InstanceLease(store, config, log, metrics);
+  const gateway = new Gateway({ config, store, instance, auth, metrics, log });
+  gateway.start();
 
   // The demo page and its dev-only token route, never in production.
   const fallback = config.production ? undefined : createDemoHandler(config, log);
@@ -90,7 +88,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
         ? 'draining'
         : !auth.ready
           ? 'signing keys not loaded'
-          : !currentInstance().healthy
+          : !instance.healthy
             ? 'lease store not answering'
             : undefined,
   };

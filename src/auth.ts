@@ -1,8 +1,10 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { BEARER_PROTOCOL_PREFIX } from './client/protocol.js';
 import type { AuthConfig } from './config.js';
 import type { Logger } from './log.js';
+import { planClaimsOf, type PlanClaims } from './plan.js';
 
 /** Who is connecting, as proven by the token. */
 export interface Principal {
@@ -14,6 +16,8 @@ export interface Principal {
   readonly exp: number;
   /** From the optional `device_id` claim: the token is only good for this device. */
   readonly deviceId?: string;
+  /** The plan claims (`stream_policy`, `max_streams_per_content`, `max_streams_by_class`, `device_class`). */
+  readonly plan: PlanClaims;
 }
 
 /** Bounded reasons, safe as a metric label and shown to the player in the 4401 close reason. */
@@ -43,9 +47,6 @@ export function asAuthError(err: unknown): AuthError {
   return err instanceof AuthError ? err : new AuthError('malformed', 'token rejected');
 }
 
-/** The subprotocol every client offers; the only one the server ever selects. */
-export const APP_PROTOCOL = 'sigma-stream.v1';
-const BEARER_PROTOCOL_PREFIX = 'bearer.';
 /** Larger tokens are refused before any crypto. */
 export const MAX_TOKEN_BYTES = 8192;
 const MAX_STREAMS_CLAIM_MAX = 1000;
@@ -279,7 +280,9 @@ function principalOf(payload: JWTPayload): Principal {
   }
   const deviceId = payload.device_id;
   if (deviceId !== undefined && typeof deviceId !== 'string') throw new AuthError('claim', 'token "device_id" must be a string');
-  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number, deviceId };
+  const plan = planClaimsOf(payload);
+  if (typeof plan === 'string') throw new AuthError('claim', plan);
+  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number, deviceId, plan };
 }
 
 /** OAuth 2 `scope`: a space-separated string, or (some issuers) an array of strings. */

@@ -1,4 +1,5 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
+import { MAX_CAP, parseClassCaps, STREAM_POLICIES, type StreamPolicy } from './plan.js';
 
 /**
  * The only reader of `process.env`. Every setting is parsed, validated and
@@ -40,6 +41,14 @@ export interface Config {
   readonly auth: AuthConfig;
   /** Default streams per user when the token has no `max_streams`. @default 3 */
   readonly maxStreams: number;
+  /** At the limit, when the token has no `stream_policy`: refuse the new device, or stop the longest-playing one. @default 'block_new' */
+  readonly streamPolicy: StreamPolicy;
+  /** Default cap per content id when the token has no `max_streams_per_content`. @default undefined (no cap) */
+  readonly maxStreamsPerContent?: number;
+  /** Default caps per device class when the token has no `max_streams_by_class`. @default undefined (no caps) */
+  readonly maxStreamsByClass?: Readonly<Record<string, number>>;
+  /** A stream paused this long gives its slot back (the socket stays open); 0 keeps paused streams counting. @default 0 */
+  readonly pauseReleaseMs: number;
   /** Protocol ping period. @default 20000 */
   readonly pingIntervalMs: number;
   /** A socket silent this long after a ping is terminated. @default 10000 */
@@ -54,6 +63,13 @@ export interface Config {
   readonly admissionTimeoutMs: number;
   /** Period of the backstop check of this instance's own leases. @default 60000 */
   readonly reconcileIntervalMs: number;
+  /**
+   * How long a lease id whose write was uncertain (retried, timed out, abandoned, revoked before its
+   * grant) is re-checked by the reconcile loop: the time a late copy of the request can still land.
+   * AWS refuses a SigV4-signed request that reaches it more than 5 minutes after it was signed.
+   * @default 360000
+   */
+  readonly uncertainWriteHorizonMs: number;
   /** Window over which SIGTERM spreads the 1012 closes. @default 10000 */
   readonly drainMs: number;
   /** Per-attempt timeout of one DynamoDB request. @default 1000 */
@@ -179,6 +195,11 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
   }
   if (publicKeyPem !== undefined) {
+    // createPublicKey() would derive the public half of a private key: refuse it, the signing key has no
+    // business in every gateway's environment.
+    if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(publicKeyPem)) {
+      throw new ConfigError('JWT_PUBLIC_KEY holds a private key; give the gateway only the public key (openssl pkey -pubout)');
+    }
     let key: KeyObject;
     try {
       key = createPublicKey(publicKeyPem);
@@ -201,7 +222,8 @@ export function loadConfig(env: Env = process.env): Config {
 
   const instanceHeartbeatMs = int(env, 'INSTANCE_HEARTBEAT_MS', 5000, 50);
   const instanceTtlMs = int(env, 'INSTANCE_TTL_MS', 20000, 100);
-  const fencingMarginMs = int(env, 'FENCING_MARGIN_MS', 5000, 0);
+  // At least 1 ms: with no margin a gateway would step down at the very moment others may take its slots.
+  const fencingMarginMs = int(env, 'FENCING_MARGIN_MS', 5000, 1);
   if (fencingMarginMs >= instanceTtlMs - instanceHeartbeatMs) {
     throw new ConfigError(
       `FENCING_MARGIN_MS (${fencingMarginMs}) must be below INSTANCE_TTL_MS (${instanceTtlMs}) minus ` +
@@ -211,9 +233,20 @@ export function loadConfig(env: Env = process.env): Config {
 
   const pingIntervalMs = int(env, 'PING_INTERVAL_MS', 20000, 10);
   const pongTimeoutMs = int(env, 'PONG_TIMEOUT_MS', 10000, 10);
-  if (pongTimeoutMs >= pingIntervalMs) {
-    throw new ConfigError(`PONG_TIMEOUT_MS (${pongTimeoutMs}) must be below PING_INTERVAL_MS (${pingIntervalMs}): a pong is awaited before the next ping`);
+  // Equal is natural (ws's own heartbeat example checks each socket once per period); larger would mean a
+  // ping goes out while the previous one is still awaited.
+  if (pongTimeoutMs > pingIntervalMs) {
+    throw new ConfigError(`PONG_TIMEOUT_MS (${pongTimeoutMs}) must not exceed PING_INTERVAL_MS (${pingIntervalMs}): a pong is awaited before the next ping`);
   }
+
+  const classCapsRaw = read(env, 'MAX_STREAMS_BY_CLASS');
+  let maxStreamsByClass: Readonly<Record<string, number>> | undefined;
+  if (classCapsRaw !== undefined) {
+    const caps = parseClassCaps(classCapsRaw);
+    if (typeof caps === 'string') throw new ConfigError(`MAX_STREAMS_BY_CLASS ${caps} (like tv:1,mobile:2), got "${classCapsRaw}"`);
+    maxStreamsByClass = Object.freeze(caps);
+  }
+  const perContentRaw = read(env, 'MAX_STREAMS_PER_CONTENT');
 
   const logLevel = oneOf(env, 'LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const) ?? 'info';
 
@@ -224,7 +257,8 @@ export function loadConfig(env: Env = process.env): Config {
   } else {
     const list = (originsRaw ?? '').split(',').map((o) => o.trim()).filter(Boolean);
     for (const origin of list) {
-      if (parseUrl(origin)?.origin !== origin) {
+      // The URL parser takes '*' as a host character: such an entry would match nothing, silently.
+      if (origin.includes('*') || parseUrl(origin)?.origin !== origin) {
         throw new ConfigError(`ALLOWED_ORIGINS entries must be exact origins like https://www.example.com (no path, no trailing slash), got "${origin}"`);
       }
     }
@@ -244,6 +278,10 @@ export function loadConfig(env: Env = process.env): Config {
     createTable: bool(env, 'CREATE_TABLE', store === 'embedded' || dynamodbEndpoint !== undefined),
     auth,
     maxStreams: int(env, 'MAX_STREAMS', 3, 1, 1000),
+    streamPolicy: oneOf(env, 'STREAM_POLICY', STREAM_POLICIES) ?? 'block_new',
+    maxStreamsPerContent: perContentRaw === undefined ? undefined : int(env, 'MAX_STREAMS_PER_CONTENT', 0, 1, MAX_CAP),
+    maxStreamsByClass,
+    pauseReleaseMs: int(env, 'PAUSE_RELEASE_MS', 0, 0),
     pingIntervalMs,
     pongTimeoutMs,
     instanceHeartbeatMs,
@@ -251,6 +289,7 @@ export function loadConfig(env: Env = process.env): Config {
     fencingMarginMs,
     admissionTimeoutMs: int(env, 'ADMISSION_TIMEOUT_MS', 3000, 10),
     reconcileIntervalMs: int(env, 'RECONCILE_INTERVAL_MS', 60000, 10),
+    uncertainWriteHorizonMs: int(env, 'UNCERTAIN_WRITE_HORIZON_MS', 360000, 100),
     drainMs: int(env, 'DRAIN_MS', 10000, 0),
     dynamodbRequestTimeoutMs: int(env, 'DYNAMODB_REQUEST_TIMEOUT_MS', 1000, 10),
     dynamodbMaxAttempts: int(env, 'DYNAMODB_MAX_ATTEMPTS', 3, 1, 10),

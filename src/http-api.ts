@@ -2,7 +2,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { asAuthError, tokenFromRequest, type Authenticator, type Principal } from './auth.js';
 import type { Config } from './config.js';
 import { StoreUnavailableError } from './dynamo.js';
-import { ID_PATTERN, type Gateway } from './gateway.js';
+import { ID_PATTERN, ID_RULE } from './client/protocol.js';
+import type { Gateway } from './gateway.js';
+import type { HttpErrorName } from './http-errors.js';
+import { HTTP_ERRORS } from './http-errors.js';
 import type { Lease, LeaseStore } from './lease-store.js';
 import type { Logger } from './log.js';
 
@@ -29,14 +32,16 @@ export interface ApiDeps {
   readonly fallback?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
+/** A refusal from the catalog (src/http-errors.ts): the status comes with the code. */
 class HttpError extends Error {
+  readonly status: number;
   constructor(
-    readonly status: number,
-    readonly code: string,
+    readonly code: HttpErrorName,
     message: string,
     readonly headers: Record<string, string> = {},
   ) {
     super(message);
+    this.status = HTTP_ERRORS[code].status;
   }
 }
 
@@ -51,8 +56,8 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   res.end(text);
 }
 
-function streamView(l: Lease): { deviceId: string; contentId: string | null; since: string; leaseId: string } {
-  return { deviceId: l.deviceId, contentId: l.contentId ?? null, since: new Date(l.acquiredAt).toISOString(), leaseId: l.leaseId };
+function streamView(l: Lease): { deviceId: string; contentId: string | null; class: string | null; since: string; leaseId: string } {
+  return { deviceId: l.deviceId, contentId: l.contentId ?? null, class: l.deviceClass ?? null, since: new Date(l.acquiredAt).toISOString(), leaseId: l.leaseId };
 }
 
 type Route =
@@ -65,7 +70,7 @@ function match(path: string): { route: Route; method: 'GET' | 'DELETE' } | undef
     try {
       return decodeURIComponent(p);
     } catch {
-      throw new HttpError(400, 'bad_path', 'path is not valid percent-encoding');
+      throw new HttpError('bad_path', 'path is not valid percent-encoding');
     }
   });
   if (parts[0] !== 'v1') return undefined;
@@ -86,11 +91,12 @@ export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: Ser
         return;
       }
       if (err instanceof StoreUnavailableError) {
-        sendJson(res, 503, { error: { code: 'store_unavailable', message: 'lease store unavailable, try again later' } }, { 'Retry-After': '1' });
+        const { status } = HTTP_ERRORS.store_unavailable;
+        sendJson(res, status, { error: { code: 'store_unavailable', message: 'lease store unavailable, try again later' } }, { 'Retry-After': '1' });
         return;
       }
       deps.log.error('api error', { err, path: req.url?.split('?')[0] });
-      if (!res.headersSent) sendJson(res, 500, { error: { code: 'internal', message: 'internal error' } });
+      if (!res.headersSent) sendJson(res, HTTP_ERRORS.internal.status, { error: { code: 'internal', message: 'internal error' } });
       else res.end();
     });
   };
@@ -102,7 +108,7 @@ async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse):
   // CORS for browser players on the origins ALLOWED_ORIGINS lists (tokens travel in a header, never cookies).
   const origin = req.headers.origin;
   if (origin !== undefined) {
-    if (!deps.gateway.originAllowed(origin)) throw new HttpError(403, 'origin_not_allowed', 'this origin may not call the API');
+    if (!deps.gateway.originAllowed(origin)) throw new HttpError('origin_not_allowed', 'this origin may not call the API');
     res.setHeader('Access-Control-Allow-Origin', origin);
     res.setHeader('Vary', 'Origin');
     if (req.method === 'OPTIONS') {
@@ -116,21 +122,21 @@ async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse):
     }
   }
   const found = match(path);
-  if (!found) throw new HttpError(404, 'not_found', `no route for ${path.slice(0, 100)}`);
+  if (!found) throw new HttpError('not_found', `no route for ${path.slice(0, 100)}`);
   if (req.method !== found.method) {
-    throw new HttpError(405, 'method_not_allowed', `${path.slice(0, 100)} allows ${found.method}`, { Allow: found.method });
+    throw new HttpError('method_not_allowed', `${path.slice(0, 100)} allows ${found.method}`, { Allow: found.method });
   }
   if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES || req.headers['transfer-encoding'] !== undefined) {
-    throw new HttpError(413, 'body_too_large', 'these routes take no request body');
+    throw new HttpError('body_too_large', 'these routes take no request body');
   }
   if (deps.gateway.draining) {
-    throw new HttpError(503, 'draining', 'this gateway is shutting down; retry', { 'Retry-After': '1' });
+    throw new HttpError('draining', 'this gateway is shutting down; retry', { 'Retry-After': '1' });
   }
   const principal = await authenticate(deps.auth, req);
   const { route } = found;
   const userId = route.userId ?? principal.userId;
   if (route.userId !== undefined && !principal.scopes.has(ADMIN_SCOPE)) {
-    throw new HttpError(403, 'forbidden', `this route needs the ${ADMIN_SCOPE} scope`);
+    throw new HttpError('forbidden', `this route needs the ${ADMIN_SCOPE} scope`);
   }
   if (route.kind === 'list') {
     const leases = await deps.store.listLive(userId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
@@ -139,12 +145,11 @@ async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse):
     return;
   }
   if (!ID_PATTERN.test(route.deviceId)) {
-    throw new HttpError(400, 'bad_device', 'device must be 1-128 characters of A-Z a-z 0-9 . _ : -');
+    throw new HttpError('bad_device', `device must be ${ID_RULE}`);
   }
-  const lease = await deps.store.revoke(userId, route.deviceId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
-  if (!lease) throw new HttpError(404, 'no_stream', `device ${route.deviceId} has no live stream`);
+  const lease = await deps.gateway.revokeDevice(userId, route.deviceId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
+  if (!lease) throw new HttpError('no_stream', `device ${route.deviceId} has no live stream`);
   deps.log.info('stream stopped over REST', { userId, deviceId: route.deviceId, by: principal.userId });
-  deps.gateway.kick(lease);
   res.writeHead(204, { 'Cache-Control': 'no-store' });
   res.end();
 }
@@ -153,6 +158,6 @@ async function authenticate(auth: Authenticator, req: IncomingMessage): Promise<
   try {
     return await auth.verify(tokenFromRequest(req.headers));
   } catch (err) {
-    throw new HttpError(401, 'unauthorized', asAuthError(err).message, { 'WWW-Authenticate': 'Bearer' });
+    throw new HttpError('unauthorized', asAuthError(err).message, { 'WWW-Authenticate': 'Bearer' });
   }
 }

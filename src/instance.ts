@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { v7 as uuidv7 } from 'uuid';
@@ -12,11 +13,12 @@ export interface InstanceTimings {
   readonly fencingMarginMs: number;
 }
 
-export interface InstanceHandlers {
-  /** A lease of ours was taken away elsewhere (mailbox entry). */
-  revoked(leaseId: string, code: number): void;
+/** What the instance lease tells its listeners. */
+export interface InstanceEvents {
+  /** A lease of ours was taken away elsewhere (a mailbox entry). */
+  revoked: [leaseId: string, code: number, why: string | undefined];
   /** We could not keep the instance item alive: every lease of `oldInstanceId` must go now. */
-  fenced(oldInstanceId: string, reason: string): void;
+  fenced: [oldInstanceId: string, reason: string];
 }
 
 /**
@@ -29,7 +31,7 @@ export interface InstanceHandlers {
  * step down `fencingMarginMs` earlier, so our sockets are closed before any
  * other gateway may hand their slots out. The margin absorbs clock skew.
  */
-export class InstanceLease {
+export class InstanceLease extends EventEmitter<InstanceEvents> {
   #id = uuidv7();
   #registered = false;
   #stopped = false;
@@ -44,15 +46,14 @@ export class InstanceLease {
   readonly #t: InstanceTimings;
   readonly #log: Logger;
   readonly #metrics: Metrics;
-  readonly #handlers: InstanceHandlers;
   readonly #host = `${hostname()}:${process.pid}`;
 
-  constructor(store: LeaseStore, timings: InstanceTimings, log: Logger, metrics: Metrics, handlers: InstanceHandlers) {
+  constructor(store: LeaseStore, timings: InstanceTimings, log: Logger, metrics: Metrics) {
+    super();
     this.#store = store;
     this.#t = timings;
     this.#log = log;
     this.#metrics = metrics;
-    this.#handlers = handlers;
     metrics.heartbeatAgeSeconds = () => (Number.isFinite(this.#lastOkSentAt) ? this.heartbeatAgeMs() / 1000 : 0);
   }
 
@@ -133,9 +134,10 @@ export class InstanceLease {
     this.#beatInFlight = true;
     const id = this.#id;
     const sentAt = performance.now();
-    // Give up on this beat (and its SDK retries) before the danger point, so no late attempt can extend an
-    // item that has already expired in others' eyes.
-    const budgetMs = Math.max(1, Math.min(this.#t.instanceHeartbeatMs, this.#lastOkSentAt + this.#dangerAfterMs - sentAt));
+    // Give up on this beat (and its SDK retries) at the danger point: an acknowledgement after it fences
+    // anyway. Whole milliseconds: AbortSignal.timeout() refuses fractions (ERR_OUT_OF_RANGE), which once
+    // meant no beat at all was sent in the last interval before the deadline.
+    const budgetMs = Math.max(1, Math.floor(Math.min(this.#t.instanceHeartbeatMs, this.#lastOkSentAt + this.#dangerAfterMs - sentAt)));
     const ack = this.#ack;
     let ok = false;
     try {
@@ -149,11 +151,11 @@ export class InstanceLease {
       ok = true;
       this.#lastOkSentAt = sentAt;
       this.#ack = mailbox.map((m) => m.entry);
-      for (const { leaseId, code } of mailbox) this.#handlers.revoked(leaseId, code);
+      for (const { leaseId, code, why } of mailbox) this.emit('revoked', leaseId, code, why);
     } catch (err) {
       if (id !== this.#id) return;
       if (isConditionFailure(err)) {
-        this.#fence('instance item expired or deleted');
+        this.#fence('instance item expired, deleted or marked dead by another gateway');
         return;
       }
       this.#log.warn('heartbeat failed', { instanceId: id, err, ageMs: Math.round(this.heartbeatAgeMs()) });
@@ -192,7 +194,7 @@ export class InstanceLease {
       newInstanceId: this.#id,
       reason,
     });
-    this.#handlers.fenced(oldId, reason);
+    this.emit('fenced', oldId, reason);
     // Deleting the old item frees its slots at once for everyone; if the store
     // is unreachable they free themselves when the item expires.
     this.#store.deleteInstance(oldId, AbortSignal.timeout(this.#t.instanceTtlMs)).catch(() => {});

@@ -12,6 +12,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { isConditionFailure, send, type Item } from './dynamo.js';
 import type { Metrics } from './metrics.js';
+import type { DenialReason, StreamPolicy } from './plan.js';
 
 /**
  * The lease store on DynamoDB: single-item conditional writes only.
@@ -19,14 +20,21 @@ import type { Metrics } from './metrics.js';
  * Two kinds of item share one table (hash key `pk`):
  *
  *   user#<userId>          n (number of lease entries), v (version),
- *                          and one attribute per device:
- *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId}
+ *                          one attribute per device:
+ *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId, class, counted},
+ *                          and counts beside n for the plan's caps, kept in the same writes:
+ *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class)
  *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
- *                          mailbox (string set of "<leaseId> <closeCode>")
+ *                          mailbox (string set of "<leaseId> <closeCode>[ <why>]"),
+ *                          dead (set once by the first gateway that acts on its expiry)
  *
  * A lease is live while its instance item exists with `expiresAt` in the
  * future (our own timestamps: DynamoDB TTL deletes lazily and is only garbage
- * collection). Lease entries are top-level attributes rather than one nested
+ * collection). A gateway that is about to prune an expired instance's entries
+ * first marks the instance item `dead` under a condition on the `expiresAt` it
+ * read, and heartbeats require the mark to be absent: so a heartbeat delayed in
+ * the network past the expiry can never revive an instance whose leases someone
+ * has already acted on. Lease entries are top-level attributes rather than one nested
  * map so that the first lease of a new user is still one write: DynamoDB
  * cannot SET a path inside a map that does not exist yet.
  */
@@ -38,18 +46,52 @@ export interface Lease {
   /** Milliseconds since the epoch. */
   readonly acquiredAt: number;
   readonly contentId?: string;
+  readonly deviceClass?: string;
+  /**
+   * The entry was added to the content and class counts (every entry this
+   * version writes). Entries without it predate the counts, and their release
+   * leaves the counts alone.
+   */
+  readonly counted?: boolean;
+}
+
+/**
+ * What an acquire did on the wire, filled in as it goes: read by the lease
+ * keeper when the outcome is not known for sure (deadline, error) to decide
+ * which lease ids may still appear in the store and whom a write that may have
+ * committed was meant to revoke.
+ */
+export interface WriteTrace {
+  /** Some request was sent more than once (SDK retry): a late copy may still land. */
+  retried: boolean;
+  /** Leases the last version-conditioned write removed to make room, if it committed. */
+  victims: readonly Lease[];
 }
 
 export interface AcquireRequest {
   readonly userId: string;
   readonly deviceId: string;
   readonly contentId?: string;
+  readonly deviceClass?: string;
   /** Fresh for every admission: the idempotency key of our writes. */
   readonly leaseId: string;
   readonly instanceId: string;
   readonly limit: number;
-  /** Device to revoke to make room, or the oldest live one. */
+  /** At most this many leases on `contentId`. */
+  readonly contentCap?: number;
+  /** At most this many leases of `deviceClass`. */
+  readonly classCap?: number;
+  /** At the total limit: refuse (default), or revoke the longest-playing lease in the same write. */
+  readonly policy?: StreamPolicy;
+  /** Device to revoke to make room, or the oldest live one whose revocation makes room. */
   readonly takeover?: string;
+  /**
+   * Is this lease id of our own instance held or being admitted here? Entries
+   * of our instance that are neither are orphans (a late copy of a write) and
+   * are pruned like dead ones.
+   */
+  readonly holds?: (leaseId: string) => boolean;
+  readonly trace?: WriteTrace;
 }
 
 export type AcquireOutcome =
@@ -62,8 +104,30 @@ export type AcquireOutcome =
       readonly displaced?: Lease;
       /** A lease revoked by takeover (its socket gets 4403). */
       readonly revoked?: Lease;
+      /** The longest-playing lease, revoked under `evict_oldest` (its socket gets 4403). */
+      readonly evicted?: Lease;
     }
-  | { readonly kind: 'denied'; readonly active: readonly Lease[] };
+  | {
+      readonly kind: 'denied';
+      readonly reason: DenialReason;
+      /** Every live lease of the user, oldest first, a takeover target included. */
+      readonly active: readonly Lease[];
+      /** Devices that must stop before this one can play (of that content or class for those caps). */
+      readonly mustStop: number;
+    };
+
+/** The expressions of one conditional write on a user item. */
+interface UserWrite {
+  readonly update: string;
+  readonly condition: string;
+  readonly names: Record<string, string>;
+  readonly values: Item;
+  /** Return the updated attributes (the fast path reads the new `n`). */
+  readonly returnNew?: boolean;
+}
+
+/** What a release needs of a lease: which entry, and which counts it is on. */
+export type LeaseRef = Pick<Lease, 'deviceId' | 'leaseId' | 'contentId' | 'deviceClass' | 'counted'>;
 
 export interface StoreOptions {
   readonly table: string;
@@ -72,7 +136,22 @@ export interface StoreOptions {
 }
 
 const LEASE_PREFIX = 'lease:';
+const CONTENT_PREFIX = 'c:';
+const CLASS_PREFIX = 'k:';
+/** Zero counts a user item may keep (each a content id no longer playing) before reconcile removes them. */
+const ZERO_COUNTS_KEPT = 8;
 const SLOW_PATH_ATTEMPTS = 8;
+/**
+ * Entries one write removes at most. DynamoDB limits an expression to 4 KB;
+ * each removed name costs about 7 bytes of it. The rest go with later writes.
+ */
+export const MAX_REMOVALS_PER_WRITE = 100;
+
+/** The SDK's attempt count of a reply or an error (ours wraps the SDK's as `cause`). */
+function attemptsOf(x: unknown): number {
+  const meta = (x as { $metadata?: { attempts?: number } } | undefined)?.$metadata ?? (x as { cause?: { $metadata?: { attempts?: number } } } | undefined)?.cause?.$metadata;
+  return meta?.attempts ?? 1;
+}
 
 const userKey = (userId: string): Item => ({ pk: { S: `user#${userId}` } });
 const instanceKey = (instanceId: string): Item => ({ pk: { S: `instance#${instanceId}` } });
@@ -82,9 +161,79 @@ function leaseValue(lease: Lease): AttributeValue {
     leaseId: { S: lease.leaseId },
     instanceId: { S: lease.instanceId },
     acquiredAt: { N: String(lease.acquiredAt) },
+    counted: { BOOL: true },
   };
   if (lease.contentId !== undefined) m.contentId = { S: lease.contentId };
+  if (lease.deviceClass !== undefined) m.class = { S: lease.deviceClass };
   return { M: m };
+}
+
+/** The count attributes an entry adds to. */
+function countsOf(l: Pick<Lease, 'contentId' | 'deviceClass' | 'counted'>): string[] {
+  if (!l.counted) return [];
+  const out: string[] = [];
+  if (l.contentId !== undefined) out.push(CONTENT_PREFIX + l.contentId);
+  if (l.deviceClass !== undefined) out.push(CLASS_PREFIX + l.deviceClass);
+  return out;
+}
+
+/** `ADD` clauses (after the caller's own) for count deltas: names #d0.., values :d0... */
+function deltaClauses(deltas: ReadonlyMap<string, number>, names: Record<string, string>, values: Item): string {
+  let out = '';
+  let i = 0;
+  for (const [attr, delta] of deltas) {
+    if (delta === 0) continue;
+    names[`#d${i}`] = attr;
+    values[`:d${i}`] = { N: String(delta) };
+    out += `, #d${i} :d${i}`;
+    i++;
+  }
+  return out;
+}
+
+/** What a count cap check found: the first cap this set of live leases leaves no room under. */
+interface Blocked {
+  readonly reason: DenialReason;
+  readonly mustStop: number;
+}
+
+/**
+ * The first cap that `live` (the user's other live leases) leaves no room
+ * under for this request, or undefined when the device may play. The more
+ * specific caps come first: stopping a device of another content or class
+ * would not make room under them.
+ */
+function blockedBy(req: AcquireRequest, live: readonly Lease[]): Blocked | undefined {
+  if (req.contentCap !== undefined && req.contentId !== undefined) {
+    const same = live.filter((l) => l.contentId === req.contentId).length;
+    if (same >= req.contentCap) return { reason: 'content_limit', mustStop: same - req.contentCap + 1 };
+  }
+  if (req.classCap !== undefined && req.deviceClass !== undefined) {
+    const same = live.filter((l) => l.deviceClass === req.deviceClass).length;
+    if (same >= req.classCap) return { reason: 'class_limit', mustStop: same - req.classCap + 1 };
+  }
+  if (live.length >= req.limit) return { reason: 'limit', mustStop: live.length - req.limit + 1 };
+  return undefined;
+}
+
+/**
+ * Whom to revoke so that this device may play, when `others` leave no room:
+ * the takeover target (or, for `oldest`, the oldest lease whose revocation
+ * makes room), or under `evict_oldest` the longest-playing lease when only the
+ * total limit is in the way. One revocation at most: if one cannot make room
+ * (a plan lowered below the devices playing), nobody is revoked.
+ */
+function toRevoke(req: AcquireRequest, others: readonly Lease[], blocked: Blocked): { revoked?: Lease; evicted?: Lease } | undefined {
+  const makesRoom = (l: Lease) => blockedBy(req, others.filter((o) => o !== l)) === undefined;
+  if (req.takeover !== undefined) {
+    const candidates = req.takeover === 'oldest' ? others : others.filter((l) => l.deviceId === req.takeover);
+    const revoked = candidates.find(makesRoom);
+    return revoked && { revoked };
+  }
+  if (req.policy === 'evict_oldest' && blocked.reason === 'limit' && others.length > 0 && makesRoom(others[0])) {
+    return { evicted: others[0] };
+  }
+  return undefined;
 }
 
 function num(v: AttributeValue | undefined): number {
@@ -105,9 +254,17 @@ export function leasesOf(item: Item | undefined): Map<string, Lease> {
       instanceId: m.instanceId?.S ?? '',
       acquiredAt: num(m.acquiredAt),
       contentId: m.contentId?.S,
+      deviceClass: m.class?.S,
+      counted: m.counted?.BOOL === true,
     });
   }
   return out;
+}
+
+/** Live: on a live instance, and when on our own, held or being admitted here. */
+function isLive(l: Lease, live: ReadonlySet<string>, req: AcquireRequest): boolean {
+  if (!live.has(l.instanceId)) return false;
+  return l.instanceId !== req.instanceId || req.holds === undefined || req.holds(l.leaseId);
 }
 
 export class LeaseStore {
@@ -127,6 +284,28 @@ export class LeaseStore {
     return send<T>(this.#client, this.#metrics, operation, command, signal);
   }
 
+  /**
+   * One conditional UpdateItem on a user item. A failed condition returns the
+   * item as it was (on the thrown error's `Item`), so the caller can look again
+   * without another read.
+   */
+  #updateUser(userId: string, w: UserWrite, signal?: AbortSignal): Promise<UpdateItemCommandOutput> {
+    return this.#send<UpdateItemCommandOutput>(
+      'UpdateItem',
+      new UpdateItemCommand({
+        TableName: this.#table,
+        Key: userKey(userId),
+        UpdateExpression: w.update,
+        ConditionExpression: w.condition,
+        ExpressionAttributeNames: w.names,
+        ExpressionAttributeValues: w.values,
+        ReturnValues: w.returnNew ? 'UPDATED_NEW' : undefined,
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      }),
+      signal,
+    );
+  }
+
   /** Strongly consistent read of a user item. */
   async readUser(userId: string, signal?: AbortSignal): Promise<Item | undefined> {
     const out = await this.#send<GetItemCommandOutput>(
@@ -138,10 +317,12 @@ export class LeaseStore {
   }
 
   /**
-   * Admits a device. Below the limit this is exactly one conditional write;
-   * at the limit (or on takeover, or when the device already holds a lease)
-   * it reads the user item and the instance items it names, prunes leases of
-   * dead instances and writes back under a version condition.
+   * Admits a device. Below every cap this is exactly one conditional write
+   * (`n < limit`, and the content and class counts below their caps, all in
+   * one condition, with ADD on each). Otherwise (a cap reached, a takeover,
+   * the same device again) it reads the user item and the instance items it
+   * names, prunes leases of dead instances, revokes whom the request or the
+   * policy allows, and writes back under a version condition.
    */
   async acquire(req: AcquireRequest, signal?: AbortSignal): Promise<AcquireOutcome> {
     const lease: Lease = {
@@ -150,30 +331,33 @@ export class LeaseStore {
       instanceId: req.instanceId,
       acquiredAt: Date.now(),
       contentId: req.contentId,
+      deviceClass: req.deviceClass,
+      counted: true,
     };
     let item: Item | undefined;
     if (req.takeover === undefined) {
+      const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
+      const values: Item = { ':lease': leaseValue(lease), ':one': { N: '1' }, ':limit': { N: String(req.limit) } };
+      let condition = 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)';
+      let add = 'ADD #n :one, #v :one';
+      const capped: Array<[string, string | undefined, number | undefined]> = [
+        ['c', req.contentId === undefined ? undefined : CONTENT_PREFIX + req.contentId, req.contentCap],
+        ['k', req.deviceClass === undefined ? undefined : CLASS_PREFIX + req.deviceClass, req.classCap],
+      ];
+      for (const [key, attr, cap] of capped) {
+        if (attr === undefined) continue;
+        names[`#${key}`] = attr;
+        add += `, #${key} :one`;
+        if (cap === undefined) continue;
+        values[`:${key}cap`] = { N: String(cap) };
+        condition += ` AND (attribute_not_exists(#${key}) OR #${key} < :${key}cap)`;
+      }
       try {
-        const out = await this.#send<UpdateItemCommandOutput>(
-          'UpdateItem',
-          new UpdateItemCommand({
-            TableName: this.#table,
-            Key: userKey(req.userId),
-            UpdateExpression: 'SET #lease = :lease ADD #n :one, #v :one',
-            ConditionExpression: 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)',
-            ExpressionAttributeNames: { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' },
-            ExpressionAttributeValues: {
-              ':lease': leaseValue(lease),
-              ':one': { N: '1' },
-              ':limit': { N: String(req.limit) },
-            },
-            ReturnValues: 'UPDATED_NEW',
-            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-          }),
-          signal,
-        );
+        const out = await this.#updateUser(req.userId, { update: `SET #lease = :lease ${add}`, condition, names, values, returnNew: true }, signal);
+        if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
         return { kind: 'granted', lease, active: num(out.Attributes?.n) };
       } catch (err) {
+        if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
         if (!isConditionFailure(err)) throw err;
         item = err.Item ?? (await this.readUser(req.userId, signal));
       }
@@ -186,7 +370,7 @@ export class LeaseStore {
   async #acquireSlow(req: AcquireRequest, lease: Lease, item: Item | undefined, signal?: AbortSignal): Promise<AcquireOutcome> {
     // What the last write we sent displaced and revoked: if it committed but its reply was lost, the
     // retry fails its condition and only this tells whose socket must still be closed.
-    let sent: { displaced?: Lease; revoked?: Lease } = {};
+    let sent: { displaced?: Lease; revoked?: Lease; evicted?: Lease } = {};
     for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
       const entries = leasesOf(item);
       const mine = entries.get(req.deviceId);
@@ -194,57 +378,60 @@ export class LeaseStore {
       if (mine?.leaseId === req.leaseId) {
         return { kind: 'granted', lease: mine, active: entries.size, ...sent };
       }
-      const live = await this.#liveInstances(entries.values(), signal);
-      const dead: string[] = [];
+      const live = await this.#liveInstances(entries.values(), signal, true);
+      const dead: Lease[] = [];
       const others: Lease[] = [];
       for (const [deviceId, l] of entries) {
         if (deviceId === req.deviceId) continue;
-        if (live.has(l.instanceId)) others.push(l);
-        else dead.push(deviceId);
+        if (isLive(l, live, req)) others.push(l);
+        else dead.push(l);
       }
       others.sort((a, b) => a.acquiredAt - b.acquiredAt);
-      let revoked: Lease | undefined;
-      // Takeover revokes only when it is needed to make room.
-      if (req.takeover !== undefined && others.length >= req.limit) {
-        const i = req.takeover === 'oldest' ? 0 : others.findIndex((l) => l.deviceId === req.takeover);
-        if (i >= 0) revoked = others.splice(i, 1)[0];
+      const blocked = blockedBy(req, others);
+      const taken = blocked === undefined ? {} : toRevoke(req, others, blocked);
+      if (blocked !== undefined && taken === undefined) {
+        return { kind: 'denied', reason: blocked.reason, active: others, mustStop: blocked.mustStop };
       }
-      if (others.length >= req.limit) return { kind: 'denied', active: others };
+      const { revoked, evicted } = taken ?? {};
+      const victim = revoked ?? evicted;
 
-      const removed = revoked ? [...dead, revoked.deviceId] : dead;
+      const removed = [...(victim ? [victim] : []), ...dead].slice(0, MAX_REMOVALS_PER_WRITE);
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
-      removed.forEach((deviceId, i) => (names[`#r${i}`] = LEASE_PREFIX + deviceId));
+      removed.forEach((l, i) => (names[`#r${i}`] = LEASE_PREFIX + l.deviceId));
+      // The counts move by what this write adds and removes; reconcile repairs any drift.
+      const deltas = new Map<string, number>();
+      const bump = (l: Lease, by: number) => countsOf(l).forEach((attr) => deltas.set(attr, (deltas.get(attr) ?? 0) + by));
+      bump(lease, 1);
+      if (mine) bump(mine, -1);
+      removed.forEach((l) => bump(l, -1));
       const version = item?.v;
-      sent = { displaced: mine, revoked };
+      // n counts entries, dead ones not yet removed included, so the fast path's `n < limit` stays exact.
+      const count = entries.size - removed.length + (mine ? 0 : 1);
+      const active = others.length + 1 - (victim ? 1 : 0);
+      sent = { displaced: mine, revoked, evicted };
+      if (req.trace) req.trace.victims = [mine, victim].filter((l): l is Lease => l !== undefined);
+      const values: Item = {
+        ':lease': leaseValue(lease),
+        ':count': { N: String(count) },
+        ':one': { N: '1' },
+        ...(version === undefined ? {} : { ':version': version }),
+      };
+      const add = `ADD #v :one${deltaClauses(deltas, names, values)}`;
       try {
-        await this.#send(
-          'UpdateItem',
-          new UpdateItemCommand({
-            TableName: this.#table,
-            Key: userKey(req.userId),
-            UpdateExpression:
-              'SET #lease = :lease, #n = :count ADD #v :one' +
-              (removed.length > 0 ? ` REMOVE ${removed.map((_, i) => `#r${i}`).join(', ')}` : ''),
-            ConditionExpression: version === undefined ? 'attribute_not_exists(#v)' : '#v = :version',
-            ExpressionAttributeNames: names,
-            ExpressionAttributeValues: {
-              ':lease': leaseValue(lease),
-              ':count': { N: String(others.length + 1) },
-              ':one': { N: '1' },
-              ...(version === undefined ? {} : { ':version': version }),
-            },
-            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-          }),
+        const out = await this.#updateUser(
+          req.userId,
+          {
+            update: `SET #lease = :lease, #n = :count ${add}` + (removed.length > 0 ? ` REMOVE ${removed.map((_, i) => `#r${i}`).join(', ')}` : ''),
+            condition: version === undefined ? 'attribute_not_exists(#v)' : '#v = :version',
+            names,
+            values,
+          },
           signal,
         );
-        return {
-          kind: 'granted',
-          lease,
-          active: others.length + 1,
-          displaced: mine,
-          revoked,
-        };
+        if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
+        return { kind: 'granted', lease, active, ...sent };
       } catch (err) {
+        if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
         if (!isConditionFailure(err)) throw err;
         // Someone else wrote in between (or our own retry already committed): look again.
         item = err.Item ?? (await this.readUser(req.userId, signal));
@@ -255,22 +442,103 @@ export class LeaseStore {
 
   /**
    * Gives a lease back: removes the device's entry only if it still carries
-   * our lease id, so a late release never deletes a successor's lease.
-   * Returns false when the entry was already gone or replaced (including a
-   * retry of our own committed release).
+   * our lease id, so a late release never deletes a successor's lease, and
+   * takes the entry off its content and class counts. Returns false when the
+   * entry was already gone or replaced (including a retry of our own committed
+   * release). The count never goes below zero: an entry found with `n` at 0 (it
+   * cannot drift, but if it ever did) is removed with the count recomputed
+   * from the entries, under the version condition.
    */
-  async release(userId: string, deviceId: string, leaseId: string, signal?: AbortSignal): Promise<boolean> {
+  async release(userId: string, lease: LeaseRef, signal?: AbortSignal): Promise<boolean> {
+    const names: Record<string, string> = { '#lease': LEASE_PREFIX + lease.deviceId, '#n': 'n', '#v': 'v' };
+    // DynamoDB refuses values an expression does not use, so each write gets exactly its own.
+    const countValues: Item = {};
+    const counts = deltaClauses(new Map(countsOf(lease).map((attr) => [attr, -1])), names, countValues);
+    const mine: Item = { ':leaseId': { S: lease.leaseId }, ':one': { N: '1' }, ...countValues };
     try {
-      await this.#send(
-        'UpdateItem',
-        new UpdateItemCommand({
-          TableName: this.#table,
-          Key: userKey(userId),
-          UpdateExpression: 'REMOVE #lease ADD #n :minus, #v :one',
-          ConditionExpression: '#lease.leaseId = :leaseId',
-          ExpressionAttributeNames: { '#lease': LEASE_PREFIX + deviceId, '#n': 'n', '#v': 'v' },
-          ExpressionAttributeValues: { ':leaseId': { S: leaseId }, ':minus': { N: '-1' }, ':one': { N: '1' } },
-        }),
+      await this.#updateUser(
+        userId,
+        {
+          update: `REMOVE #lease ADD #n :minus, #v :one${counts}`,
+          condition: '#lease.leaseId = :leaseId AND #n > :zero',
+          names,
+          values: { ...mine, ':minus': { N: '-1' }, ':zero': { N: '0' } },
+        },
+        signal,
+      );
+      return true;
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+      let item = err.Item;
+      for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
+        const entries = leasesOf(item);
+        if (entries.get(lease.deviceId)?.leaseId !== lease.leaseId) return false;
+        // Our entry is there but the count says 0: remove it and set the count from the entries.
+        try {
+          await this.#updateUser(
+            userId,
+            {
+              update: `REMOVE #lease SET #n = :count ADD #v :one${counts}`,
+              condition: '#v = :version AND #lease.leaseId = :leaseId',
+              names,
+              values: { ...mine, ':count': { N: String(entries.size - 1) }, ':version': item?.v ?? { N: '0' } },
+            },
+            signal,
+          );
+          return true;
+        } catch (retryErr) {
+          if (!isConditionFailure(retryErr)) throw retryErr;
+          item = retryErr.Item;
+        }
+      }
+      throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
+    }
+  }
+
+  /**
+   * Sets a user item's counts from its entries when they differ: `n`, and the
+   * content and class counts (a count left at 0 is fine until more than a few
+   * pile up; then they are removed). The reconcile loop's repair. Under the
+   * version condition: a write in between wins, and the next round looks
+   * again. Returns true when it wrote.
+   */
+  async repairCount(userId: string, item: Item, signal?: AbortSignal): Promise<boolean> {
+    const entries = leasesOf(item);
+    const want = new Map<string, number>();
+    for (const l of entries.values()) for (const attr of countsOf(l)) want.set(attr, (want.get(attr) ?? 0) + 1);
+    const set = new Map<string, number>();
+    const zeros: string[] = [];
+    for (const [attr, value] of Object.entries(item)) {
+      if (!attr.startsWith(CONTENT_PREFIX) && !attr.startsWith(CLASS_PREFIX)) continue;
+      const expected = want.get(attr) ?? 0;
+      if (expected === 0) {
+        if (num(value) !== 0) set.set(attr, 0);
+        zeros.push(attr);
+      } else if (num(value) !== expected) set.set(attr, expected);
+    }
+    for (const [attr, expected] of want) if (item[attr] === undefined) set.set(attr, expected);
+    const nWrong = num(item.n) !== entries.size;
+    if ((!nWrong && set.size === 0 && zeros.length <= ZERO_COUNTS_KEPT) || item.v === undefined) return false;
+    const names: Record<string, string> = { '#n': 'n', '#v': 'v' };
+    const values: Item = { ':count': { N: String(entries.size) }, ':one': { N: '1' }, ':version': item.v };
+    const clauses = ['#n = :count'];
+    const removes: string[] = [];
+    let i = 0;
+    for (const [attr, value] of set) {
+      if (value === 0) continue;
+      names[`#s${i}`] = attr;
+      values[`:s${i}`] = { N: String(value) };
+      clauses.push(`#s${i} = :s${i}`);
+      if (++i >= MAX_REMOVALS_PER_WRITE) break;
+    }
+    for (const [j, attr] of zeros.slice(0, MAX_REMOVALS_PER_WRITE).entries()) {
+      names[`#z${j}`] = attr;
+      removes.push(`#z${j}`);
+    }
+    try {
+      await this.#updateUser(
+        userId,
+        { update: `SET ${clauses.join(', ')} ADD #v :one` + (removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''), condition: '#v = :version', names, values },
         signal,
       );
       return true;
@@ -281,13 +549,13 @@ export class LeaseStore {
   }
 
   /**
-   * Lease entries of many users (the reconcile backstop), keyed by user id.
-   * Strongly consistent, 100 keys a request.
+   * User items of up to 100 users (one reconcile batch), keyed by user id;
+   * a user without an item maps to undefined. Strongly consistent.
    */
-  async readUsers(userIds: readonly string[], signal?: AbortSignal): Promise<Map<string, Map<string, Lease>>> {
-    const out = new Map<string, Map<string, Lease>>(userIds.map((userId) => [userId, new Map()]));
+  async readUsers(userIds: readonly string[], signal?: AbortSignal): Promise<Map<string, Item | undefined>> {
+    const out = new Map<string, Item | undefined>(userIds.map((userId) => [userId, undefined]));
     for (const item of await this.#batchGet(userIds.map(userKey), undefined, signal)) {
-      out.set(item.pk.S!.slice('user#'.length), leasesOf(item));
+      out.set(item.pk.S!.slice('user#'.length), item);
     }
     return out;
   }
@@ -322,34 +590,42 @@ export class LeaseStore {
   /** Live leases of a user, oldest first. */
   async listLive(userId: string, signal?: AbortSignal): Promise<Lease[]> {
     const entries = leasesOf(await this.readUser(userId, signal));
-    const live = await this.#liveInstances(entries.values(), signal);
+    const live = await this.#liveInstances(entries.values(), signal, false);
     return [...entries.values()].filter((l) => live.has(l.instanceId)).sort((a, b) => a.acquiredAt - b.acquiredAt);
   }
 
   /**
    * Revokes a device's live lease (REST kick). Returns the removed lease so
    * the caller can tell its gateway, or undefined when the device holds no
-   * live lease.
+   * live lease. `trace.victims` names the lease before the write is sent, so
+   * a caller that never hears back can still tell the victim later.
    */
-  async revoke(userId: string, deviceId: string, signal?: AbortSignal): Promise<Lease | undefined> {
+  async revoke(userId: string, deviceId: string, signal?: AbortSignal, trace?: WriteTrace): Promise<Lease | undefined> {
     let attempted: Lease | undefined;
     for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
       const lease = leasesOf(await this.readUser(userId, signal)).get(deviceId);
       // Gone after our release "failed": its reply was lost and the retry found it removed. Ours.
       if (!lease) return attempted;
-      const live = await this.#liveInstances([lease], signal);
+      const live = await this.#liveInstances([lease], signal, true);
       if (!live.has(lease.instanceId)) {
-        await this.release(userId, deviceId, lease.leaseId, signal);
+        await this.release(userId, lease, signal);
         return undefined;
       }
       attempted = lease;
-      if (await this.release(userId, deviceId, lease.leaseId, signal)) return lease;
+      if (trace) trace.victims = [lease];
+      if (await this.release(userId, lease, signal)) return lease;
     }
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
   }
 
-  /** Instance ids among these leases whose instance item is live now. Our own is live without a read. */
-  async #liveInstances(leases: Iterable<Lease>, signal?: AbortSignal): Promise<Set<string>> {
+  /**
+   * Instance ids among these leases whose instance item is live now. Our own
+   * is live without a read. With `act` (the caller will prune the dead ones),
+   * an expired instance not yet marked is first marked `dead`, conditioned on
+   * the expiry we read: if a late heartbeat extended it meanwhile, the mark
+   * fails and the instance counts as live; once marked, no heartbeat revives it.
+   */
+  async #liveInstances(leases: Iterable<Lease>, signal: AbortSignal | undefined, act: boolean): Promise<Set<string>> {
     const self = this.#self();
     const live = new Set<string>();
     const toRead = new Set<string>();
@@ -358,10 +634,41 @@ export class LeaseStore {
       else toRead.add(l.instanceId);
     }
     const now = Date.now();
-    for (const it of await this.#batchGet([...toRead].map(instanceKey), 'pk, expiresAt', signal)) {
+    const toMark: Item[] = [];
+    for (const it of await this.#batchGet([...toRead].map(instanceKey), 'pk, expiresAt, dead', signal)) {
+      if (it.dead !== undefined) continue;
       if (num(it.expiresAt) > now) live.add(it.pk.S!.slice('instance#'.length));
+      else if (act) toMark.push(it);
     }
+    const marks = await Promise.all(toMark.map((it) => this.#markDead(it, signal)));
+    marks.forEach((marked, i) => !marked && live.add(toMark[i].pk.S!.slice('instance#'.length)));
     return live;
+  }
+
+  /**
+   * Marks an expired instance item dead. False when a heartbeat extended it
+   * since we read it; true when it is marked, or gone (a deleted item cannot
+   * be revived: heartbeats require it to exist).
+   */
+  async #markDead(it: Item, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.#send(
+        'UpdateItem',
+        new UpdateItemCommand({
+          TableName: this.#table,
+          Key: { pk: it.pk },
+          UpdateExpression: 'SET dead = :true',
+          ConditionExpression: 'expiresAt = :read OR attribute_exists(dead)',
+          ExpressionAttributeValues: { ':true': { BOOL: true }, ':read': it.expiresAt ?? { N: '0' } },
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+        signal,
+      );
+      return true;
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+      return err.Item === undefined;
+    }
   }
 
   // ---- instance items -----------------------------------------------------
@@ -392,8 +699,8 @@ export class LeaseStore {
    * (never revives an instance others may already consider dead) and reads
    * the mailbox in the same write. Entries are deleted one beat later, once
    * handled (`ack`), so a retry whose first attempt committed cannot lose
-   * them. Throws a condition failure when the item expired or is gone: the
-   * caller must fence.
+   * them. Throws a condition failure when the item expired, was marked dead or
+   * is gone: the caller must fence.
    */
   async heartbeat(
     instanceId: string,
@@ -401,14 +708,15 @@ export class LeaseStore {
     ttlMs: number,
     ack: readonly string[],
     signal?: AbortSignal,
-  ): Promise<Array<{ entry: string; leaseId: string; code: number }>> {
+  ): Promise<Array<{ entry: string; leaseId: string; code: number; why?: string }>> {
     const out = await this.#send<UpdateItemCommandOutput>(
       'UpdateItem',
       new UpdateItemCommand({
         TableName: this.#table,
         Key: instanceKey(instanceId),
         UpdateExpression: 'SET expiresAt = :expiresAt, beatAt = :now, #ttl = :ttl' + (ack.length > 0 ? ' DELETE mailbox :ack' : ''),
-        ConditionExpression: 'attribute_exists(pk) AND expiresAt > :now',
+        // `dead`: another gateway judged this instance expired and acts on it; never revive it.
+        ConditionExpression: 'attribute_exists(pk) AND expiresAt > :now AND attribute_not_exists(dead)',
         ExpressionAttributeNames: { '#ttl': 'ttl' },
         ExpressionAttributeValues: {
           ':expiresAt': { N: String(sentAt + ttlMs) },
@@ -421,8 +729,8 @@ export class LeaseStore {
       signal,
     );
     return (out.Attributes?.mailbox?.SS ?? []).map((entry) => {
-      const [leaseId, code] = entry.split(' ');
-      return { entry, leaseId, code: Number(code) };
+      const [leaseId, code, why] = entry.split(' ');
+      return { entry, leaseId, code: Number(code), why };
     });
   }
 
@@ -430,7 +738,7 @@ export class LeaseStore {
    * Drops a revoked lease id into the owning instance's mailbox. Does nothing
    * when that instance item is gone (its leases are dead anyway).
    */
-  async notify(instanceId: string, leaseId: string, code: number, signal?: AbortSignal): Promise<boolean> {
+  async notify(instanceId: string, leaseId: string, code: number, signal?: AbortSignal, why?: string): Promise<boolean> {
     try {
       await this.#send(
         'UpdateItem',
@@ -439,7 +747,7 @@ export class LeaseStore {
           Key: instanceKey(instanceId),
           UpdateExpression: 'ADD mailbox :entry',
           ConditionExpression: 'attribute_exists(pk)',
-          ExpressionAttributeValues: { ':entry': { SS: [`${leaseId} ${code}`] } },
+          ExpressionAttributeValues: { ':entry': { SS: [why === undefined ? `${leaseId} ${code}` : `${leaseId} ${code} ${why}`] } },
         }),
         signal,
       );

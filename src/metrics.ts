@@ -1,7 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { DENIAL_REASONS } from './plan.js';
 
 /** Reasons a lease is given back; bounded, so safe as a label. */
-export const RELEASE_REASONS = ['client_close', 'ping_timeout', 'replaced', 'revoked', 'shutdown', 'fenced', 'lost', 'token_expired', 'policy'] as const;
+export const RELEASE_REASONS = ['client_close', 'ping_timeout', 'replaced', 'revoked', 'shutdown', 'fenced', 'lost', 'token_expired', 'policy', 'paused'] as const;
 
 /** Why a connection or message was turned away before any store work. */
 export const REJECTION_REASONS = [
@@ -24,6 +25,16 @@ export type ReleaseReason = (typeof RELEASE_REASONS)[number];
 export type AcquireResult = 'granted' | 'denied' | 'error';
 
 /**
+ * prom-client's defaults we drop: gauges named like counters, which `promtool
+ * check metrics` reports ("non-counter metrics should not have _total
+ * suffix"). Each is the sum of a per-type gauge the defaults keep, so nothing
+ * is lost: `sum without (type) (nodejs_active_handles)`, and the same for
+ * requests and resources. Renaming them would invent a second series for one
+ * number; prom-client's maintainers lean the same way (prometheus/client_js#283).
+ */
+export const DROPPED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'] as const;
+
+/**
  * Metric handles on a registry passed in (never prom-client's global one), so
  * two gateways in one test process keep separate books. No label ever holds a
  * user or device id.
@@ -33,6 +44,7 @@ export class Metrics {
   readonly streamsActive: Gauge;
   readonly wsConnections: Gauge;
   readonly acquireTotal: Counter<'result'>;
+  readonly denialsTotal: Counter<'reason'>;
   readonly releaseTotal: Counter<'reason'>;
   readonly acquireDuration: Histogram;
   readonly dynamodbRequests: Counter<'operation' | 'outcome'>;
@@ -44,17 +56,23 @@ export class Metrics {
   readonly revocationsTotal: Counter<'code' | 'path'>;
   readonly authFailures: Counter<'reason'>;
   readonly rejections: Counter<'reason'>;
+  readonly reconcileRounds: Counter<'result'>;
+  readonly leaseRepairs: Counter<'kind'>;
+  readonly uncertainLeases: Gauge;
 
   /** Set by the instance lease once it exists; read at scrape time. */
   heartbeatAgeSeconds: () => number = () => 0;
   /** Set by the app: the same answer as /readyz. */
   readySource: () => boolean = () => false;
+  /** Set by the lease keeper: lease ids it is still re-checking. */
+  uncertainLeasesSource: () => number = () => 0;
 
   constructor(registry = new Registry()) {
     this.registry = registry;
     const self = this;
     const registers = [registry];
     collectDefaultMetrics({ register: registry });
+    for (const name of DROPPED_DEFAULT_METRICS) registry.removeSingleMetric(name);
     this.streamsActive = new Gauge({
       name: 'sigma_streams_active',
       help: 'Sockets on this instance that hold a stream lease.',
@@ -71,6 +89,13 @@ export class Metrics {
       labelNames: ['result'],
       registers,
     });
+    this.denialsTotal = new Counter({
+      name: 'sigma_lease_denials_total',
+      help: 'Admissions denied, by the cap in the way: limit (streams per user), content_limit (per content), class_limit (per device class).',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of DENIAL_REASONS) this.denialsTotal.inc({ reason }, 0);
     this.releaseTotal = new Counter({
       name: 'sigma_lease_release_total',
       help: 'Leases given back, by reason.',
@@ -91,7 +116,7 @@ export class Metrics {
     });
     for (const operation of ['UpdateItem', 'GetItem', 'BatchGetItem', 'PutItem', 'DeleteItem']) {
       for (const outcome of ['ok', 'conditional_failed', 'throttled', 'timeout', 'error']) {
-        this.dynamodbRequests.labels(operation, outcome);
+        this.dynamodbRequests.inc({ operation, outcome }, 0);
       }
     }
     this.ready = new Gauge({
@@ -122,8 +147,8 @@ export class Metrics {
       registers,
     });
     // Start every bounded series at 0 so rate() and dashboards see them before the first event.
-    for (const result of ['granted', 'denied', 'error'] as const) this.acquireTotal.labels(result);
-    for (const reason of RELEASE_REASONS) this.releaseTotal.labels(reason);
+    for (const result of ['granted', 'denied', 'error'] as const) this.acquireTotal.inc({ result }, 0);
+    for (const reason of RELEASE_REASONS) this.releaseTotal.inc({ reason }, 0);
     this.fencingTotal = new Counter({
       name: 'sigma_fencing_events_total',
       help: 'Times this process fenced itself (closed its sockets with 4408) and started a new instance.',
@@ -141,7 +166,29 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
-    for (const reason of REJECTION_REASONS) this.rejections.labels(reason);
+    for (const reason of REJECTION_REASONS) this.rejections.inc({ reason }, 0);
+    this.reconcileRounds = new Counter({
+      name: 'sigma_reconcile_rounds_total',
+      help: 'Reconcile rounds by result: complete, partial (ran out of its interval; the next round continues), failed (a batch failed).',
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of ['complete', 'partial', 'failed']) this.reconcileRounds.inc({ result }, 0);
+    this.leaseRepairs = new Counter({
+      name: 'sigma_lease_repairs_total',
+      help: 'What the reconcile loop fixed: orphan (an entry no socket holds, a late copy of an uncertain write), victim (told a socket a write revoked), count (n differed from the entries).',
+      labelNames: ['kind'],
+      registers,
+    });
+    for (const kind of ['orphan', 'victim', 'count']) this.leaseRepairs.inc({ kind }, 0);
+    this.uncertainLeases = new Gauge({
+      name: 'sigma_uncertain_leases',
+      help: 'Lease ids whose write had an unknown outcome, still re-checked until no late copy can land.',
+      registers,
+      collect() {
+        this.set(self.uncertainLeasesSource());
+      },
+    });
     this.revocationsTotal = new Counter({
       name: 'sigma_revocations_total',
       help: 'Sockets closed because their lease was taken away, by close code and by path (local, mailbox, reconcile).',

@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { ERROR_FRAME_CODES } from '../src/client/protocol.js';
 import { CLOSE } from '../src/close-codes.js';
+import { HTTP_ERRORS } from '../src/http-errors.js';
+import { Metrics } from '../src/metrics.js';
 import { ROOT } from './helpers/gateway.js';
 
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
@@ -35,4 +38,35 @@ test('every close code in the catalog is in the README table, with its reconnect
     const expected = { no: /^no/, backoff: /^yes/, jitter: /^yes/, 'new-token': /new token/ }[close.reconnect];
     assert.match(says, expected, `close code ${close.code}: README says "${says}", catalog says ${close.reconnect}`);
   }
+});
+
+/** The rows of the README table whose header line starts with `header`, as arrays of cells. */
+function tableAfter(header: string): string[][] {
+  const lines = readme.split('\n');
+  const start = lines.findIndex((l) => l.startsWith(header));
+  assert.ok(start >= 0, `README has a table headed "${header}"`);
+  const rows: string[][] = [];
+  for (const line of lines.slice(start + 2)) {
+    if (!line.startsWith('|')) break;
+    rows.push(line.split('|').slice(1, -1).map((c) => c.trim().replace(/^`|`$/g, '')));
+  }
+  return rows;
+}
+
+test('the README table of HTTP error codes is the catalog, status for status', () => {
+  const rows = tableAfter('| code | status | meaning |');
+  assert.deepEqual(
+    rows.map(([code, status]) => [code, Number(status)]).sort(),
+    Object.entries(HTTP_ERRORS).map(([code, e]) => [code, e.status]).sort(),
+  );
+});
+
+test('the README table of error-frame codes is the catalog', () => {
+  const rows = tableAfter('| code | meaning |');
+  assert.deepEqual(rows.map(([code]) => code).sort(), Object.keys(ERROR_FRAME_CODES).sort());
+});
+
+test('every sigma_ metric the gateway registers is in the README metrics table', () => {
+  const names = new Metrics().registry.getMetricsAsArray().map((m) => m.name).filter((n) => n.startsWith('sigma_'));
+  for (const name of names) assert.match(readme, new RegExp('`' + name + '(\\{[^`]*\\})?`'), `README misses ${name}`);
 });

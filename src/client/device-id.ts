@@ -1,5 +1,5 @@
 import { InvalidOptionError } from './errors.js';
-import { ID_PATTERN } from './protocol.js';
+import { ID_PATTERN, ID_RULE } from './protocol.js';
 
 /** Where a browser keeps its device id across sessions. */
 export const DEVICE_ID_KEY = 'sigma-stream.deviceId';
@@ -22,7 +22,7 @@ function randomId(): string {
  */
 export function resolveDeviceId(given: string | undefined, storage: KeyValueStorage | undefined): string {
   if (given !== undefined) {
-    if (!ID_PATTERN.test(given)) throw new InvalidOptionError('deviceId', '1-128 characters of A-Z a-z 0-9 . _ : -', given);
+    if (!ID_PATTERN.test(given)) throw new InvalidOptionError('deviceId', ID_RULE, given);
     return given;
   }
   if (!storage) {

@@ -11,6 +11,7 @@
  *   throttle    400 with a real ThrottlingException body
  *   error500    500 InternalServerError
  *   drop-reply  forward (the write commits), then drop the connection instead of replying
+ *   hold-reply  forward (the write commits), then hold the reply for `delayMs` before sending it
  *   duplicate   forward and reply now, and forward the same request again after `delayMs`
  *               (its reply discarded): a copy that lingered in the network and lands late
  *
@@ -24,7 +25,7 @@
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-export type FaultMode = 'pass' | 'delay' | 'blackhole' | 'reset' | 'throttle' | 'error500' | 'drop-reply' | 'duplicate';
+export type FaultMode = 'pass' | 'delay' | 'blackhole' | 'reset' | 'throttle' | 'error500' | 'drop-reply' | 'hold-reply' | 'duplicate';
 
 export interface FaultOptions {
   delayMs?: number;
@@ -143,6 +144,11 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         case 'drop-reply':
           forward(req, body, () => req.socket.destroy(), () => req.socket.destroy());
           return;
+        case 'hold-reply': {
+          const delayMs = opts.delayMs ?? 1000;
+          forward(req, body, (...r) => setTimeout(() => reply(...r), delayMs), fail);
+          return;
+        }
         case 'duplicate': {
           forward(req, body, reply, fail);
           const later = setTimeout(() => forward(req, body, () => {}, () => {}), opts.delayMs ?? 1000);

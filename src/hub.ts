@@ -1,0 +1,196 @@
+import { performance } from 'node:perf_hooks';
+import { CLOSE, type CloseCode } from './close-codes.js';
+import type { Config } from './config.js';
+import type { InstanceLease } from './instance.js';
+import type { LeaseKeeper } from './lease-keeper.js';
+import type { Lease, LeaseStore } from './lease-store.js';
+import type { Logger } from './log.js';
+import type { Metrics, ReleaseReason } from './metrics.js';
+import type { Pending } from './pending.js';
+import type { Ending, Session } from './session.js';
+
+/** Where a revocation came from, as `sigma_revocations_total{path}` books it. */
+export type RevocationPath = 'local' | 'mailbox' | 'reconcile';
+
+/** How a socket whose lease was taken away is told, by the close code the taker asked for. */
+const TAKEN_AWAY = new Map<number, { close: CloseCode; text: string; reason: ReleaseReason }>([
+  [CLOSE.REPLACED.code, { close: CLOSE.REPLACED, text: 'replaced: this device connected again elsewhere', reason: 'replaced' }],
+  [CLOSE.REVOKED.code, { close: CLOSE.REVOKED, text: 'revoked: playback was stopped from another device or by support', reason: 'revoked' }],
+  [CLOSE.LEASE_LOST.code, { close: CLOSE.LEASE_LOST, text: 'lease lost', reason: 'lost' }],
+]);
+/** Why words a mailbox note may carry, for a close reason more precise than the code's. */
+const EVICTED = { close: CLOSE.REVOKED, text: 'revoked: another device started playing (your plan stops the longest-playing one)', reason: 'revoked' as const };
+const takenAway = (code: number, why?: string) => (why === 'evicted' ? EVICTED : (TAKEN_AWAY.get(code) ?? TAKEN_AWAY.get(CLOSE.REVOKED.code)!));
+
+/** Revocations remembered for grants not processed yet: at most this many, each for two admission deadlines. */
+const EARLY_MAX = 10_000;
+
+/**
+ * The live sessions of this gateway: the registry, revocation routing (close
+ * locally, or a note in the owning instance's mailbox), revocations that
+ * arrive before the grant they name, and bulk close for drain and fencing.
+ * Sessions report their end here; the lease goes back through the keeper.
+ */
+export class Hub {
+  readonly #sessions = new Set<Session>();
+  readonly #byLease = new Map<string, Session>();
+  /** Revocations that arrived before the admission they name was granted, on any path. */
+  readonly #early = new Map<string, { code: number; path: RevocationPath; why?: string; until: number }>();
+  readonly #keeper: LeaseKeeper;
+  readonly #store: LeaseStore;
+  readonly #instance: InstanceLease;
+  readonly #cfg: Config;
+  readonly #metrics: Metrics;
+  readonly #log: Logger;
+  readonly #pending: Pending;
+
+  constructor(deps: { keeper: LeaseKeeper; store: LeaseStore; instance: InstanceLease; config: Config; metrics: Metrics; log: Logger; pending: Pending }) {
+    this.#keeper = deps.keeper;
+    this.#store = deps.store;
+    this.#instance = deps.instance;
+    this.#cfg = deps.config;
+    this.#metrics = deps.metrics;
+    this.#log = deps.log;
+    this.#pending = deps.pending;
+  }
+
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  /** Every open socket, admitted or not. */
+  sessions(): IterableIterator<Session> {
+    return this.#sessions.values();
+  }
+
+  add(session: Session): void {
+    this.#sessions.add(session);
+    this.#metrics.wsConnections.inc();
+  }
+
+  /**
+   * The admission of `session` was granted `lease`. Returns false when a
+   * revocation for that lease came first: the socket is then closed with the
+   * code the revoker asked for and the lease given back.
+   */
+  grant(session: Session, lease: Lease): boolean {
+    session.grant(lease);
+    this.#byLease.set(lease.leaseId, session);
+    this.#keeper.granted(session.userId, lease);
+    this.#metrics.streamsActive.inc();
+    const early = this.#early.get(lease.leaseId);
+    if (early === undefined) return true;
+    this.#early.delete(lease.leaseId);
+    this.revoke(lease.leaseId, early.code, early.path, early.why);
+    return false;
+  }
+
+  /** A paused stream's time is up: its lease goes back, its socket stays open and is told. */
+  releasePaused(session: Session): void {
+    const lease = session.unlease();
+    if (lease === undefined) return;
+    this.#byLease.delete(lease.leaseId);
+    this.#metrics.streamsActive.dec();
+    this.#metrics.releaseTotal.inc({ reason: 'paused' });
+    this.#log.info('released', { userId: session.userId, deviceId: session.deviceId, reason: 'paused' });
+    this.#keeper.release(session.userId, lease);
+    session.send({ type: 'released', reason: 'paused' });
+  }
+
+  /**
+   * A lease was taken away (takeover, kick, same device elsewhere): close
+   * its socket here, or drop a note in the owning instance's mailbox.
+   */
+  takeAway(lease: Lease, code: number, path: RevocationPath = 'local', why?: 'evicted'): void {
+    if (lease.instanceId === this.#instance.id) {
+      this.revoke(lease.leaseId, code, path, why);
+      return;
+    }
+    this.#pending.add(
+      this.#store
+        .notify(lease.instanceId, lease.leaseId, code, AbortSignal.timeout(this.#cfg.admissionTimeoutMs), why)
+        .catch((err: unknown) => this.#log.warn('mailbox write failed; the owner finds out on its next reconcile', { err, instanceId: lease.instanceId })),
+    );
+  }
+
+  /**
+   * Closes the socket holding `leaseId` here with the taker's code, and gives
+   * its lease id back (conditionally: a no-op when the entry is gone or
+   * belongs to a successor, but it removes the entry if the socket's own
+   * retried write brought it back). A revocation for a lease not granted yet
+   * is remembered, so the grant closes the socket the moment it arrives.
+   */
+  revoke(leaseId: string, code: number, path: RevocationPath, why?: string): boolean {
+    const session = this.#byLease.get(leaseId);
+    if (session === undefined) {
+      this.#rememberEarly(leaseId, code, path, why);
+      return false;
+    }
+    const { close, text, reason } = takenAway(code, why);
+    this.#metrics.revocationsTotal.inc({ code: String(close.code), path });
+    session.close(close, text, reason);
+    return true;
+  }
+
+  #rememberEarly(leaseId: string, code: number, path: RevocationPath, why: string | undefined): void {
+    const now = performance.now();
+    if (this.#early.size >= EARLY_MAX) {
+      for (const [id, e] of this.#early) if (e.until < now) this.#early.delete(id);
+      if (this.#early.size >= EARLY_MAX) this.#early.delete(this.#early.keys().next().value!);
+    }
+    this.#early.set(leaseId, { code, path, why, until: now + 2 * this.#cfg.admissionTimeoutMs });
+  }
+
+  /** SessionOwner: books the end of a session and gives its lease back through the keeper. */
+  ended(session: Session, { close, reason, lease, release }: Ending): void {
+    if (close !== undefined && close !== 'terminate') this.#metrics.closesTotal.inc({ code: String(close.code) });
+    if (lease === undefined) return;
+    this.#byLease.delete(lease.leaseId);
+    this.#metrics.streamsActive.dec();
+    this.#metrics.releaseTotal.inc({ reason });
+    this.#log.info('released', { userId: session.userId, deviceId: session.deviceId, reason, code: typeof close === 'object' ? close.code : undefined });
+    // A revoked lease may have been written again by its own retried admission: keep checking it.
+    const revoked = reason === 'revoked' || reason === 'replaced';
+    if (release) this.#keeper.release(session.userId, lease, revoked);
+    else this.#keeper.forget(lease);
+  }
+
+  /** SessionOwner: the socket is gone. */
+  gone(session: Session): void {
+    if (this.#sessions.delete(session)) this.#metrics.wsConnections.dec();
+  }
+
+  /** Fencing: every socket goes now; leases die with the instance item, so none is released one by one. */
+  fence(oldInstanceId: string): void {
+    for (const session of [...this.#sessions]) {
+      if (session.state === 'leased') {
+        session.close(CLOSE.LEASE_LOST, 'lease lost: gateway lost contact with the lease store', 'fenced', false);
+      } else if (session.state === 'admitting') {
+        session.close(CLOSE.TRY_LATER, 'lease store unavailable, try again later', 'fenced');
+      }
+    }
+    this.#log.warn('fenced sessions closed', { instanceId: oldInstanceId });
+  }
+
+  /**
+   * Drain: close every socket with 1012, spread evenly over `windowMs` so
+   * clients do not reconnect in one storm. Each close gives its lease back.
+   */
+  async drain(windowMs: number): Promise<void> {
+    const sessions = [...this.#sessions].filter((s) => !s.closed);
+    this.#log.info('draining', { sessions: sessions.length, windowMs });
+    // At most one batch every 20 ms; a handful of sockets get one gap each.
+    const batches = Math.max(1, Math.min(sessions.length, Math.floor(windowMs / 20)));
+    const perBatch = Math.ceil(sessions.length / batches);
+    const gapMs = windowMs / batches;
+    for (let i = 0; i < sessions.length; i += perBatch) {
+      for (const session of sessions.slice(i, i + perBatch)) session.close(CLOSE.RESTART, 'gateway restarting, reconnect', 'shutdown');
+      if (i + perBatch < sessions.length) await new Promise((r) => setTimeout(r, gapMs));
+    }
+  }
+
+  /** Cuts whatever is still connected (the end of shutdown). */
+  terminateAll(): void {
+    for (const session of this.#sessions) session.ws.terminate();
+  }
+}

@@ -1,0 +1,352 @@
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { CLOSE } from './close-codes.js';
+import type { Config } from './config.js';
+import type { Deadline, Settled } from './deadline.js';
+import type { Item } from './dynamo.js';
+import type { InstanceLease } from './instance.js';
+import { leasesOf, type AcquireOutcome, type AcquireRequest, type Lease, type LeaseRef, type LeaseStore, type WriteTrace } from './lease-store.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import type { Pending } from './pending.js';
+
+/** What the keeper asks the hub to do. */
+export interface KeeperEvents {
+  /**
+   * A lease this instance holds is no longer in the store (the reconcile
+   * backstop found it removed or replaced): close its socket with `code`.
+   */
+  lost: [leaseId: string, code: number];
+  /**
+   * A write whose outcome was unknown meant to revoke `lease`, and a read now
+   * shows that lease gone: its socket, wherever it is, must be told.
+   */
+  taken: [lease: Lease, code: number];
+}
+
+/** A lease id that may be in the store although no socket here holds it. */
+interface Doubt {
+  readonly userId: string;
+  /** Monotonic ms after which no late copy can land any more. */
+  until: number;
+}
+
+/** The victim of a write whose outcome is unknown. */
+interface Victim {
+  readonly userId: string;
+  readonly lease: Lease;
+  readonly code: number;
+  readonly until: number;
+}
+
+interface Admitting {
+  readonly userId: string;
+  readonly trace: WriteTrace;
+}
+
+/** Users read per BatchGetItem, batches in flight at once in a reconcile round. */
+const BATCH = 100;
+const BATCHES_IN_FLIGHT = 4;
+/** Retries of one release while the store is unreachable: 100 ms doubling to 5 s. */
+const RELEASE_BACKOFF_MAX_MS = 5000;
+
+/**
+ * The one owner of this instance's leases: the only code that gives a lease
+ * back, and the one that remembers every lease id whose write was uncertain.
+ *
+ * A conditional write has three outcomes: committed, refused, unknown. An
+ * unknown one (retried, timed out, abandoned, revoked before its grant was
+ * processed) can still commit later, when a delayed copy reaches DynamoDB.
+ * Such ids are *doubts*: re-checked with strongly consistent reads until no
+ * copy can land any more (`UNCERTAIN_WRITE_HORIZON_MS`), and released whenever
+ * one is found in the store with no socket here holding it. Victims of an
+ * unknown write that meant to revoke someone are told once a read shows them
+ * gone. The reconcile loop does those checks, closes sockets whose lease was
+ * removed without a mailbox note, removes orphans of this instance and
+ * repairs a count that differs from its entries.
+ */
+export class LeaseKeeper extends EventEmitter<KeeperEvents> {
+  readonly #store: LeaseStore;
+  readonly #instance: InstanceLease;
+  readonly #cfg: Config;
+  readonly #metrics: Metrics;
+  readonly #log: Logger;
+  readonly #pending: Pending;
+  /** Admissions whose write is in flight or whose grant is not processed yet, by lease id. */
+  readonly #admitting = new Map<string, Admitting>();
+  /** Leases held by a socket here, by lease id. */
+  readonly #held = new Map<string, { readonly userId: string; readonly lease: Lease; readonly retried: boolean }>();
+  readonly #doubts = new Map<string, Doubt>();
+  readonly #victims = new Map<string, Victim>();
+  #reconcileTimer: NodeJS.Timeout | undefined;
+  /** Where the last unfinished round stopped: the next one starts after this user id. */
+  #resumeAfter: string | undefined;
+  #reconciling = false;
+  #closed = false;
+  /** Bound once: the store asks it for entries of our own instance. */
+  readonly #holds = (leaseId: string): boolean => this.#admitting.has(leaseId) || this.#held.has(leaseId);
+
+  constructor(deps: { store: LeaseStore; instance: InstanceLease; config: Config; metrics: Metrics; log: Logger; pending: Pending }) {
+    super();
+    this.#store = deps.store;
+    this.#instance = deps.instance;
+    this.#cfg = deps.config;
+    this.#metrics = deps.metrics;
+    this.#log = deps.log;
+    this.#pending = deps.pending;
+    this.#metrics.uncertainLeasesSource = () => this.#doubts.size + this.#victims.size;
+  }
+
+  start(): void {
+    this.#reconciling = true;
+    this.#scheduleReconcile();
+  }
+
+  /** Stops the reconcile loop (drain); releases in flight keep retrying until {@link close}. */
+  stop(): void {
+    this.#reconciling = false;
+    clearTimeout(this.#reconcileTimer);
+  }
+
+  /** Stops everything: a release that fails from now on gives up (its id stays a doubt). */
+  close(): void {
+    this.stop();
+    this.#closed = true;
+  }
+
+  /** Lease ids under suspicion, for tests and metrics. */
+  get doubts(): number {
+    return this.#doubts.size;
+  }
+
+  // ---- acquire ------------------------------------------------------------
+
+  /**
+   * Takes a lease under the admission's deadline. A 'done' grant stays
+   * "admitting" until the caller either {@link granted} or {@link release}s
+   * it; anything else leaves nothing for the caller to clean up.
+   */
+  async acquire(req: Omit<AcquireRequest, 'holds' | 'trace'>, deadline: Deadline): Promise<Settled<AcquireOutcome>> {
+    const trace: WriteTrace = { retried: false, victims: [] };
+    this.#admitting.set(req.leaseId, { userId: req.userId, trace });
+    const attempt = this.#store.acquire({ ...req, holds: this.#holds, trace }, deadline.signal);
+    this.#metrics.admissionsInFlight.inc();
+    this.#pending.add(attempt.finally(() => this.#metrics.admissionsInFlight.dec()));
+    const settled = await deadline.run(attempt);
+    if (settled.kind === 'done' && settled.value.kind === 'granted') return settled;
+    this.#admitting.delete(req.leaseId);
+    if (settled.kind === 'done') {
+      // Denied. A retried request may still have a copy in the network that lands once a slot frees.
+      if (trace.retried) this.#doubt(req.userId, req.leaseId);
+      return settled;
+    }
+    // Gave up or failed: the write may have committed, or may still. Check as soon as our own attempt
+    // has settled (no more SDK retries after that), then on every reconcile round until the horizon.
+    this.#doubt(req.userId, req.leaseId);
+    for (const victim of trace.victims) {
+      this.#suspectVictim(req.userId, victim, victim.deviceId === req.deviceId ? CLOSE.REPLACED.code : CLOSE.REVOKED.code);
+    }
+    const check = (): void => this.#pending.add(this.#checkUsers([req.userId]));
+    attempt.then(check, check);
+    return settled;
+  }
+
+  /** The admission's grant was processed: a socket here holds `lease`. */
+  granted(userId: string, lease: Lease): void {
+    const admitting = this.#admitting.get(lease.leaseId);
+    this.#admitting.delete(lease.leaseId);
+    this.#held.set(lease.leaseId, { userId, lease, retried: admitting?.trace.retried ?? false });
+  }
+
+  // ---- release: the one way back ------------------------------------------
+
+  /**
+   * Gives a lease back, retrying while the store is unreachable, until the
+   * answer is definite (removed, or already gone) or the instance it belongs
+   * to has been replaced (then it is dead anyway). With `doubtful` (revoked
+   * before its grant was processed, or its admission was retried) the lease
+   * id stays under suspicion after the release: a late copy may bring it back.
+   */
+  release(userId: string, lease: Lease, doubtful = false): void {
+    const held = this.#held.get(lease.leaseId);
+    const admitting = this.#admitting.get(lease.leaseId);
+    this.#held.delete(lease.leaseId);
+    this.#admitting.delete(lease.leaseId);
+    if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(userId, lease.leaseId);
+    this.#pending.add(this.#releaseEventually(userId, lease, lease.instanceId));
+  }
+
+  /** The instance fenced: its leases die with its instance item, nothing to give back. */
+  forget(lease: Lease): void {
+    this.#held.delete(lease.leaseId);
+    this.#admitting.delete(lease.leaseId);
+  }
+
+  async #releaseEventually(userId: string, lease: LeaseRef, instanceId: string): Promise<void> {
+    const { deviceId, leaseId } = lease;
+    for (let delay = 100; ; delay = Math.min(delay * 2, RELEASE_BACKOFF_MAX_MS)) {
+      try {
+        await this.#store.release(userId, lease, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
+        return;
+      } catch (err) {
+        // A replaced instance's leases are dead anyway; a closed gateway has no client left. Either way the
+        // id stays a doubt, so a later round still removes the entry if the instance comes back to life.
+        if (this.#closed || this.#instance.id !== instanceId) {
+          this.#doubt(userId, leaseId);
+          return;
+        }
+        this.#log.warn('release failed, retrying', { userId, deviceId, leaseId, err, retryInMs: delay });
+        await new Promise((r) => setTimeout(r, delay).unref());
+      }
+    }
+  }
+
+  // ---- revoke over REST ---------------------------------------------------
+
+  /**
+   * Removes a device's live lease (REST kick) and returns it, so the caller
+   * tells its socket. When the write's outcome is unknown the victim is told
+   * later, once a read shows its entry gone.
+   */
+  async revoke(userId: string, deviceId: string, signal: AbortSignal): Promise<Lease | undefined> {
+    const trace: WriteTrace = { retried: false, victims: [] };
+    try {
+      return await this.#store.revoke(userId, deviceId, signal, trace);
+    } catch (err) {
+      for (const victim of trace.victims) this.#suspectVictim(userId, victim, CLOSE.REVOKED.code);
+      if (trace.victims.length > 0) this.#pending.add(this.#checkUsers([userId]));
+      throw err;
+    }
+  }
+
+  // ---- suspicion ----------------------------------------------------------
+
+  #doubt(userId: string, leaseId: string): void {
+    const until = performance.now() + this.#cfg.uncertainWriteHorizonMs;
+    const known = this.#doubts.get(leaseId);
+    if (known) known.until = until;
+    else this.#doubts.set(leaseId, { userId, until });
+  }
+
+  #suspectVictim(userId: string, lease: Lease, code: number): void {
+    this.#victims.set(lease.leaseId, { userId, lease, code, until: performance.now() + this.#cfg.uncertainWriteHorizonMs });
+  }
+
+  // ---- reconcile ----------------------------------------------------------
+
+  #scheduleReconcile(): void {
+    if (!this.#reconciling) return;
+    this.#reconcileTimer = setTimeout(() => {
+      this.reconcile()
+        .catch((err: unknown) => this.#log.warn('reconcile failed; next round retries', { err }))
+        .finally(() => this.#scheduleReconcile());
+    }, this.#cfg.reconcileIntervalMs);
+    this.#reconcileTimer.unref();
+  }
+
+  /**
+   * One round: reads every user with a lease, a doubt or a suspected victim
+   * here (strongly consistent, 100 users a request, a few requests at once,
+   * each under its own deadline) and acts on what the store holds. A round
+   * that runs out of time (one interval) stops, says so, and the next round
+   * starts where it stopped. Returns the sockets it closed.
+   */
+  async reconcile(): Promise<number> {
+    const now = performance.now();
+    for (const [id, d] of this.#doubts) if (d.until < now && !this.#held.has(id)) this.#doubts.delete(id);
+    for (const [id, v] of this.#victims) if (v.until < now) this.#victims.delete(id);
+    const users = [...this.#users()].sort();
+    if (users.length === 0) return 0;
+    // Start after where the last unfinished round stopped, then wrap around.
+    const from = this.#resumeAfter === undefined ? 0 : users.findIndex((u) => u > this.#resumeAfter!);
+    const order = from <= 0 ? users : [...users.slice(from), ...users.slice(0, from)];
+    const budgetUntil = now + this.#cfg.reconcileIntervalMs;
+    let next = 0;
+    let closed = 0;
+    let failed = 0;
+    const worker = async (): Promise<void> => {
+      while (next < order.length && performance.now() < budgetUntil && !this.#closed) {
+        const batch = order.slice(next, next + BATCH);
+        next += batch.length;
+        try {
+          closed += await this.#checkUsers(batch);
+        } catch (err) {
+          failed++;
+          this.#log.warn('reconcile batch failed', { users: batch.length, err });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: BATCHES_IN_FLIGHT }, worker));
+    if (next < order.length) {
+      // Every batch started has finished (we awaited the workers): resume after the last one started.
+      this.#resumeAfter = order[next - 1];
+      this.#metrics.reconcileRounds.inc({ result: 'partial' });
+      this.#log.warn('reconcile round did not finish in one interval; the next round continues', {
+        users: order.length,
+        read: next,
+        intervalMs: this.#cfg.reconcileIntervalMs,
+      });
+    } else {
+      this.#resumeAfter = undefined;
+      this.#metrics.reconcileRounds.inc({ result: failed > 0 ? 'failed' : 'complete' });
+    }
+    return closed;
+  }
+
+  #users(): Set<string> {
+    const users = new Set<string>();
+    for (const h of this.#held.values()) users.add(h.userId);
+    for (const d of this.#doubts.values()) users.add(d.userId);
+    for (const v of this.#victims.values()) users.add(v.userId);
+    return users;
+  }
+
+  /** Reads up to 100 users and acts on their items; returns the sockets it closed. */
+  async #checkUsers(userIds: readonly string[]): Promise<number> {
+    // Snapshot before the read: a lease granted after it began may not be in what the read returns.
+    const heldBefore = [...this.#held.entries()].filter(([, h]) => userIds.includes(h.userId));
+    const items = await this.#store.readUsers(userIds, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
+    let closed = 0;
+    for (const [leaseId, h] of heldBefore) {
+      const entry = leasesOf(items.get(h.userId)).get(h.lease.deviceId);
+      if (entry?.leaseId === leaseId || !this.#held.has(leaseId)) continue;
+      const code = entry === undefined ? CLOSE.REVOKED.code : CLOSE.REPLACED.code;
+      this.#log.warn('reconcile: socket has no lease in the store', { userId: h.userId, deviceId: h.lease.deviceId, code });
+      this.emit('lost', leaseId, code);
+      closed++;
+    }
+    for (const userId of userIds) {
+      const item = items.get(userId);
+      this.#settleDoubts(userId, item);
+      this.#settleVictims(userId, item);
+      if (item && (await this.#store.repairCount(userId, item, AbortSignal.timeout(this.#cfg.admissionTimeoutMs)))) {
+        this.#metrics.leaseRepairs.inc({ kind: 'count' });
+        this.#log.warn('reconcile: repaired a user count that differed from its entries', { userId });
+      }
+    }
+    return closed;
+  }
+
+  /** Releases entries no socket here holds: late copies of uncertain writes, and orphans of this instance. */
+  #settleDoubts(userId: string, item: Item | undefined): void {
+    for (const [deviceId, entry] of leasesOf(item)) {
+      if (this.#holds(entry.leaseId)) continue;
+      const doubted = this.#doubts.has(entry.leaseId);
+      if (!doubted && entry.instanceId !== this.#instance.id) continue;
+      this.#metrics.leaseRepairs.inc({ kind: 'orphan' });
+      this.#log.warn('reconcile: releasing an entry no socket holds (a late copy of an uncertain write)', { userId, deviceId, leaseId: entry.leaseId });
+      this.#pending.add(this.#releaseEventually(userId, entry, this.#instance.id));
+    }
+  }
+
+  /** Tells the victims of uncertain writes whose entries are gone. */
+  #settleVictims(userId: string, item: Item | undefined): void {
+    const entries = leasesOf(item);
+    for (const [leaseId, v] of this.#victims) {
+      if (v.userId !== userId || entries.get(v.lease.deviceId)?.leaseId === leaseId) continue;
+      this.#victims.delete(leaseId);
+      this.#metrics.leaseRepairs.inc({ kind: 'victim' });
+      this.emit('taken', v.lease, v.code);
+    }
+  }
+}

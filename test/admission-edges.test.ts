@@ -1,0 +1,93 @@
+/**
+ * Edges of the admission pipeline: the deadline covers the token check, a
+ * refused upgrade's socket may fail without taking the process down, and a
+ * pong timeout equal to the ping interval is a valid setting.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { createServer } from 'node:http';
+import { connect as tcpConnect } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { test } from 'node:test';
+import { exportJWK, SignJWT } from 'jose';
+import { connect, eventually } from './helpers/devices.js';
+import { leaseEntries, startGateway } from './helpers/gateway.js';
+import { mintToken } from './helpers/tokens.js';
+
+test('the admission deadline covers the token check: a slow JWKS refetch ends in 1013 on time', async (t) => {
+  const key = (kid: string) => ({ kid, ...generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) });
+  const keys = [key('k1'), key('k2')];
+  let published = ['k1'];
+  let delayMs = 0;
+  const jwks = createServer(async (_req, res) => {
+    const body = { keys: await Promise.all(keys.filter((k) => published.includes(k.kid)).map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' }))) };
+    setTimeout(() => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(body)), delayMs);
+  });
+  await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => jwks.close(() => r())));
+  const port = (jwks.address() as { port: number }).port;
+  const gw = await startGateway({
+    env: { JWT_SECRET: '', JWKS_URL: `http://127.0.0.1:${port}/jwks.json`, JWKS_COOLDOWN_MS: '0', JWKS_REFRESH_MS: '60000', ADMISSION_TIMEOUT_MS: '1000' },
+  });
+  t.after(() => gw.stop());
+  await eventually(async () => (await fetch(`${gw.opsUrl}/readyz`)).status === 200, 5000);
+  // The key rotates; the refetch the unknown kid triggers takes 2.5 s.
+  published = ['k1', 'k2'];
+  delayMs = 2500;
+  const k2 = keys[1];
+  const token = await new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'k2' }).setSubject('slow-keys').setExpirationTime(Math.floor(Date.now() / 1000) + 60).sign(k2.privateKey);
+  const started = performance.now();
+  const d = connect(gw.url, { token, device: 'tv' });
+  const close = await d.closed;
+  const ms = performance.now() - started;
+  assert.equal(close.code, 1013, `got ${close.code} ${close.reason}`);
+  assert.match(close.reason, /token check took too long/);
+  assert.ok(ms < 2000, `closed after ${Math.round(ms)} ms, deadline 1000 ms`);
+  assert.deepEqual(await leaseEntries(gw.endpoint, gw.table, 'slow-keys'), []);
+});
+
+test('a refused upgrade whose socket fails afterwards does not crash the gateway', async (t) => {
+  const gw = await startGateway();
+  t.after(() => gw.stop());
+  // A server of our own hands upgrades to the gateway, then makes the refused socket fail as a reset would.
+  const outcomes: string[] = [];
+  const front = createServer();
+  front.on('upgrade', (req, socket, head) => {
+    gw.app.gateway.handleUpgrade(req, socket, head);
+    try {
+      socket.emit('error', Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+      outcomes.push('handled');
+    } catch {
+      outcomes.push('unhandled: the process would crash');
+    }
+  });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => front.close(() => r())));
+  const port = (front.address() as { port: number }).port;
+  for (const path of ['/nope', '/v1/lease?device=tv']) {
+    const sock = tcpConnect(port, '127.0.0.1');
+    sock.on('error', () => {});
+    sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${path === '/nope' ? '' : 'Origin: http://evil.example\r\n'}\r\n`);
+    await eventually(() => outcomes.length > 0, 2000, 10);
+    sock.destroy();
+    assert.deepEqual(outcomes.splice(0), ['handled'], path);
+  }
+  const d = connect(gw.url, { token: await mintToken('after-errors'), device: 'tv' });
+  assert.equal((await d.decision).type, 'granted');
+  await d.close();
+});
+
+test('PONG_TIMEOUT_MS equal to PING_INTERVAL_MS is accepted and still frees a silent device', async (t) => {
+  const gw = await startGateway({ env: { PING_INTERVAL_MS: '400', PONG_TIMEOUT_MS: '400' } });
+  t.after(() => gw.stop());
+  const token = await mintToken('equal-ping');
+  const silent = connect(gw.url, { token, device: 'dead', autoPong: false });
+  const alive = connect(gw.url, { token, device: 'alive' });
+  await Promise.all([silent.decision, alive.decision]);
+  const started = performance.now();
+  await silent.closed;
+  assert.ok(performance.now() - started < 400 + 400 + 500, 'freed within interval + timeout (+ slack)');
+  await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'equal-ping')).join() === 'alive', 2000);
+  assert.equal(alive.ws.readyState, alive.ws.OPEN, 'a device that answers keeps playing');
+  await alive.close();
+});
