@@ -88,7 +88,12 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     return chosen;
   }
 
-  function forward(req: IncomingMessage, body: Buffer, onResponse: (status: number, headers: IncomingMessage['headers'], data: Buffer) => void, onError: () => void): void {
+  function forward(
+    req: IncomingMessage,
+    body: Buffer,
+    onResponse: (status: number, headers: IncomingMessage['headers'], data: Buffer) => void,
+    onError: () => void,
+  ): void {
     const up = request(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } },
       (upRes) => {
@@ -107,7 +112,10 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      const op = String(req.headers['x-amz-target'] ?? 'unknown').split('.').pop() ?? 'unknown';
+      const op =
+        String(req.headers['x-amz-target'] ?? 'unknown')
+          .split('.')
+          .pop() ?? 'unknown';
       const userItem = body.includes('"user#');
       counts.set(op, (counts.get(op) ?? 0) + 1);
       if (userItem) userRequests++;
@@ -142,7 +150,12 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
           sendError(res, 500, 'InternalServerError', 'Internal server error');
           return;
         case 'drop-reply':
-          forward(req, body, () => req.socket.destroy(), () => req.socket.destroy());
+          forward(
+            req,
+            body,
+            () => req.socket.destroy(),
+            () => req.socket.destroy(),
+          );
           return;
         case 'hold-reply': {
           const delayMs = opts.delayMs ?? 1000;
@@ -151,7 +164,16 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         }
         case 'duplicate': {
           forward(req, body, reply, fail);
-          const later = setTimeout(() => forward(req, body, () => {}, () => {}), opts.delayMs ?? 1000);
+          const later = setTimeout(
+            () =>
+              forward(
+                req,
+                body,
+                () => {},
+                () => {},
+              ),
+            opts.delayMs ?? 1000,
+          );
           later.unref();
           return;
         }

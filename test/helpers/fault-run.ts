@@ -95,7 +95,8 @@ export function seedFromEnv(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.FAULT_SEED;
   if (raw !== undefined && raw !== '') {
     const seed = Number(raw);
-    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new Error(`FAULT_SEED must be an integer 0-4294967295, got "${raw}"`);
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+      throw new Error(`FAULT_SEED must be an integer 0-4294967295, got "${raw}"`);
     return seed;
   }
   return Math.floor(Math.random() * 0x100000000);
@@ -146,7 +147,30 @@ export interface ScheduleShape {
   /** Mean gap between two operations, ms. */
   opGapMs: number;
   maxKills: number;
+  /** Relative weights of the fault kinds (default FAULT_WEIGHTS); a kind at 0 never happens. */
+  faultWeights?: Record<FaultKind, number>;
 }
+
+/** Late copies (delay, duplicate) are what most often breaks a lease: they get the most weight. */
+export const FAULT_WEIGHTS: Record<FaultKind, number> = {
+  delay: 28,
+  duplicate: 28,
+  'drop-reply': 14,
+  reset: 7,
+  blackhole: 7,
+  pause: 11,
+  kill: 5,
+};
+/** Almost only late copies: for a negative control whose mutant leaks and that only the end check can see. */
+export const LATE_COPY_WEIGHTS: Record<FaultKind, number> = {
+  delay: 45,
+  duplicate: 45,
+  'drop-reply': 10,
+  reset: 0,
+  blackhole: 0,
+  pause: 0,
+  kill: 0,
+};
 
 /** The run's shape unless told otherwise: three gateways, eight users, about nine operations a second. */
 export const DEFAULT_SHAPE: ScheduleShape = { durationMs: 60_000, gateways: 3, users: 8, devicesPerUser: 5, opGapMs: 110, maxKills: 2 };
@@ -181,8 +205,7 @@ export function makeSchedule(seed: number, shape: ScheduleShape): Schedule {
   for (let at = 1500; at < shape.durationMs - 2000; at += int(rFaults, 200, 1200)) {
     const free = busyUntil.map((u, i) => (u + 150 <= at ? i : -1)).filter((i) => i >= 0);
     const pickNode = int(rFaults, 0, shape.gateways - 1);
-    // Late copies (delay, duplicate) are what most often breaks a lease; they get the most weight.
-    let kind = weighted<FaultKind>(rFaults, { delay: 28, duplicate: 28, 'drop-reply': 14, reset: 7, blackhole: 7, pause: 11, kill: 5 });
+    let kind = weighted<FaultKind>(rFaults, shape.faultWeights ?? FAULT_WEIGHTS);
     const forMs = int(rFaults, 500, 4000);
     // Past the SDK's per-attempt timeout, and long enough that a short play ends before the copy lands.
     const delayMs = int(rFaults, REQUEST_TIMEOUT_MS + 300, MAX_COPY_DELAY_MS);
@@ -196,7 +219,14 @@ export function makeSchedule(seed: number, shape: ScheduleShape): Schedule {
         fault = { at, kind, node, forMs, mode: 'delay', opts: { ...userWrites, delayMs, probability: 0.5 } };
         break;
       case 'duplicate':
-        fault = { at, kind, node, forMs, mode: 'duplicate', opts: { ...userWrites, delayMs: int(rFaults, 500, MAX_COPY_DELAY_MS), probability: 0.8 } };
+        fault = {
+          at,
+          kind,
+          node,
+          forMs,
+          mode: 'duplicate',
+          opts: { ...userWrites, delayMs: int(rFaults, 500, MAX_COPY_DELAY_MS), probability: 0.8 },
+        };
         break;
       case 'drop-reply':
         fault = { at, kind, node, forMs, mode: 'drop-reply', opts: { ...userWrites, probability: 0.5 } };
@@ -225,13 +255,7 @@ export function makeSchedule(seed: number, shape: ScheduleShape): Schedule {
 // ---- running it ------------------------------------------------------------------
 
 export type ViolationKind =
-  | 'store-over-limit'
-  | 'store-count'
-  | 'sockets-over-limit'
-  | 'end-live-entries'
-  | 'end-capacity'
-  | 'end-not-empty'
-  | 'gateway-exit';
+  'store-over-limit' | 'store-count' | 'sockets-over-limit' | 'end-live-entries' | 'end-capacity' | 'end-not-empty' | 'gateway-exit';
 
 export interface Violation {
   kind: ViolationKind;
@@ -251,6 +275,8 @@ export interface FaultRunOptions {
   users?: number;
   /** Skip the end check and stop the schedule at the first continuous violation (negative controls). */
   stopEarly?: boolean;
+  /** Relative weights of the fault kinds (default FAULT_WEIGHTS). */
+  faultWeights?: Record<FaultKind, number>;
   env?: Record<string, string>;
   log?: (line: string) => void;
 }
@@ -351,6 +377,7 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
     durationMs: options.durationMs ?? DEFAULT_SHAPE.durationMs,
     gateways: options.gateways ?? DEFAULT_SHAPE.gateways,
     users: options.users ?? DEFAULT_SHAPE.users,
+    faultWeights: options.faultWeights ?? DEFAULT_SHAPE.faultWeights,
   };
   const { seed } = options;
   const schedule = makeSchedule(seed, shape);
@@ -391,7 +418,14 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
 
   const tokens = await Promise.all(schedule.limits.map((limit, u) => mintToken(userName(u), { maxStreams: limit })));
   const cluster = await startCluster(shape.gateways, { env, entry: options.entry });
-  const nodes: NodeState[] = cluster.nodes.map((n, index) => ({ index, proxy: n.proxy, gateway: n.gateway, gen: 0, paused: false, episode: 0 }));
+  const nodes: NodeState[] = cluster.nodes.map((n, index) => ({
+    index,
+    proxy: n.proxy,
+    gateway: n.gateway,
+    gen: 0,
+    paused: false,
+    episode: 0,
+  }));
   /** Every gateway process of the run, killed ones included: their logs explain a leaked entry. */
   const allGateways: ChildGateway[] = [];
   /** Processes the run killed on purpose; any other exit before the teardown is a crash. */
@@ -401,7 +435,12 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
     void g.exited.then(({ code, signal }) => {
       if (killed.has(g) || stopping) return;
       const tail = g.lines.slice(-5).join(' | ').slice(0, 1500);
-      violate({ kind: 'gateway-exit', user: '-', atMs: t(), detail: `gateway process ${allGateways.indexOf(g)} exited by itself (code ${code}, signal ${signal}); last lines: ${tail}` });
+      violate({
+        kind: 'gateway-exit',
+        user: '-',
+        atMs: t(),
+        detail: `gateway process ${allGateways.indexOf(g)} exited by itself (code ${code}, signal ${signal}); last lines: ${tail}`,
+      });
     });
   };
   for (const n of nodes) watch(n.gateway!);
@@ -424,7 +463,6 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
   let poller: Promise<void> = Promise.resolve();
   let stoppedEarly = false;
   try {
-
     log(
       `fault-run: seed ${seed} (reproduce with FAULT_SEED=${seed}); ${shape.gateways} gateways, ${shape.users} users ` +
         `(limits ${schedule.limits.join(',')}), ${schedule.ops.length} operations and ${schedule.faults.length} faults over ${shape.durationMs / 1000} s`,
@@ -445,10 +483,26 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
             const n = num(item.n) ?? 0;
             summary.peakEntries[user] = Math.max(summary.peakEntries[user] ?? 0, entries.length);
             if (entries.length > schedule.limits[u]) {
-              violate({ kind: 'store-over-limit', user, atMs: at, detail: `${entries.length} lease entries, limit ${schedule.limits[u]}: ${entries.join(', ')}` }, `over:${user}`);
+              violate(
+                {
+                  kind: 'store-over-limit',
+                  user,
+                  atMs: at,
+                  detail: `${entries.length} lease entries, limit ${schedule.limits[u]}: ${entries.join(', ')}`,
+                },
+                `over:${user}`,
+              );
             }
             if (n !== entries.length) {
-              violate({ kind: 'store-count', user, atMs: at, detail: `n = ${n} but ${entries.length} lease entries (${entries.join(', ') || 'none'})` }, `count:${user}`);
+              violate(
+                {
+                  kind: 'store-count',
+                  user,
+                  atMs: at,
+                  detail: `n = ${n} but ${entries.length} lease entries (${entries.join(', ') || 'none'})`,
+                },
+                `count:${user}`,
+              );
             }
           }
         } catch (err) {
@@ -498,7 +552,16 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
               count(summary.outcomes, 'granted');
               const label = `${what} ${device}${takeover ? ` takeover=${takeover}` : ''} #${sock.id}`;
               for (const target of aims) {
-                revocations.push({ user: u, node: node.index, target, self: sock.id, from: sock.startedAt, answeredAt: sock.grantedAt, unclean: false, what: label });
+                revocations.push({
+                  user: u,
+                  node: node.index,
+                  target,
+                  self: sock.id,
+                  from: sock.startedAt,
+                  answeredAt: sock.grantedAt,
+                  unclean: false,
+                  what: label,
+                });
               }
               setTimeout(() => stop(sock, 'auto-close'), playMs).unref();
             } else {
@@ -519,7 +582,16 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
             if (c.code !== 4429) {
               const label = `${what} ${device} (${c.code}) #${sock.id}`;
               for (const target of aims) {
-                revocations.push({ user: u, node: node.index, target, self: sock.id, from: sock.startedAt, answeredAt: sock.stopAt, unclean: true, what: label });
+                revocations.push({
+                  user: u,
+                  node: node.index,
+                  target,
+                  self: sock.id,
+                  from: sock.startedAt,
+                  answeredAt: sock.stopAt,
+                  unclean: true,
+                  what: label,
+                });
               }
             }
           } else if (c.code !== 1000 && c.code !== 1005) {
@@ -574,11 +646,27 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
                 count(summary.outcomes, `kick ${res.status}`);
                 if (res.status === 404) return;
                 const unclean = res.status !== 204;
-                revocations.push({ user: u, node: node.index, target: { device }, from, answeredAt: performance.now(), unclean, what: `kick ${device} -> ${res.status}` });
+                revocations.push({
+                  user: u,
+                  node: node.index,
+                  target: { device },
+                  from,
+                  answeredAt: performance.now(),
+                  unclean,
+                  what: `kick ${device} -> ${res.status}`,
+                });
               },
               (err: Error) => {
                 count(summary.outcomes, `kick ${err.name}`);
-                revocations.push({ user: u, node: node.index, target: { device }, from, answeredAt: performance.now(), unclean: true, what: `kick ${device} -> ${err.name}` });
+                revocations.push({
+                  user: u,
+                  node: node.index,
+                  target: { device },
+                  from,
+                  answeredAt: performance.now(),
+                  unclean: true,
+                  what: `kick ${device} -> ${err.name}`,
+                });
               },
             ),
           );
@@ -693,12 +781,17 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
     // Who a revocation may have hit, from the devices' timelines: the named device's sockets alive while it
     // ran, or (takeover=oldest) the two earliest granted, in case the store's order differs from ours.
     for (const w of revocations) {
-      const alive = socks.filter((s) => s.user === w.user && s.id !== w.self && s.startedAt <= w.answeredAt && (s.stopAt ?? endAt) > w.from);
+      const alive = socks.filter(
+        (s) => s.user === w.user && s.id !== w.self && s.startedAt <= w.answeredAt && (s.stopAt ?? endAt) > w.from,
+      );
       const target = w.target;
       const victims =
         'device' in target
           ? alive.filter((s) => s.device === target.device)
-          : alive.filter((s) => s.device !== target.except && s.grantedAt !== undefined && s.grantedAt <= w.answeredAt).sort((a, b) => a.grantedAt! - b.grantedAt!).slice(0, 2);
+          : alive
+              .filter((s) => s.device !== target.except && s.grantedAt !== undefined && s.grantedAt <= w.answeredAt)
+              .sort((a, b) => a.grantedAt! - b.grantedAt!)
+              .slice(0, 2);
       w.victims = new Set(victims.map((s) => s.id));
       const strictUntil = w.answeredAt + REVOKE_WINDOW_MS;
       // A mailbox note can be lost or held on its way out (any fault on the revoker's store path, or the
@@ -763,7 +856,10 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
             );
           const near = wins
             .filter((w) => w.from < span.to && w.until! > span.from - LOST_NOTE_WINDOW_MS)
-            .map((w) => `${w.what} [${Math.round(w.from - started)}-${Math.round(w.until! - started)}] may hit ${[...w.victims!].map((id) => `#${id}`).join(',') || 'nobody we saw'}`);
+            .map(
+              (w) =>
+                `${w.what} [${Math.round(w.from - started)}-${Math.round(w.until! - started)}] may hit ${[...w.victims!].map((id) => `#${id}`).join(',') || 'nobody we saw'}`,
+            );
           violate({
             kind: 'sockets-over-limit',
             user: userName(u),
@@ -828,7 +924,9 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
       }
       return { users, live };
     };
-    const entriesOf = (item: Record<string, AttributeValue> | undefined): Array<{ device: string; leaseId: string; instanceId: string; acquiredAt: number }> =>
+    const entriesOf = (
+      item: Record<string, AttributeValue> | undefined,
+    ): Array<{ device: string; leaseId: string; instanceId: string; acquiredAt: number }> =>
       Object.entries(item ?? {})
         .filter(([k]) => k.startsWith('lease:'))
         .map(([k, v]) => ({
@@ -843,12 +941,21 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
       const at = acquiredAt - startedWall;
       const lines = (owner >= 0 ? allGateways[owner].lines : []).flatMap((l) => {
         try {
-          const rec = JSON.parse(l) as Record<string, unknown>;
+          // One JSON object per line (src/log.ts); only these fields are read.
+          const rec = JSON.parse(l) as {
+            time?: string;
+            msg?: string;
+            userId?: string;
+            deviceId?: string;
+            leaseId?: string;
+            reason?: string;
+            code?: number;
+          };
           if (rec.userId !== user || rec.deviceId !== device) return [];
-          const when = Date.parse(String(rec.time)) - startedWall;
+          const when = Date.parse(rec.time ?? '') - startedWall;
           if (when < at - 4000 || when > at + 8000) return [];
           const mine = rec.leaseId === leaseId ? ' (this lease)' : '';
-          return [`${when} ${String(rec.msg)}${mine}${rec.reason ? ` ${String(rec.reason)}` : ''}${rec.code ? ` ${String(rec.code)}` : ''}`];
+          return [`${when} ${rec.msg ?? '?'}${mine}${rec.reason ? ` ${rec.reason}` : ''}${rec.code ? ` ${rec.code}` : ''}`];
         } catch {
           return [];
         }
@@ -856,7 +963,10 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
       const node = nodes.findIndex((n) => n.gateway !== undefined && allGateways.indexOf(n.gateway) === owner);
       const faults = applied
         .filter((f) => (node < 0 || f.node === node) && f.from - started <= at + 1000 && f.until - started >= at - 4000)
-        .map((f) => `${f.kind}${f.delayMs ? ` ${f.delayMs} ms` : ''} on g${f.node} ${Math.round(f.from - started)}-${Math.round(f.until - started)}`);
+        .map(
+          (f) =>
+            `${f.kind}${f.delayMs ? ` ${f.delayMs} ms` : ''} on g${f.node} ${Math.round(f.from - started)}-${Math.round(f.until - started)}`,
+        );
       return (
         `written at ${at} ms by gateway process ${owner >= 0 ? owner : '?'} (node ${node >= 0 ? node : '?'}, instance ${instanceId}); ` +
         `its log for ${user}/${device}: ${lines.join(' | ') || 'nothing'}; faults on that node around the write: ${faults.join(', ') || 'none'}`
@@ -866,7 +976,11 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
     if (!stoppedEarly) {
       let last = await readUsers();
       const liveLeft = (): Array<[string, ReturnType<typeof entriesOf>]> =>
-        [...last.users].map(([user, item]) => [user, entriesOf(item).filter((e) => last.live.has(e.instanceId))] as [string, ReturnType<typeof entriesOf>]).filter(([, e]) => e.length > 0);
+        [...last.users]
+          .map(
+            ([user, item]) => [user, entriesOf(item).filter((e) => last.live.has(e.instanceId))] as [string, ReturnType<typeof entriesOf>],
+          )
+          .filter(([, e]) => e.length > 0);
       const settled = faultsEndAt + END_SETTLE_MS;
       const deadline = faultsEndAt + END_BOUND_MS;
       while ((liveLeft().length > 0 || performance.now() < settled) && performance.now() < deadline) {
@@ -891,7 +1005,12 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
           detail:
             `${END_BOUND_MS} ms after the heal (every client closed) the item still holds ${entries.length} ` +
             `entr${entries.length === 1 ? 'y' : 'ies'} of live instances (n = ${num(last.users.get(user)?.n) ?? 'absent'}, limit ${schedule.limits[u]}): ` +
-            entries.map((e) => `${e.device} lease ${e.leaseId} ${history(user, e.device, e.leaseId, e.instanceId, e.acquiredAt)}; this device's sockets: ${sockets(e.device)}`).join(' || '),
+            entries
+              .map(
+                (e) =>
+                  `${e.device} lease ${e.leaseId} ${history(user, e.device, e.leaseId, e.instanceId, e.acquiredAt)}; this device's sockets: ${sockets(e.device)}`,
+              )
+              .join(' || '),
         });
       }
 
@@ -911,7 +1030,12 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
         const refused = mine.filter((p) => p.frame.type !== 'granted');
         if (refused.length > 0) {
           const why = refused.map((p) => JSON.stringify(p.frame).slice(0, 200)).join('; ');
-          violate({ kind: 'end-capacity', user: userName(u), atMs: t(), detail: `only ${mine.length - refused.length} of ${mine.length} probe devices admitted: ${why}` });
+          violate({
+            kind: 'end-capacity',
+            user: userName(u),
+            atMs: t(),
+            detail: `only ${mine.length - refused.length} of ${mine.length} probe devices admitted: ${why}`,
+          });
         }
       }
       await Promise.all(probes.map((p) => p.dev.close()));
@@ -920,7 +1044,14 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
       do {
         last = await readUsers();
         notEmpty = [...last.users]
-          .map(([user, item]): [string, string] => [user, `${entriesOf(item).map((e) => e.device).join(', ') || 'no entries'}, n = ${num(item.n) ?? 'absent'}`])
+          .map(([user, item]): [string, string] => [
+            user,
+            `${
+              entriesOf(item)
+                .map((e) => e.device)
+                .join(', ') || 'no entries'
+            }, n = ${num(item.n) ?? 'absent'}`,
+          ])
           .filter(([user]) => {
             const item = last.users.get(user)!;
             return entriesOf(item).length > 0 || (num(item.n) ?? 0) !== 0;
@@ -928,9 +1059,9 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
         if (notEmpty.length === 0) break;
         await sleep(200);
       } while (performance.now() < emptyBy);
-      for (const [user, what] of notEmpty) violate({ kind: 'end-not-empty', user, atMs: t(), detail: `after the probe devices stopped the item holds ${what}` });
+      for (const [user, what] of notEmpty)
+        violate({ kind: 'end-not-empty', user, atMs: t(), detail: `after the probe devices stopped the item holds ${what}` });
     }
-
   } finally {
     // ---- tear down, also when something above threw: no gateway may outlive the run (stopped or not)
     stopping = true;
