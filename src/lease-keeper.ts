@@ -41,6 +41,13 @@ interface Victim {
   readonly until: number;
 }
 
+interface Held {
+  readonly region: Region;
+  readonly userId: string;
+  readonly lease: Lease;
+  readonly retried: boolean;
+}
+
 interface Admitting {
   readonly region: Region;
   readonly userId: string;
@@ -80,7 +87,9 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   /** Admissions whose write is in flight or whose grant is not processed yet, by lease id. */
   readonly #admitting = new Map<string, Admitting>();
   /** Leases held by a socket here, by lease id. */
-  readonly #held = new Map<string, { readonly region: Region; readonly userId: string; readonly lease: Lease; readonly retried: boolean }>();
+  readonly #held = new Map<string, Held>();
+  /** The same leases by user: a reconcile batch looks up its 100 users, not every lease here. */
+  readonly #heldByUser = new Map<string, Set<Held>>();
   readonly #doubts = new Map<string, Doubt>();
   readonly #victims = new Map<string, Victim>();
   #reconcileTimer: NodeJS.Timeout | undefined;
@@ -158,7 +167,11 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   granted(region: Region, userId: string, lease: Lease): void {
     const admitting = this.#admitting.get(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
-    this.#held.set(lease.leaseId, { region, userId, lease, retried: admitting?.trace.retried ?? false });
+    const held: Held = { region, userId, lease, retried: admitting?.trace.retried ?? false };
+    this.#held.set(lease.leaseId, held);
+    let mine = this.#heldByUser.get(userId);
+    if (mine === undefined) this.#heldByUser.set(userId, (mine = new Set()));
+    mine.add(held);
   }
 
   // ---- release: the one way back ------------------------------------------
@@ -171,9 +184,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
    * id stays under suspicion after the release: a late copy may bring it back.
    */
   release(region: Region, userId: string, lease: Lease, doubtful = false): void {
-    const held = this.#held.get(lease.leaseId);
+    const held = this.#unhold(lease.leaseId);
     const admitting = this.#admitting.get(lease.leaseId);
-    this.#held.delete(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
     if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(region, userId, lease.leaseId);
     this.#pending.add(this.#releaseEventually(region, userId, lease, lease.instanceId));
@@ -181,8 +193,18 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
 
   /** The instance fenced: its leases die with its instance item, nothing to give back. */
   forget(lease: Lease): void {
-    this.#held.delete(lease.leaseId);
+    this.#unhold(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
+  }
+
+  #unhold(leaseId: string): Held | undefined {
+    const held = this.#held.get(leaseId);
+    if (held === undefined) return undefined;
+    this.#held.delete(leaseId);
+    const mine = this.#heldByUser.get(held.userId);
+    mine?.delete(held);
+    if (mine?.size === 0) this.#heldByUser.delete(held.userId);
+    return held;
   }
 
   async #releaseEventually(region: Region, userId: string, lease: LeaseRef, instanceId: string): Promise<void> {
@@ -305,7 +327,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
       const key = `${region.name}\n${userId}`;
       if (!users.has(key)) users.set(key, { key, region, userId });
     };
-    for (const h of this.#held.values()) add(h);
+    for (const held of this.#heldByUser.values()) for (const h of held) add(h);
     for (const d of this.#doubts.values()) add(d);
     for (const v of this.#victims.values()) add(v);
     return users;
@@ -314,10 +336,11 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   /** Reads up to 100 users of one region and acts on their items; returns the sockets it closed. */
   async #checkUsers(region: Region, userIds: readonly string[]): Promise<number> {
     // Snapshot before the read: a lease granted after it began may not be in what the read returns.
-    const heldBefore = [...this.#held.entries()].filter(([, h]) => h.region === region && userIds.includes(h.userId));
+    const heldBefore = userIds.flatMap((userId) => [...(this.#heldByUser.get(userId) ?? [])].filter((h) => h.region === region));
     const items = await region.store.readUsers(userIds, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
     let closed = 0;
-    for (const [leaseId, h] of heldBefore) {
+    for (const h of heldBefore) {
+      const { leaseId } = h.lease;
       const entry = leasesOf(items.get(h.userId)).get(h.lease.deviceId);
       if (entry?.leaseId === leaseId || !this.#held.has(leaseId)) continue;
       const code = entry === undefined ? CLOSE.REVOKED.code : CLOSE.REPLACED.code;
