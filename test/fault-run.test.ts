@@ -44,7 +44,7 @@ const MUTANT_DURATION_MS = 40_000;
  * by the socket-window check).
  */
 const MUTANT_FILE = 'lease-keeper.ts';
-const MUTANT_SEARCH = 'this.#pending.add(this.#releaseEventually(userId, entry, this.#instance.id));';
+const MUTANT_SEARCH = 'this.#pending.add(this.#releaseEventually(region, userId, entry, region.instance.id));';
 const MUTANT_REPLACE = 'void entry; // mutant: entries no socket holds stay';
 
 function explain(result: FaultRunResult): string {
