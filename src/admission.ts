@@ -11,6 +11,7 @@ import type { LeaseKeeper } from './lease-keeper.js';
 import type { Lease } from './lease-store.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import type { PlaybackRefresh } from './playback-refresh.js';
 import type { KeyedLimiter } from './rate-limit.js';
 import type { Session } from './session.js';
 
@@ -23,6 +24,8 @@ export interface AdmissionDeps {
   readonly hub: Hub;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** Playback tokens, when a signing key is configured. */
+  readonly playback?: PlaybackRefresh;
   /** The gateway: new grants only while it runs. */
   readonly gateway: { readonly state: 'running' | 'draining' | 'closed' };
 }
@@ -119,7 +122,8 @@ export async function admit(deps: AdmissionDeps, session: Session, token: string
       return;
     }
     if (!hub.grant(session, outcome.lease)) return;
-    const frame: GrantedFrame = { type: 'granted', leaseId, userId: request.userId, deviceId: request.deviceId, limit, active: outcome.active };
+    const playback = deps.playback?.issueFor(session);
+    const frame: GrantedFrame = { type: 'granted', leaseId, userId: request.userId, deviceId: request.deviceId, limit, active: outcome.active, ...(playback && { playback }) };
     session.send(frame);
     deps.log.info('granted', { userId: request.userId, deviceId: request.deviceId, leaseId, active: outcome.active });
   } finally {

@@ -31,6 +31,20 @@ export interface GrantedFrame {
   readonly limit: number;
   /** Streams of this user now playing, this one included. */
   readonly active: number;
+  /** The first playback token for the media path (absent when the gateway has no signing key). */
+  readonly playback?: PlaybackToken;
+}
+
+/** A playback token: a compact JWS whose `sid` is the lease id, and its expiry. */
+export interface PlaybackToken {
+  readonly token: string;
+  /** Seconds since the epoch. */
+  readonly exp: number;
+}
+
+/** A fresh playback token, sent while the lease is held, before half of the previous one's lifetime. */
+export interface PlaybackFrame extends PlaybackToken {
+  readonly type: 'playback';
 }
 
 export interface DeniedFrame {
@@ -72,7 +86,7 @@ export interface ErrorFrame {
 }
 
 /** Every frame the gateway sends. */
-export type ServerFrame = GrantedFrame | DeniedFrame | PongFrame | ReauthedFrame | ErrorFrame;
+export type ServerFrame = GrantedFrame | DeniedFrame | PongFrame | ReauthedFrame | ErrorFrame | PlaybackFrame;
 
 /** Every frame a player may send. */
 export type ClientFrame = { readonly type: 'ping' } | { readonly type: 'reauth'; readonly token: string };
