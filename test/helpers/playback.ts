@@ -16,6 +16,8 @@ import { ROOT } from './gateway.js';
 /** The committed test stream (scripts/make-test-stream.sh): 1 s segments, 64x36. */
 export const STREAM_DIR = join(ROOT, 'test', 'fixtures', 'hls');
 export const SEGMENT_SECONDS = 1;
+/** What the licence-style location serves once the live check passes. */
+export const LICENCE_FILE = join(ROOT, 'test', 'fixtures', 'licence', 'licence.json');
 
 export interface KeyPair {
   readonly privatePem: string;
@@ -107,10 +109,13 @@ http {
     location /open/ {
       alias ${STREAM_DIR}/;
     }
+    # A licence or key location: the live check. (Not "return": it runs before auth_request.)
     location = /licence {
       auth_request /_sigma_auth_live;
-      default_type text/plain;
-      return 200 "licence for $sigma_lease\\n";
+      auth_request_set $sigma_lease $upstream_http_x_sigma_lease;
+      add_header X-Sigma-Lease $sigma_lease always;
+      default_type application/json;
+      alias ${LICENCE_FILE};
     }
     location = /_sigma_auth {
       internal;
@@ -129,7 +134,6 @@ http {
       proxy_set_header Content-Length "";
     }
   }
-  auth_request_set $sigma_lease $upstream_http_x_sigma_lease;
 }
 `;
 }
