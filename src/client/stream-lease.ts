@@ -4,7 +4,7 @@ import { defaultStorage, resolveDeviceId, type KeyValueStorage } from './device-
 import { Emitter } from './emitter.js';
 import { InvalidOptionError, LeaseStoppedError, StreamLimitError, TerminalCloseError, UnauthorizedError } from './errors.js';
 import { viewerMessage } from './messages.js';
-import { CODES, ID_PATTERN, ID_RULE, LEASE_PATH, reconnectRule, type ActiveStream, type DeniedFrame, type GrantedFrame } from './protocol.js';
+import { CODES, ID_PATTERN, ID_RULE, LEASE_PATH, reconnectRule, type ActiveStream, type DeniedFrame, type GrantedFrame, type PlaybackToken } from './protocol.js';
 import { listStreams, stopStream, type StreamsList } from './rest.js';
 import { tokenExpiryMs } from './token.js';
 
@@ -80,6 +80,13 @@ export interface StreamLeaseEvents extends Record<string, unknown> {
   revoked: CloseEvent;
   /** 4409: this device id connected again elsewhere. Terminal. */
   replaced: CloseEvent;
+  /** A playback token for the media path: with every grant and each refresh while the lease is held. */
+  playback: PlaybackEvent;
+}
+
+/** A playback token and the lease it belongs to (its `sid` claim). */
+export interface PlaybackEvent extends PlaybackToken {
+  readonly leaseId: string;
 }
 
 interface Deferred<T> {
@@ -143,6 +150,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   /** Token sent in a reauth frame, awaiting the gateway's answer. */
   #reauthToken: string | undefined;
   #grant: Grant | undefined;
+  /** The playback token of the held lease; dropped the moment the lease ends. */
+  #playback: PlaybackToken | undefined;
   #grantedAt = 0;
   /** Consecutive retries since the last stable lease: drives the backoff. */
   #attempt = 0;
@@ -206,6 +215,17 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   /** The lease while granted. */
   get grant(): Grant | undefined {
     return this.#state === 'granted' ? this.#grant : undefined;
+  }
+
+  /**
+   * The current playback token while the lease is held and the token has not
+   * expired, else undefined: media requests made after the lease ended carry
+   * none (the player adapters in src/client/adapters/ read it on
+   * every request).
+   */
+  get playbackToken(): string | undefined {
+    const p = this.#playback;
+    return this.#state === 'granted' && p !== undefined && p.exp * 1000 > Date.now() ? p.token : undefined;
   }
 
   /**
@@ -296,6 +316,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     clearTimeout(this.#retryTimer);
     clearTimeout(this.#refreshTimer);
     this.#reauthToken = undefined;
+    this.#playback = undefined;
     this.#conn?.close(CODES.NORMAL, reason);
     this.#refreshConn?.close(CODES.NORMAL, reason);
     this.#conn = this.#refreshConn = undefined;
@@ -320,6 +341,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       this.#refreshConn = undefined;
       this.#grant = grant;
       this.#scheduleRefresh(conn.token);
+      this.#setPlayback(frame.playback);
       return;
     }
     if (conn !== this.#conn) return;
@@ -330,9 +352,16 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     this.#setState('granted');
     this.#scheduleRefresh(conn.token);
     this.emit('granted', grant);
+    this.#setPlayback(frame.playback);
     const pending = this.#pending;
     this.#pending = undefined;
     pending?.resolve(grant);
+  }
+
+  #setPlayback(playback: PlaybackToken | undefined): void {
+    if (playback === undefined || typeof playback.token !== 'string' || typeof playback.exp !== 'number' || this.#grant === undefined) return;
+    this.#playback = { token: playback.token, exp: playback.exp };
+    this.emit('playback', { token: playback.token, exp: playback.exp, leaseId: this.#grant.leaseId });
   }
 
   #onDenied(conn: Connection, frame: DeniedFrame): void {
@@ -351,6 +380,10 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   }
 
   #onFrame(conn: Connection, frame: { type: string }): void {
+    if (frame.type === 'playback') {
+      if (conn === this.#conn && this.#state === 'granted') this.#setPlayback(frame as unknown as PlaybackToken);
+      return;
+    }
     const token = this.#reauthToken;
     if (conn !== this.#conn || token === undefined) return;
     if (frame.type === 'reauthed') {
@@ -384,6 +417,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   /** The socket holding (or asking for) the lease ended: reconnect or finish, by the close code's rule. */
   #lose(code: number, reason: string): void {
     clearTimeout(this.#refreshTimer);
+    this.#playback = undefined;
     this.#reauthToken = undefined;
     const wasGranted = this.#state === 'granted';
     if (wasGranted && Date.now() - this.#grantedAt >= this.#backoff.stableAfterMs) this.#attempt = 0;

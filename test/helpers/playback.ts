@@ -108,6 +108,9 @@ http {
     }
     location /open/ {
       alias ${STREAM_DIR}/;
+      add_header Access-Control-Allow-Origin * always;
+      add_header Access-Control-Allow-Headers Authorization always;
+      if ($request_method = OPTIONS) { return 204; }
     }
     # A licence or key location: the live check. (Not "return": it runs before auth_request.)
     location = /licence {
