@@ -56,7 +56,12 @@ export function createPlaybackHandler(deps: PlaybackApiDeps): (req: IncomingMess
   const { playback, metrics } = deps;
   const verify =
     playback &&
-    createPlaybackVerifier({ jwks: playback.jwks, issuer: playback.config.issuer, audience: playback.config.audience, clockToleranceSec: 0 });
+    createPlaybackVerifier({
+      jwks: playback.jwks,
+      issuer: playback.config.issuer,
+      audience: playback.config.audience,
+      clockToleranceSec: 0,
+    });
   const jwksBody = playback && JSON.stringify(playback.jwks);
   const off = 'playback tokens are off: this gateway has no PLAYBACK_SIGNING_KEY';
 

@@ -46,7 +46,8 @@ export function publicJwk(key: KeyObject): PublicJwk {
   const pub = key.type === 'private' ? createPublicKey(key) : key;
   const jwk = pub.export({ format: 'jwk' }) as Record<string, string>;
   // RFC 7638: the required members only, in lexicographic order, no whitespace.
-  const required: Record<string, string> = jwk.kty === 'EC' ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y } : { crv: jwk.crv, kty: jwk.kty, x: jwk.x };
+  const required: Record<string, string> =
+    jwk.kty === 'EC' ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y } : { crv: jwk.crv, kty: jwk.kty, x: jwk.x };
   const kid = createHash('sha256').update(JSON.stringify(required)).digest('base64url');
   return { ...required, kid, alg: jwk.kty === 'EC' ? 'ES256' : 'EdDSA', use: 'sig' };
 }

@@ -75,9 +75,11 @@ function keySet(opts: PlaybackVerifierOptions): JWTVerifyGetKey {
   }
   if (opts.jwks !== undefined) return createLocalJWKSet(opts.jwks as JSONWebKeySet);
   if (opts.keys !== undefined) {
-    const list = Array.isArray(opts.keys) ? opts.keys : [opts.keys as string | KeyObject];
+    const given: string | KeyObject | ReadonlyArray<string | KeyObject> = opts.keys;
+    const list: ReadonlyArray<string | KeyObject> =
+      typeof given === 'string' || !Array.isArray(given) ? [given as string | KeyObject] : given;
     const keys = list.map((k) => publicJwk(typeof k === 'string' ? createPublicKey(k) : k));
-    return createLocalJWKSet({ keys } as JSONWebKeySet);
+    return createLocalJWKSet({ keys });
   }
   throw new TypeError('createPlaybackVerifier needs jwksUrl, jwks or keys');
 }
@@ -92,9 +94,11 @@ export function createPlaybackVerifier(opts: PlaybackVerifierOptions): (token: s
   const getKey = keySet(opts);
   const issuer = opts.issuer ?? 'sigma-stream';
   const tolerance = opts.clockToleranceSec ?? 0;
-  if (!Number.isFinite(tolerance) || tolerance < 0) throw new TypeError(`clockToleranceSec must be a number of seconds >= 0, got ${String(tolerance)}`);
+  if (!Number.isFinite(tolerance) || tolerance < 0)
+    throw new TypeError(`clockToleranceSec must be a number of seconds >= 0, got ${String(tolerance)}`);
   return async (token) => {
-    if (token === undefined || token === '') throw new PlaybackTokenError('missing', 'no playback token (Authorization: Bearer or cookie sigma_playback)');
+    if (token === undefined || token === '')
+      throw new PlaybackTokenError('missing', 'no playback token (Authorization: Bearer or cookie sigma_playback)');
     if (token.length > MAX_PLAYBACK_TOKEN_BYTES) throw new PlaybackTokenError('invalid', 'playback token too large');
     let payload: Record<string, unknown>;
     try {
@@ -115,7 +119,8 @@ export function createPlaybackVerifier(opts: PlaybackVerifierOptions): (token: s
       throw new PlaybackTokenError('invalid', `playback token invalid (${code ?? 'malformed'})`);
     }
     for (const name of CLAIM_STRING) {
-      if (typeof payload[name] !== 'string' || payload[name] === '') throw new PlaybackTokenError('invalid', `playback token claim ${name} must be a string`);
+      if (typeof payload[name] !== 'string' || payload[name] === '')
+        throw new PlaybackTokenError('invalid', `playback token claim ${name} must be a string`);
     }
     return payload as unknown as PlaybackClaims;
   };

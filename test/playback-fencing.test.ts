@@ -12,7 +12,7 @@ import { newTable, spawnGateway, type ChildGateway } from './helpers/gateway.js'
 import { newKeyPair } from './helpers/playback.js';
 import { mintToken } from './helpers/tokens.js';
 
-test('a SIGSTOPped gateway\'s last token expires before another gateway grants the freed slot', { timeout: 60_000 }, async (t) => {
+test("a SIGSTOPped gateway's last token expires before another gateway grants the freed slot", { timeout: 60_000 }, async (t) => {
   const table = newTable();
   // Tokens may live 60 s (the default): the fencing window (3 s TTL - 1 s margin) is what caps them here.
   const env = { PLAYBACK_SIGNING_KEY: newKeyPair().privatePem };
@@ -32,7 +32,7 @@ test('a SIGSTOPped gateway\'s last token expires before another gateway grants t
   const tv = connect(a.url, { token: userToken, device: 'tv' });
   let last = (await tv.decision).playback as { token: string; exp: number };
   tv.ws.on('message', (data) => {
-    const f = JSON.parse(data.toString()) as { type: string; token: string; exp: number };
+    const f = JSON.parse((data as Buffer).toString()) as { type: string; token: string; exp: number };
     if (f.type === 'playback') last = f;
   });
   await new Promise((r) => setTimeout(r, 1500));
@@ -41,7 +41,11 @@ test('a SIGSTOPped gateway\'s last token expires before another gateway grants t
 
   a.kill('SIGSTOP');
   const stoppedAt = Date.now();
-  assert.equal((await fetch(`${b.httpUrl}/v1/playback/authorize`, { headers: { Authorization: `Bearer ${last.token}` } })).status, 204, 'still valid just after the freeze');
+  assert.equal(
+    (await fetch(`${b.httpUrl}/v1/playback/authorize`, { headers: { Authorization: `Bearer ${last.token}` } })).status,
+    204,
+    'still valid just after the freeze',
+  );
 
   // Another device of the same user, on the other gateway, until the frozen gateway's slot is free.
   let granted: { device: Device; at: number } | undefined;

@@ -28,12 +28,14 @@ describe('nginx auth_request in front of the test stream', { skip: NGINX ? false
   });
 
   const get = (path: string, token?: string, cookie = false): Promise<Response> =>
-    fetch(`${origin.url}${path}`, { headers: token === undefined ? {} : cookie ? { Cookie: `sigma_playback=${token}` } : { Authorization: `Bearer ${token}` } });
+    fetch(`${origin.url}${path}`, {
+      headers: token === undefined ? {} : cookie ? { Cookie: `sigma_playback=${token}` } : { Authorization: `Bearer ${token}` },
+    });
 
   test('manifest and segments: 200 with a live token (header or cookie), 401 without or with a forged one', async () => {
     const device = connect(gw.url, { token: await mintToken('alice'), device: 'tv' });
     const token = ((await device.decision).playback as { token: string }).token;
-    for (const path of ['/hls/index.m3u8', '/hls/seg000.ts', '/hls/seg007.ts']) {
+    for (const path of ['/hls/index.m3u8', '/hls/init.mp4', '/hls/seg000.m4s', '/hls/seg007.m4s']) {
       const ok = await get(path, token);
       assert.equal(ok.status, 200, path);
       assert.ok((await ok.arrayBuffer()).byteLength > 0);
@@ -42,16 +44,16 @@ describe('nginx auth_request in front of the test stream', { skip: NGINX ? false
       assert.equal((await get(path, token.slice(0, -3) + 'xyz')).status, 401, `${path} forged`);
     }
     const manifest = await (await get('/hls/index.m3u8', token)).text();
-    assert.match(manifest, /#EXTINF:1\.0+,\nseg000\.ts/);
-    assert.equal((await get('/open/seg000.ts')).status, 200, 'the baseline location has no check');
+    assert.match(manifest, /#EXT-X-MAP:URI="init.mp4"\n#EXTINF:1\.0+,\nseg000\.m4s/);
+    assert.equal((await get('/open/seg000.m4s')).status, 200, 'the baseline location has no check');
     await device.close();
   });
 
   test('a player that ignores 4403 and keeps fetching with its last token is refused within the token lifetime', async () => {
     const tv = connect(gw.url, { token: await mintToken('bob', { maxStreams: 1 }), device: 'tv' });
-    let last = ((await tv.decision).playback as { token: string; exp: number });
+    let last = (await tv.decision).playback as { token: string; exp: number };
     tv.ws.on('message', (data) => {
-      const f = JSON.parse(data.toString()) as { type: string; token: string; exp: number };
+      const f = JSON.parse((data as Buffer).toString()) as { type: string; token: string; exp: number };
       if (f.type === 'playback') last = f;
     });
     await sleep(1200); // at least one refresh
@@ -63,7 +65,7 @@ describe('nginx auth_request in front of the test stream', { skip: NGINX ? false
     const phone = connect(gw.url, { token: await mintToken('bob', { maxStreams: 1 }), device: 'phone', takeover: 'tv' });
     let phoneToken = ((await phone.decision).playback as { token: string }).token;
     phone.ws.on('message', (data) => {
-      const f = JSON.parse(data.toString()) as { type: string; token: string };
+      const f = JSON.parse((data as Buffer).toString()) as { type: string; token: string };
       if (f.type === 'playback') phoneToken = f.token;
     });
     const takenAt = Date.now();
@@ -76,7 +78,7 @@ describe('nginx auth_request in front of the test stream', { skip: NGINX ? false
     // The cheating player: same token, one segment request every 100 ms.
     const statuses: Array<{ at: number; status: number }> = [];
     for (let i = 0; ; i++) {
-      const res = await get(`/hls/seg${String(i % 40).padStart(3, '0')}.ts`, last.token);
+      const res = await get(`/hls/seg${String(i % 40).padStart(3, '0')}.m4s`, last.token);
       await res.arrayBuffer();
       statuses.push({ at: Date.now(), status: res.status });
       if (res.status !== 200) break;
@@ -87,7 +89,7 @@ describe('nginx auth_request in front of the test stream', { skip: NGINX ? false
     assert.equal(refused.status, 401);
     assert.ok(refused.at <= last.exp * 1000 + 1000, `refused ${refused.at - last.exp * 1000} ms after the last token's exp`);
     assert.ok(refused.at - takenAt <= TTL_MS + 1000, `refused ${refused.at - takenAt} ms after the takeover (TTL ${TTL_MS} ms)`);
-    assert.equal((await get('/hls/seg000.ts', phoneToken)).status, 200, 'the new device plays on, with its refreshed token');
+    assert.equal((await get('/hls/seg000.m4s', phoneToken)).status, 200, 'the new device plays on, with its refreshed token');
     await phone.close();
   });
 });

@@ -31,7 +31,8 @@ async function errorCode(res: Response): Promise<string> {
   return ((await res.json()) as { error: { code: string } }).error.code;
 }
 
-const getItems = async (gw: TestGateway): Promise<number> => metric(await gw.metrics(), 'sigma_dynamodb_requests_total{operation="GetItem",outcome="ok"}');
+const getItems = async (gw: TestGateway): Promise<number> =>
+  metric(await gw.metrics(), 'sigma_dynamodb_requests_total{operation="GetItem",outcome="ok"}');
 
 describe('playback tokens over the socket and at the authorize check', () => {
   let gw: TestGateway;
@@ -61,7 +62,10 @@ describe('playback tokens over the socket and at the authorize check', () => {
     assert.match(jwksRes.headers.get('cache-control') ?? '', /max-age=\d+/);
     const jwks = (await jwksRes.json()) as { keys: JWK[] };
     assert.equal(jwks.keys.length, 2, 'current and previous key');
-    const { payload, protectedHeader } = await jwtVerify(playback.token, createLocalJWKSet(jwks), { issuer: 'sigma-stream', audience: 'media' });
+    const { payload, protectedHeader } = await jwtVerify(playback.token, createLocalJWKSet(jwks), {
+      issuer: 'sigma-stream',
+      audience: 'media',
+    });
     assert.equal(protectedHeader.alg, 'ES256');
     assert.equal(protectedHeader.typ, 'sigma-playback+jwt');
     assert.equal(protectedHeader.kid, await calculateJwkThumbprint(jwks.keys[0]));
@@ -72,15 +76,19 @@ describe('playback tokens over the socket and at the authorize check', () => {
       { sub: 'alice', sid: granted.leaseId, dev: 'tv', cid: 'match-1', aud: 'media' },
     );
     assert.equal(payload.exp, playback.exp);
-    assert.ok(payload.exp! - payload.iat! <= 4, `exp - iat = ${payload.exp! - payload.iat!} s, TTL 4 s`);
-    assert.ok(payload.exp! * 1000 <= deadline, 'exp not later than the fencing deadline');
+    const { exp, iat } = payload as { exp: number; iat: number };
+    assert.ok(exp - iat <= 4, `exp - iat = ${exp - iat} s, TTL 4 s`);
+    assert.ok(exp * 1000 <= deadline, 'exp not later than the fencing deadline');
     assert.ok(!JSON.stringify(jwks).includes('"d"'), 'no private part published');
 
     // Refreshes, each before half of the previous token's lifetime.
     await eventually(() => seen.length >= 4, 10_000);
     for (let i = 1; i < seen.length; i++) {
       const prev = seen[i - 1].claims as { iat: number; exp: number };
-      assert.ok(seen[i].at < ((prev.iat + prev.exp) / 2) * 1000, `token ${i} arrived ${seen[i].at - prev.iat * 1000} ms after the previous iat (lifetime ${prev.exp - prev.iat} s)`);
+      assert.ok(
+        seen[i].at < ((prev.iat + prev.exp) / 2) * 1000,
+        `token ${i} arrived ${seen[i].at - prev.iat * 1000} ms after the previous iat (lifetime ${prev.exp - prev.iat} s)`,
+      );
       assert.equal(seen[i].claims.sid, granted.leaseId);
     }
     const frames = device.frames.filter((f) => f.type === 'playback');
@@ -140,13 +148,16 @@ describe('playback tokens over the socket and at the authorize check', () => {
     await device.close();
   });
 
-  test('live=1: answered from this gateway\'s sessions; a stopped device gets 403 lease_gone at once', async () => {
+  test("live=1: answered from this gateway's sessions; a stopped device gets 403 lease_gone at once", async () => {
     const device = connect(gw.url, { token: await mintToken('carol'), device: 'tv' });
     const token = ((await device.decision).playback as { token: string }).token;
     const before = await getItems(gw);
     assert.equal((await authorize(gw, token, { live: true })).status, 204);
     assert.equal(await getItems(gw), before, 'held here: no read');
-    const stop = await fetch(`${http(gw)}/v1/streams/tv`, { method: 'DELETE', headers: { Authorization: `Bearer ${await mintToken('carol')}` } });
+    const stop = await fetch(`${http(gw)}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${await mintToken('carol')}` },
+    });
     assert.equal(stop.status, 204);
     const gone = await authorize(gw, token, { live: true });
     assert.equal(gone.status, 403);
@@ -238,10 +249,17 @@ describe('sigma-stream/verify', () => {
       assert.equal(await codeOf(verify('x.y.z')), 'invalid');
     }
     assert.equal(await codeOf(createPlaybackVerifier({ keys: keys.publicPem })(token)), 'invalid', 'default issuer sigma-stream');
-    assert.equal(await codeOf(createPlaybackVerifier({ keys: keys.publicPem, issuer: 'streams.example', audience: 'media' })(token)), 'invalid');
+    assert.equal(
+      await codeOf(createPlaybackVerifier({ keys: keys.publicPem, issuer: 'streams.example', audience: 'media' })(token)),
+      'invalid',
+    );
     const now = Math.floor(Date.now() / 1000);
     const stale = await new SignJWT({ sub: 'frank', sid: 'l', dev: 'tv' })
-      .setProtectedHeader({ alg: 'ES256', typ: 'sigma-playback+jwt', kid: (granted.playback as { token: string }).token && JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString()).kid })
+      .setProtectedHeader({
+        alg: 'ES256',
+        typ: 'sigma-playback+jwt',
+        kid: (granted.playback as { token: string }).token && JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString()).kid,
+      })
       .setIssuer('streams.example')
       .setIssuedAt(now - 10)
       .setExpirationTime(now - 2)
@@ -249,7 +267,10 @@ describe('sigma-stream/verify', () => {
     assert.equal(await codeOf(fromKeys(stale)), 'expired');
     const lenient = createPlaybackVerifier({ keys: keys.publicPem, issuer: 'streams.example', clockToleranceSec: 10 });
     assert.equal((await lenient(stale)).sub, 'frank', 'clock tolerance');
-    assert.equal(await codeOf(createPlaybackVerifier({ jwksUrl: 'http://127.0.0.1:9/jwks.json', issuer: 'streams.example' })(token)), 'keys_unavailable');
+    assert.equal(
+      await codeOf(createPlaybackVerifier({ jwksUrl: 'http://127.0.0.1:9/jwks.json', issuer: 'streams.example' })(token)),
+      'keys_unavailable',
+    );
     await device.close();
   });
 });

@@ -55,7 +55,13 @@ async function main(): Promise<void> {
   }
   $('lease').textContent = lease.grant?.leaseId ?? '';
   // Small buffers: the demo stream is tiny, and the page shows the limit biting within a segment or two.
-  const hls = new Hls({ ...hlsPlaybackConfig(lease, { contentId: lease.contentId }), maxBufferLength: 1, maxMaxBufferLength: 1, backBufferLength: 0, enableWorker: false });
+  const hls = new Hls({
+    ...hlsPlaybackConfig(lease, { contentId: lease.contentId }),
+    maxBufferLength: 1,
+    maxMaxBufferLength: 1,
+    backBufferLength: 0,
+    enableWorker: false,
+  });
   hls.on(Hls.Events.ERROR, (_event, data) => {
     if (data.fatal) show('media-refused', `the media path refused a request (${data.response?.code ?? data.details})`);
   });

@@ -47,7 +47,12 @@ export interface TokenSeen {
 export function recordTokens(device: Device): TokenSeen[] {
   const seen: TokenSeen[] = [];
   device.ws.on('message', (data) => {
-    const frame = JSON.parse(data.toString()) as { type: string; token?: string; exp?: number; playback?: { token: string; exp: number } };
+    const frame = JSON.parse((data as Buffer).toString()) as {
+      type: string;
+      token?: string;
+      exp?: number;
+      playback?: { token: string; exp: number };
+    };
     const p = frame.type === 'granted' ? frame.playback : frame.type === 'playback' ? (frame as { token: string; exp: number }) : undefined;
     if (p) seen.push({ token: p.token, exp: p.exp, at: Date.now(), claims: decodeJwt(p.token), header: decodeProtectedHeader(p.token) });
   });
@@ -95,7 +100,7 @@ http {
   fastcgi_temp_path ${prefix}/tmp/fastcgi;
   uwsgi_temp_path ${prefix}/tmp/uwsgi;
   scgi_temp_path ${prefix}/tmp/scgi;
-  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
+  types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4; video/iso.segment m4s; }
   upstream sigma { server ${upstream}; keepalive 16; }
   server {
     listen 127.0.0.1:${port};
@@ -148,9 +153,11 @@ export async function startOrigin(gatewayHttp: string): Promise<Origin> {
   mkdirSync(join(prefix, 'tmp'), { recursive: true });
   const port = await freePort();
   writeFileSync(join(prefix, 'nginx.conf'), nginxConf(port, gatewayHttp, prefix));
-  const proc = spawn(NGINX, ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-e', join(prefix, 'error.log')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(NGINX, ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-e', join(prefix, 'error.log')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     if (proc.exitCode !== null) throw new Error(`nginx exited: ${stderr}`);

@@ -56,6 +56,7 @@ export function hlsPlaybackConfig(source: PlaybackSource, options: HlsPlaybackOp
       return new Request(context.url, { ...initParams, headers });
     },
   };
-  if (options.cmcd !== false) config.cmcd = { sessionId: source.grant?.leaseId, ...(options.contentId !== undefined && { contentId: options.contentId }) };
+  if (options.cmcd !== false)
+    config.cmcd = { sessionId: source.grant?.leaseId, ...(options.contentId !== undefined && { contentId: options.contentId }) };
   return config;
 }
