@@ -20,6 +20,7 @@ import { measurePerOperation, simulateRenewal, type RenewalRun } from './cost.js
 import { measureFreeing } from './freeing.js';
 import { machine, progress } from './measure.js';
 import { measureMemory } from './memory.js';
+import { measurePlayback, writePlaybackReport } from './playback.js';
 import { dynamoLocal, javaChildPid, startGateway, stopAll } from './procs.js';
 import { markdown, targets, type Results } from './report.js';
 import { cdfSvg } from './svg.js';
@@ -92,6 +93,9 @@ async function main(): Promise<void> {
 
     // 5: slot freeing with shrunk timings.
     const freeing = await measureFreeing({ endpoint: local.endpoint, table: table('freeing'), trials: PLAN.trials });
+
+    // 6: playback tokens on the media path (its own report: playback.md, playback.json).
+    writePlaybackReport(outDir, await measurePlayback({ endpoint: local.endpoint, proxy, quick }));
 
     const results: Results = {
       mode: quick ? 'quick' : 'full',
