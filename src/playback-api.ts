@@ -26,6 +26,12 @@ export const JWKS_PATH = '/.well-known/jwks.json';
 export const AUTHORIZE_PATH = '/v1/playback/authorize';
 /** How long caches may keep the key set: a rotation publishes the next key at least this long before using it. */
 export const JWKS_MAX_AGE_S = 300;
+/**
+ * Verified tokens remembered until their `exp`: a player sends the same token with every request until
+ * the next refresh (several segments), and the signature check is most of the cost of a check.
+ * Bounded; the oldest entry goes first.
+ */
+export const VERIFIED_CACHE_MAX = 10_000;
 
 export interface PlaybackApiDeps {
   readonly config: Config;
@@ -63,6 +69,19 @@ export function createPlaybackHandler(deps: PlaybackApiDeps): (req: IncomingMess
       clockToleranceSec: 0,
     });
   const jwksBody = playback && JSON.stringify(playback.jwks);
+  const verified = new Map<string, PlaybackClaims>();
+  async function check(token: string | undefined): Promise<PlaybackClaims> {
+    if (token !== undefined) {
+      const hit = verified.get(token);
+      // Same rule as the verifier's (clock tolerance 0): valid while the current second is before exp.
+      if (hit !== undefined && Math.floor(Date.now() / 1000) < hit.exp) return hit;
+      if (hit !== undefined) verified.delete(token);
+    }
+    const claims = await verify!(token);
+    if (verified.size >= VERIFIED_CACHE_MAX) verified.delete(verified.keys().next().value!);
+    verified.set(token!, claims);
+    return claims;
+  }
   const off = 'playback tokens are off: this gateway has no PLAYBACK_SIGNING_KEY';
 
   const answer = (res: ServerResponse, result: PlaybackResult, message: string): void => {
@@ -74,7 +93,7 @@ export function createPlaybackHandler(deps: PlaybackApiDeps): (req: IncomingMess
   async function authorize(req: IncomingMessage, res: ServerResponse, live: boolean): Promise<void> {
     let claims: PlaybackClaims;
     try {
-      claims = await verify!(playbackTokenFrom(req.headers));
+      claims = await check(playbackTokenFrom(req.headers));
     } catch (err) {
       const code = err instanceof PlaybackTokenError ? err.code : 'invalid';
       answer(res, code === 'keys_unavailable' ? 'invalid' : code, err instanceof Error ? err.message : 'playback token invalid');
