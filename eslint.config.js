@@ -16,7 +16,7 @@ const nodeGlobals = Object.fromEntries(
 );
 
 export default defineConfig(
-  { ignores: ['node_modules/', 'dist/', 'test-output/', 'bench-output/'] },
+  { ignores: ['node_modules/', '**/dist/', 'test-output/', 'bench-output/'] },
   js.configs.recommended,
   tseslint.configs.recommendedTypeChecked,
   {

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { v4 as uuidv4 } from 'uuid';
-import { asAuthError, AuthError, type Authenticator } from './auth.js';
+import { asAuthError, AuthError, type Authenticator, type Principal } from './auth.js';
 import type { DeniedFrame, GrantedFrame } from './client/protocol.js';
 import { CLOSE } from './close-codes.js';
 import type { Config } from './config.js';
@@ -11,6 +11,7 @@ import type { LeaseKeeper } from './lease-keeper.js';
 import type { Lease } from './lease-store.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import type { DenialReason, Plan } from './plan.js';
 import type { PlaybackRefresh } from './playback-refresh.js';
 import type { KeyedLimiter } from './rate-limit.js';
 import type { Session } from './session.js';
@@ -33,18 +34,45 @@ export interface AdmissionDeps {
 const STORE_UNAVAILABLE = 'lease store unavailable, try again later';
 
 function activeView(l: Lease): DeniedFrame['active'][number] {
-  return { deviceId: l.deviceId, contentId: l.contentId ?? null, since: new Date(l.acquiredAt).toISOString() };
+  return { deviceId: l.deviceId, contentId: l.contentId ?? null, class: l.deviceClass ?? null, since: new Date(l.acquiredAt).toISOString() };
+}
+
+/** The close reason of a denial: what the viewer's plan allows, and how many devices must stop. */
+function denialText(reason: DenialReason, cap: number, deviceClass: string | undefined, mustStop: number): string {
+  const what =
+    reason === 'content_limit'
+      ? `this content plays on at most ${cap} of your devices`
+      : reason === 'class_limit'
+        ? `your plan allows ${cap} ${deviceClass ?? 'device'} at a time`
+        : `stream limit reached (${cap})`;
+  return mustStop > 1 ? `${what}: stop ${mustStop} devices to play here` : what;
+}
+
+/** The plan a principal plays under: its token's claims over the configured defaults. */
+function planOf(cfg: Config, principal: Principal): Plan {
+  return {
+    limit: principal.maxStreams ?? cfg.maxStreams,
+    policy: principal.plan.policy ?? cfg.streamPolicy,
+    perContent: principal.plan.perContent ?? cfg.maxStreamsPerContent,
+    byClass: principal.plan.byClass ?? cfg.maxStreamsByClass,
+  };
 }
 
 /**
  * One admission, as a run of guard steps under one deadline that covers them
- * all (token check included): authenticate, rate-limit the user, take the
- * lease, then grant or deny. Every step that refuses closes the socket with a
- * code from the catalog and a reason, and returns.
+ * all (token check included): authenticate, resolve the plan and the device
+ * class, rate-limit the user, then take the lease ({@link acquireAndGrant}).
+ * Every step that refuses closes the socket with a code from the catalog and
+ * a reason, and returns.
  */
-export async function admit(deps: AdmissionDeps, session: Session, token: string | undefined, takeover: string | undefined): Promise<void> {
-  const { config: cfg, metrics, hub } = deps;
-  const started = performance.now();
+export async function admit(
+  deps: AdmissionDeps,
+  session: Session,
+  token: string | undefined,
+  takeover: string | undefined,
+  queryClass: string | undefined,
+): Promise<void> {
+  const { config: cfg, metrics } = deps;
   const deadline = new Deadline(cfg.admissionTimeoutMs);
   try {
     const verified = await deadline.run(deps.auth.verify(token));
@@ -65,6 +93,15 @@ export async function admit(deps: AdmissionDeps, session: Session, token: string
     session.exp = principal.exp;
     if (session.closed) return;
 
+    const claimClass = principal.plan.deviceClass;
+    if (claimClass !== undefined && queryClass !== undefined && claimClass !== queryClass) {
+      metrics.rejections.inc({ reason: 'bad_request' });
+      session.close(CLOSE.POLICY, `class "${queryClass}" differs from the token's device_class "${claimClass}"`, 'client_close');
+      return;
+    }
+    session.deviceClass = claimClass ?? queryClass;
+    session.plan = planOf(cfg, principal);
+
     // Per-user attempt limit, after the token (we need the user) and before the store.
     const verdict = deps.userLimiter.check(principal.userId);
     if (!verdict.ok) {
@@ -74,59 +111,103 @@ export async function admit(deps: AdmissionDeps, session: Session, token: string
       session.close(CLOSE.TRY_LATER, `too many connection attempts for this account, retry in ${verdict.retryAfterSec} s`, 'client_close');
       return;
     }
-
-    const instanceId = deps.instance.id;
-    if (!deps.instance.live) {
-      metrics.acquireTotal.inc({ result: 'error' });
-      session.close(CLOSE.TRY_LATER, STORE_UNAVAILABLE, 'client_close');
-      return;
-    }
-
-    const limit = principal.maxStreams ?? cfg.maxStreams;
-    const leaseId = uuidv4();
-    const request = { userId: principal.userId, deviceId: session.deviceId, contentId: session.contentId, leaseId, instanceId, limit, takeover };
-    const settled = await deps.keeper.acquire(request, deadline);
-    if (settled.kind !== 'done') {
-      metrics.acquireTotal.inc({ result: 'error' });
-      const afterMs = Math.round(performance.now() - started);
-      const log = deps.log.child({ userId: request.userId, deviceId: request.deviceId, leaseId });
-      if (settled.kind === 'gave-up') log.warn('admission failed: deadline passed', { afterMs });
-      else if ((settled.error as { code?: string })?.code === 'ERR_STORE_UNAVAILABLE') log.warn('admission failed: lease store unavailable', { afterMs, err: settled.error });
-      else log.error('admission failed', { afterMs, err: settled.error });
-      session.close(CLOSE.TRY_LATER, STORE_UNAVAILABLE, 'client_close');
-      return;
-    }
-    metrics.acquireDuration.observe((performance.now() - started) / 1000);
-    const outcome = settled.value;
-
-    if (outcome.kind === 'denied') {
-      metrics.acquireTotal.inc({ result: 'denied' });
-      deps.log.info('denied: stream limit reached', { userId: request.userId, deviceId: request.deviceId, limit, active: outcome.active.length });
-      const frame: DeniedFrame = { type: 'denied', reason: 'limit', limit, active: outcome.active.map(activeView), mustStop: outcome.mustStop };
-      session.send(frame);
-      const stop = outcome.mustStop > 1 ? `: stop ${outcome.mustStop} devices to play here` : '';
-      session.close(CLOSE.LIMIT, `stream limit reached (${limit})${stop}`, 'client_close');
-      return;
-    }
-
-    metrics.acquireTotal.inc({ result: 'granted' });
-    if (outcome.displaced) hub.takeAway(outcome.displaced, CLOSE.REPLACED.code);
-    if (outcome.revoked) hub.takeAway(outcome.revoked, CLOSE.REVOKED.code);
-
-    // The socket may have gone, the gateway may be draining, or fenced, while we waited.
-    const draining = deps.gateway.state !== 'running';
-    if (session.closed || draining || deps.instance.id !== instanceId || !deps.instance.live) {
-      deps.keeper.release(request.userId, outcome.lease);
-      if (draining) session.close(CLOSE.RESTART, 'gateway restarting', 'shutdown');
-      else session.close(CLOSE.LEASE_LOST, 'lease lost', 'lost');
-      return;
-    }
-    if (!hub.grant(session, outcome.lease)) return;
-    const playback = deps.playback?.issueFor(session);
-    const frame: GrantedFrame = { type: 'granted', leaseId, userId: request.userId, deviceId: request.deviceId, limit, active: outcome.active, ...(playback && { playback }) };
-    session.send(frame);
-    deps.log.info('granted', { userId: request.userId, deviceId: request.deviceId, leaseId, active: outcome.active });
+    await acquireAndGrant(deps, session, takeover, deadline);
   } finally {
     deadline.clear();
   }
+}
+
+/**
+ * `{"type":"resume"}` on a socket whose paused stream gave its slot back:
+ * admit again under the plan it was admitted with (the token was checked at
+ * the upgrade, and token expiry still closes the socket).
+ */
+export async function resume(deps: AdmissionDeps, session: Session): Promise<void> {
+  if (!session.readmit()) return;
+  const deadline = new Deadline(deps.config.admissionTimeoutMs);
+  try {
+    await acquireAndGrant(deps, session, undefined, deadline);
+  } finally {
+    deadline.clear();
+  }
+}
+
+/** Takes the lease for an authenticated session under its plan, then grants or denies. */
+async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: string | undefined, deadline: Deadline): Promise<void> {
+  const { metrics, hub } = deps;
+  const plan = session.plan!;
+  const started = performance.now();
+  const instanceId = deps.instance.id;
+  if (!deps.instance.live) {
+    metrics.acquireTotal.inc({ result: 'error' });
+    session.close(CLOSE.TRY_LATER, STORE_UNAVAILABLE, 'client_close');
+    return;
+  }
+
+  const leaseId = uuidv4();
+  const { deviceClass, contentId } = session;
+  const request = {
+    userId: session.userId,
+    deviceId: session.deviceId,
+    contentId,
+    deviceClass,
+    leaseId,
+    instanceId,
+    limit: plan.limit,
+    contentCap: contentId === undefined ? undefined : plan.perContent,
+    classCap: deviceClass === undefined ? undefined : plan.byClass?.[deviceClass],
+    policy: plan.policy,
+    takeover,
+  };
+  const settled = await deps.keeper.acquire(request, deadline);
+  if (settled.kind !== 'done') {
+    metrics.acquireTotal.inc({ result: 'error' });
+    const afterMs = Math.round(performance.now() - started);
+    const log = deps.log.child({ userId: request.userId, deviceId: request.deviceId, leaseId });
+    if (settled.kind === 'gave-up') log.warn('admission failed: deadline passed', { afterMs });
+    else if ((settled.error as { code?: string })?.code === 'ERR_STORE_UNAVAILABLE') log.warn('admission failed: lease store unavailable', { afterMs, err: settled.error });
+    else log.error('admission failed', { afterMs, err: settled.error });
+    session.close(CLOSE.TRY_LATER, STORE_UNAVAILABLE, 'client_close');
+    return;
+  }
+  metrics.acquireDuration.observe((performance.now() - started) / 1000);
+  const outcome = settled.value;
+
+  if (outcome.kind === 'denied') {
+    metrics.acquireTotal.inc({ result: 'denied' });
+    metrics.denialsTotal.inc({ reason: outcome.reason });
+    const cap = outcome.reason === 'content_limit' ? request.contentCap! : outcome.reason === 'class_limit' ? request.classCap! : plan.limit;
+    deps.log.info('denied', { userId: request.userId, deviceId: request.deviceId, reason: outcome.reason, cap, active: outcome.active.length });
+    const frame: DeniedFrame = {
+      type: 'denied',
+      reason: outcome.reason,
+      limit: plan.limit,
+      cap,
+      ...(deviceClass === undefined ? {} : { class: deviceClass }),
+      active: outcome.active.map(activeView),
+      mustStop: outcome.mustStop,
+    };
+    session.send(frame);
+    session.close(CLOSE.LIMIT, denialText(outcome.reason, cap, deviceClass, outcome.mustStop), 'client_close');
+    return;
+  }
+
+  metrics.acquireTotal.inc({ result: 'granted' });
+  if (outcome.displaced) hub.takeAway(outcome.displaced, CLOSE.REPLACED.code);
+  if (outcome.revoked) hub.takeAway(outcome.revoked, CLOSE.REVOKED.code);
+  if (outcome.evicted) hub.takeAway(outcome.evicted, CLOSE.REVOKED.code, 'local', 'evicted');
+
+  // The socket may have gone, the gateway may be draining, or fenced, while we waited.
+  const draining = deps.gateway.state !== 'running';
+  if (session.closed || draining || deps.instance.id !== instanceId || !deps.instance.live) {
+    deps.keeper.release(request.userId, outcome.lease);
+    if (draining) session.close(CLOSE.RESTART, 'gateway restarting', 'shutdown');
+    else session.close(CLOSE.LEASE_LOST, 'lease lost', 'lost');
+    return;
+  }
+  if (!hub.grant(session, outcome.lease)) return;
+  const playback = deps.playback?.issueFor(session);
+  const frame: GrantedFrame = { type: 'granted', leaseId, userId: request.userId, deviceId: request.deviceId, limit: plan.limit, active: outcome.active, ...(playback && { playback }) };
+  session.send(frame);
+  deps.log.info('granted', { userId: request.userId, deviceId: request.deviceId, leaseId, active: outcome.active });
 }

@@ -4,6 +4,7 @@ import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload, type
 import { BEARER_PROTOCOL_PREFIX } from './client/protocol.js';
 import type { AuthConfig } from './config.js';
 import type { Logger } from './log.js';
+import { planClaimsOf, type PlanClaims } from './plan.js';
 
 /** Who is connecting, as proven by the token. */
 export interface Principal {
@@ -15,6 +16,8 @@ export interface Principal {
   readonly exp: number;
   /** From the optional `device_id` claim: the token is only good for this device. */
   readonly deviceId?: string;
+  /** The plan claims (`stream_policy`, `max_streams_per_content`, `max_streams_by_class`, `device_class`). */
+  readonly plan: PlanClaims;
 }
 
 /** Bounded reasons, safe as a metric label and shown to the player in the 4401 close reason. */
@@ -277,7 +280,9 @@ function principalOf(payload: JWTPayload): Principal {
   }
   const deviceId = payload.device_id;
   if (deviceId !== undefined && typeof deviceId !== 'string') throw new AuthError('claim', 'token "device_id" must be a string');
-  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number, deviceId };
+  const plan = planClaimsOf(payload);
+  if (typeof plan === 'string') throw new AuthError('claim', plan);
+  return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number, deviceId, plan };
 }
 
 /** OAuth 2 `scope`: a space-separated string, or (some issuers) an array of strings. */

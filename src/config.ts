@@ -1,4 +1,5 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { MAX_CAP, parseClassCaps, STREAM_POLICIES, type StreamPolicy } from './plan.js';
 
 /**
  * The only reader of `process.env`. Every setting is parsed, validated and
@@ -56,6 +57,14 @@ export interface Config {
   readonly auth: AuthConfig;
   /** Default streams per user when the token has no `max_streams`. @default 3 */
   readonly maxStreams: number;
+  /** At the limit, when the token has no `stream_policy`: refuse the new device, or stop the longest-playing one. @default 'block_new' */
+  readonly streamPolicy: StreamPolicy;
+  /** Default cap per content id when the token has no `max_streams_per_content`. @default undefined (no cap) */
+  readonly maxStreamsPerContent?: number;
+  /** Default caps per device class when the token has no `max_streams_by_class`. @default undefined (no caps) */
+  readonly maxStreamsByClass?: Readonly<Record<string, number>>;
+  /** A stream paused this long gives its slot back (the socket stays open); 0 keeps paused streams counting. @default 0 */
+  readonly pauseReleaseMs: number;
   /** Protocol ping period. @default 20000 */
   readonly pingIntervalMs: number;
   /** A socket silent this long after a ping is terminated. @default 10000 */
@@ -306,6 +315,15 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`PONG_TIMEOUT_MS (${pongTimeoutMs}) must not exceed PING_INTERVAL_MS (${pingIntervalMs}): a pong is awaited before the next ping`);
   }
 
+  const classCapsRaw = read(env, 'MAX_STREAMS_BY_CLASS');
+  let maxStreamsByClass: Readonly<Record<string, number>> | undefined;
+  if (classCapsRaw !== undefined) {
+    const caps = parseClassCaps(classCapsRaw);
+    if (typeof caps === 'string') throw new ConfigError(`MAX_STREAMS_BY_CLASS ${caps} (like tv:1,mobile:2), got "${classCapsRaw}"`);
+    maxStreamsByClass = Object.freeze(caps);
+  }
+  const perContentRaw = read(env, 'MAX_STREAMS_PER_CONTENT');
+
   const logLevel = oneOf(env, 'LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const) ?? 'info';
 
   const originsRaw = read(env, 'ALLOWED_ORIGINS');
@@ -336,6 +354,10 @@ export function loadConfig(env: Env = process.env): Config {
     createTable: bool(env, 'CREATE_TABLE', store === 'embedded' || dynamodbEndpoint !== undefined),
     auth,
     maxStreams: int(env, 'MAX_STREAMS', 3, 1, 1000),
+    streamPolicy: oneOf(env, 'STREAM_POLICY', STREAM_POLICIES) ?? 'block_new',
+    maxStreamsPerContent: perContentRaw === undefined ? undefined : int(env, 'MAX_STREAMS_PER_CONTENT', 0, 1, MAX_CAP),
+    maxStreamsByClass,
+    pauseReleaseMs: int(env, 'PAUSE_RELEASE_MS', 0, 0),
     pingIntervalMs,
     pongTimeoutMs,
     instanceHeartbeatMs,

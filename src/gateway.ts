@@ -71,15 +71,17 @@ function upgradeSocketOnError(this: Duplex): void {
 }
 
 /** The query parameters of an upgrade, or the sentence that says what is wrong with them. */
-export function parseLeaseQuery(params: URLSearchParams): { device: string; content?: string; takeover?: string } | string {
+export function parseLeaseQuery(params: URLSearchParams): { device: string; content?: string; takeover?: string; deviceClass?: string } | string {
   const device = params.get('device') ?? '';
   const content = params.get('content') ?? undefined;
   const takeover = params.get('takeover') ?? undefined;
+  const deviceClass = params.get('class') ?? undefined;
   if (!ID_PATTERN.test(device)) return `device must be ${ID_RULE}`;
   if (content !== undefined && !ID_PATTERN.test(content)) return `content must be ${ID_RULE}`;
+  if (deviceClass !== undefined && !ID_PATTERN.test(deviceClass)) return `class must be ${ID_RULE}`;
   if (takeover !== undefined && takeover !== 'oldest' && !ID_PATTERN.test(takeover)) return 'takeover must be a device id or "oldest"';
   if (takeover === device) return 'takeover must name another device';
-  return { device, content, takeover };
+  return { device, content, takeover, deviceClass };
 }
 
 /**
@@ -109,7 +111,7 @@ export class Gateway {
   readonly #admission: AdmissionDeps;
   /** One object every session reports to. */
   readonly #owner: SessionOwner;
-  readonly #onRevoked = (leaseId: string, code: number): void => void this.#hub.revoke(leaseId, code, 'mailbox');
+  readonly #onRevoked = (leaseId: string, code: number, why: string | undefined): void => void this.#hub.revoke(leaseId, code, 'mailbox', why);
   readonly #onFenced = (oldInstanceId: string): void => this.#hub.fence(oldInstanceId);
   readonly #onLost = (leaseId: string, code: number): void => void this.#hub.revoke(leaseId, code, 'reconcile');
   readonly #onTaken = (lease: Lease, code: number): void => this.#hub.takeAway(lease, code, 'reconcile');
@@ -147,8 +149,8 @@ export class Gateway {
     this.#hub = new Hub({ ...parts, keeper: this.#keeper });
     this.#liveness = new Liveness({ hub: this.#hub, config, metrics, log });
     this.#playback = deps.playback && new PlaybackRefresh({ playback: deps.playback, hub: this.#hub, instance, config });
-    this.#messages = new Messages({ config, auth, metrics, log });
     this.#admission = { config, auth, userLimiter, instance, keeper: this.#keeper, hub: this.#hub, metrics, log, playback: this.#playback, gateway: this };
+    this.#messages = new Messages({ config, auth, metrics, log, admission: this.#admission });
     const hub = this.#hub;
     const messages = this.#messages;
     this.#owner = {
@@ -266,7 +268,7 @@ export class Gateway {
       session.close(CLOSE.POLICY, query, 'client_close');
       return;
     }
-    admit(this.#admission, session, tokenFromRequest(req.headers), query.takeover).catch((err: unknown) => {
+    admit(this.#admission, session, tokenFromRequest(req.headers), query.takeover, query.deviceClass).catch((err: unknown) => {
       this.#log.error('admission crashed', { err });
       session.close(CLOSE.INTERNAL, 'internal error, try again', 'client_close');
     });

@@ -62,8 +62,8 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   res.end(text);
 }
 
-function streamView(l: Lease): { deviceId: string; contentId: string | null; since: string; leaseId: string } {
-  return { deviceId: l.deviceId, contentId: l.contentId ?? null, since: new Date(l.acquiredAt).toISOString(), leaseId: l.leaseId };
+function streamView(l: Lease): { deviceId: string; contentId: string | null; class: string | null; since: string; leaseId: string } {
+  return { deviceId: l.deviceId, contentId: l.contentId ?? null, class: l.deviceClass ?? null, since: new Date(l.acquiredAt).toISOString(), leaseId: l.leaseId };
 }
 
 type Route =

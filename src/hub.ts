@@ -18,7 +18,9 @@ const TAKEN_AWAY = new Map<number, { close: CloseCode; text: string; reason: Rel
   [CLOSE.REVOKED.code, { close: CLOSE.REVOKED, text: 'revoked: playback was stopped from another device or by support', reason: 'revoked' }],
   [CLOSE.LEASE_LOST.code, { close: CLOSE.LEASE_LOST, text: 'lease lost', reason: 'lost' }],
 ]);
-const takenAway = (code: number) => TAKEN_AWAY.get(code) ?? TAKEN_AWAY.get(CLOSE.REVOKED.code)!;
+/** Why words a mailbox note may carry, for a close reason more precise than the code's. */
+const EVICTED = { close: CLOSE.REVOKED, text: 'revoked: another device started playing (your plan stops the longest-playing one)', reason: 'revoked' as const };
+const takenAway = (code: number, why?: string) => (why === 'evicted' ? EVICTED : (TAKEN_AWAY.get(code) ?? TAKEN_AWAY.get(CLOSE.REVOKED.code)!));
 
 /** Revocations remembered for grants not processed yet: at most this many, each for two admission deadlines. */
 const EARLY_MAX = 10_000;
@@ -33,7 +35,7 @@ export class Hub {
   readonly #sessions = new Set<Session>();
   readonly #byLease = new Map<string, Session>();
   /** Revocations that arrived before the admission they name was granted, on any path. */
-  readonly #early = new Map<string, { code: number; path: RevocationPath; until: number }>();
+  readonly #early = new Map<string, { code: number; path: RevocationPath; why?: string; until: number }>();
   readonly #keeper: LeaseKeeper;
   readonly #store: LeaseStore;
   readonly #instance: InstanceLease;
@@ -85,22 +87,34 @@ export class Hub {
     const early = this.#early.get(lease.leaseId);
     if (early === undefined) return true;
     this.#early.delete(lease.leaseId);
-    this.revoke(lease.leaseId, early.code, early.path);
+    this.revoke(lease.leaseId, early.code, early.path, early.why);
     return false;
+  }
+
+  /** A paused stream's time is up: its lease goes back, its socket stays open and is told. */
+  releasePaused(session: Session): void {
+    const lease = session.unlease();
+    if (lease === undefined) return;
+    this.#byLease.delete(lease.leaseId);
+    this.#metrics.streamsActive.dec();
+    this.#metrics.releaseTotal.inc({ reason: 'paused' });
+    this.#log.info('released', { userId: session.userId, deviceId: session.deviceId, reason: 'paused' });
+    this.#keeper.release(session.userId, lease);
+    session.send({ type: 'released', reason: 'paused' });
   }
 
   /**
    * A lease was taken away (takeover, kick, same device elsewhere): close
    * its socket here, or drop a note in the owning instance's mailbox.
    */
-  takeAway(lease: Lease, code: number, path: RevocationPath = 'local'): void {
+  takeAway(lease: Lease, code: number, path: RevocationPath = 'local', why?: 'evicted'): void {
     if (lease.instanceId === this.#instance.id) {
-      this.revoke(lease.leaseId, code, path);
+      this.revoke(lease.leaseId, code, path, why);
       return;
     }
     this.#pending.add(
       this.#store
-        .notify(lease.instanceId, lease.leaseId, code, AbortSignal.timeout(this.#cfg.admissionTimeoutMs))
+        .notify(lease.instanceId, lease.leaseId, code, AbortSignal.timeout(this.#cfg.admissionTimeoutMs), why)
         .catch((err: unknown) => this.#log.warn('mailbox write failed; the owner finds out on its next reconcile', { err, instanceId: lease.instanceId })),
     );
   }
@@ -112,25 +126,25 @@ export class Hub {
    * retried write brought it back). A revocation for a lease not granted yet
    * is remembered, so the grant closes the socket the moment it arrives.
    */
-  revoke(leaseId: string, code: number, path: RevocationPath): boolean {
+  revoke(leaseId: string, code: number, path: RevocationPath, why?: string): boolean {
     const session = this.#byLease.get(leaseId);
     if (session === undefined) {
-      this.#rememberEarly(leaseId, code, path);
+      this.#rememberEarly(leaseId, code, path, why);
       return false;
     }
-    const { close, text, reason } = takenAway(code);
+    const { close, text, reason } = takenAway(code, why);
     this.#metrics.revocationsTotal.inc({ code: String(close.code), path });
     session.close(close, text, reason);
     return true;
   }
 
-  #rememberEarly(leaseId: string, code: number, path: RevocationPath): void {
+  #rememberEarly(leaseId: string, code: number, path: RevocationPath, why: string | undefined): void {
     const now = performance.now();
     if (this.#early.size >= EARLY_MAX) {
       for (const [id, e] of this.#early) if (e.until < now) this.#early.delete(id);
       if (this.#early.size >= EARLY_MAX) this.#early.delete(this.#early.keys().next().value!);
     }
-    this.#early.set(leaseId, { code, path, until: now + 2 * this.#cfg.admissionTimeoutMs });
+    this.#early.set(leaseId, { code, path, why, until: now + 2 * this.#cfg.admissionTimeoutMs });
   }
 
   /** SessionOwner: books the end of a session and gives its lease back through the keeper. */

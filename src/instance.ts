@@ -16,7 +16,7 @@ export interface InstanceTimings {
 /** What the instance lease tells its listeners. */
 export interface InstanceEvents {
   /** A lease of ours was taken away elsewhere (a mailbox entry). */
-  revoked: [leaseId: string, code: number];
+  revoked: [leaseId: string, code: number, why: string | undefined];
   /** We could not keep the instance item alive: every lease of `oldInstanceId` must go now. */
   fenced: [oldInstanceId: string, reason: string];
 }
@@ -165,7 +165,7 @@ export class InstanceLease extends EventEmitter<InstanceEvents> {
       ok = true;
       this.#lastOkSentAt = sentAt;
       this.#ack = mailbox.map((m) => m.entry);
-      for (const { leaseId, code } of mailbox) this.emit('revoked', leaseId, code);
+      for (const { leaseId, code, why } of mailbox) this.emit('revoked', leaseId, code, why);
     } catch (err) {
       if (id !== this.#id) return;
       if (isConditionFailure(err)) {

@@ -5,7 +5,7 @@ import type { Config } from './config.js';
 import type { Deadline, Settled } from './deadline.js';
 import type { Item } from './dynamo.js';
 import type { InstanceLease } from './instance.js';
-import { leasesOf, type AcquireOutcome, type AcquireRequest, type Lease, type LeaseStore, type WriteTrace } from './lease-store.js';
+import { leasesOf, type AcquireOutcome, type AcquireRequest, type Lease, type LeaseRef, type LeaseStore, type WriteTrace } from './lease-store.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Pending } from './pending.js';
@@ -27,7 +27,6 @@ export interface KeeperEvents {
 /** A lease id that may be in the store although no socket here holds it. */
 interface Doubt {
   readonly userId: string;
-  readonly deviceId: string;
   /** Monotonic ms after which no late copy can land any more. */
   until: number;
 }
@@ -138,12 +137,12 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     this.#admitting.delete(req.leaseId);
     if (settled.kind === 'done') {
       // Denied. A retried request may still have a copy in the network that lands once a slot frees.
-      if (trace.retried) this.#doubt(req.userId, req.deviceId, req.leaseId);
+      if (trace.retried) this.#doubt(req.userId, req.leaseId);
       return settled;
     }
     // Gave up or failed: the write may have committed, or may still. Check as soon as our own attempt
     // has settled (no more SDK retries after that), then on every reconcile round until the horizon.
-    this.#doubt(req.userId, req.deviceId, req.leaseId);
+    this.#doubt(req.userId, req.leaseId);
     for (const victim of trace.victims) {
       this.#suspectVictim(req.userId, victim, victim.deviceId === req.deviceId ? CLOSE.REPLACED.code : CLOSE.REVOKED.code);
     }
@@ -173,8 +172,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     const admitting = this.#admitting.get(lease.leaseId);
     this.#held.delete(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
-    if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(userId, lease.deviceId, lease.leaseId);
-    this.#pending.add(this.#releaseEventually(userId, lease.deviceId, lease.leaseId, lease.instanceId));
+    if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(userId, lease.leaseId);
+    this.#pending.add(this.#releaseEventually(userId, lease, lease.instanceId));
   }
 
   /** The instance fenced: its leases die with its instance item, nothing to give back. */
@@ -183,16 +182,17 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     this.#admitting.delete(lease.leaseId);
   }
 
-  async #releaseEventually(userId: string, deviceId: string, leaseId: string, instanceId: string): Promise<void> {
+  async #releaseEventually(userId: string, lease: LeaseRef, instanceId: string): Promise<void> {
+    const { deviceId, leaseId } = lease;
     for (let delay = 100; ; delay = Math.min(delay * 2, RELEASE_BACKOFF_MAX_MS)) {
       try {
-        await this.#store.release(userId, deviceId, leaseId, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
+        await this.#store.release(userId, lease, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
         return;
       } catch (err) {
         // A replaced instance's leases are dead anyway; a closed gateway has no client left. Either way the
         // id stays a doubt, so a later round still removes the entry if the instance comes back to life.
         if (this.#closed || this.#instance.id !== instanceId) {
-          this.#doubt(userId, deviceId, leaseId);
+          this.#doubt(userId, leaseId);
           return;
         }
         this.#log.warn('release failed, retrying', { userId, deviceId, leaseId, err, retryInMs: delay });
@@ -221,11 +221,11 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
 
   // ---- suspicion ----------------------------------------------------------
 
-  #doubt(userId: string, deviceId: string, leaseId: string): void {
+  #doubt(userId: string, leaseId: string): void {
     const until = performance.now() + this.#cfg.uncertainWriteHorizonMs;
     const known = this.#doubts.get(leaseId);
     if (known) known.until = until;
-    else this.#doubts.set(leaseId, { userId, deviceId, until });
+    else this.#doubts.set(leaseId, { userId, until });
   }
 
   #suspectVictim(userId: string, lease: Lease, code: number): void {
@@ -335,7 +335,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
       if (!doubted && entry.instanceId !== this.#instance.id) continue;
       this.#metrics.leaseRepairs.inc({ kind: 'orphan' });
       this.#log.warn('reconcile: releasing an entry no socket holds (a late copy of an uncertain write)', { userId, deviceId, leaseId: entry.leaseId });
-      this.#pending.add(this.#releaseEventually(userId, deviceId, entry.leaseId, this.#instance.id));
+      this.#pending.add(this.#releaseEventually(userId, entry, this.#instance.id));
     }
   }
 

@@ -12,6 +12,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { isConditionFailure, send, type Item } from './dynamo.js';
 import type { Metrics } from './metrics.js';
+import type { DenialReason, StreamPolicy } from './plan.js';
 
 /**
  * The lease store on DynamoDB: single-item conditional writes only.
@@ -19,10 +20,12 @@ import type { Metrics } from './metrics.js';
  * Two kinds of item share one table (hash key `pk`):
  *
  *   user#<userId>          n (number of lease entries), v (version),
- *                          and one attribute per device:
- *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId}
+ *                          one attribute per device:
+ *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId, class, counted},
+ *                          and counts beside n for the plan's caps, kept in the same writes:
+ *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class)
  *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
- *                          mailbox (string set of "<leaseId> <closeCode>"),
+ *                          mailbox (string set of "<leaseId> <closeCode>[ <why>]"),
  *                          dead (set once by the first gateway that acts on its expiry)
  *
  * A lease is live while its instance item exists with `expiresAt` in the
@@ -43,6 +46,13 @@ export interface Lease {
   /** Milliseconds since the epoch. */
   readonly acquiredAt: number;
   readonly contentId?: string;
+  readonly deviceClass?: string;
+  /**
+   * The entry was added to the content and class counts (every entry this
+   * version writes). Entries without it predate the counts, and their release
+   * leaves the counts alone.
+   */
+  readonly counted?: boolean;
 }
 
 /**
@@ -62,11 +72,18 @@ export interface AcquireRequest {
   readonly userId: string;
   readonly deviceId: string;
   readonly contentId?: string;
+  readonly deviceClass?: string;
   /** Fresh for every admission: the idempotency key of our writes. */
   readonly leaseId: string;
   readonly instanceId: string;
   readonly limit: number;
-  /** Device to revoke to make room, or the oldest live one. */
+  /** At most this many leases on `contentId`. */
+  readonly contentCap?: number;
+  /** At most this many leases of `deviceClass`. */
+  readonly classCap?: number;
+  /** At the total limit: refuse (default), or revoke the longest-playing lease in the same write. */
+  readonly policy?: StreamPolicy;
+  /** Device to revoke to make room, or the oldest live one whose revocation makes room. */
   readonly takeover?: string;
   /**
    * Is this lease id of our own instance held or being admitted here? Entries
@@ -87,14 +104,20 @@ export type AcquireOutcome =
       readonly displaced?: Lease;
       /** A lease revoked by takeover (its socket gets 4403). */
       readonly revoked?: Lease;
+      /** The longest-playing lease, revoked under `evict_oldest` (its socket gets 4403). */
+      readonly evicted?: Lease;
     }
   | {
       readonly kind: 'denied';
+      readonly reason: DenialReason;
       /** Every live lease of the user, oldest first, a takeover target included. */
       readonly active: readonly Lease[];
-      /** Devices that must stop before this one can play: more than 1 after a plan downgrade. */
+      /** Devices that must stop before this one can play (of that content or class for those caps). */
       readonly mustStop: number;
     };
+
+/** What a release needs of a lease: which entry, and which counts it is on. */
+export type LeaseRef = Pick<Lease, 'deviceId' | 'leaseId' | 'contentId' | 'deviceClass' | 'counted'>;
 
 export interface StoreOptions {
   readonly table: string;
@@ -103,6 +126,10 @@ export interface StoreOptions {
 }
 
 const LEASE_PREFIX = 'lease:';
+const CONTENT_PREFIX = 'c:';
+const CLASS_PREFIX = 'k:';
+/** Zero counts a user item may keep (each a content id no longer playing) before reconcile removes them. */
+const ZERO_COUNTS_KEPT = 8;
 const SLOW_PATH_ATTEMPTS = 8;
 /**
  * Entries one write removes at most. DynamoDB limits an expression to 4 KB;
@@ -124,9 +151,79 @@ function leaseValue(lease: Lease): AttributeValue {
     leaseId: { S: lease.leaseId },
     instanceId: { S: lease.instanceId },
     acquiredAt: { N: String(lease.acquiredAt) },
+    counted: { BOOL: true },
   };
   if (lease.contentId !== undefined) m.contentId = { S: lease.contentId };
+  if (lease.deviceClass !== undefined) m.class = { S: lease.deviceClass };
   return { M: m };
+}
+
+/** The count attributes an entry adds to. */
+function countsOf(l: Pick<Lease, 'contentId' | 'deviceClass' | 'counted'>): string[] {
+  if (!l.counted) return [];
+  const out: string[] = [];
+  if (l.contentId !== undefined) out.push(CONTENT_PREFIX + l.contentId);
+  if (l.deviceClass !== undefined) out.push(CLASS_PREFIX + l.deviceClass);
+  return out;
+}
+
+/** `ADD` clauses (after the caller's own) for count deltas: names #d0.., values :d0... */
+function deltaClauses(deltas: ReadonlyMap<string, number>, names: Record<string, string>, values: Item): string {
+  let out = '';
+  let i = 0;
+  for (const [attr, delta] of deltas) {
+    if (delta === 0) continue;
+    names[`#d${i}`] = attr;
+    values[`:d${i}`] = { N: String(delta) };
+    out += `, #d${i} :d${i}`;
+    i++;
+  }
+  return out;
+}
+
+/** What a count cap check found: the first cap this set of live leases leaves no room under. */
+interface Blocked {
+  readonly reason: DenialReason;
+  readonly mustStop: number;
+}
+
+/**
+ * The first cap that `live` (the user's other live leases) leaves no room
+ * under for this request, or undefined when the device may play. The more
+ * specific caps come first: stopping a device of another content or class
+ * would not make room under them.
+ */
+function blockedBy(req: AcquireRequest, live: readonly Lease[]): Blocked | undefined {
+  if (req.contentCap !== undefined && req.contentId !== undefined) {
+    const same = live.filter((l) => l.contentId === req.contentId).length;
+    if (same >= req.contentCap) return { reason: 'content_limit', mustStop: same - req.contentCap + 1 };
+  }
+  if (req.classCap !== undefined && req.deviceClass !== undefined) {
+    const same = live.filter((l) => l.deviceClass === req.deviceClass).length;
+    if (same >= req.classCap) return { reason: 'class_limit', mustStop: same - req.classCap + 1 };
+  }
+  if (live.length >= req.limit) return { reason: 'limit', mustStop: live.length - req.limit + 1 };
+  return undefined;
+}
+
+/**
+ * Whom to revoke so that this device may play, when `others` leave no room:
+ * the takeover target (or, for `oldest`, the oldest lease whose revocation
+ * makes room), or under `evict_oldest` the longest-playing lease when only the
+ * total limit is in the way. One revocation at most: if one cannot make room
+ * (a plan lowered below the devices playing), nobody is revoked.
+ */
+function toRevoke(req: AcquireRequest, others: readonly Lease[], blocked: Blocked): { revoked?: Lease; evicted?: Lease } | undefined {
+  const makesRoom = (l: Lease) => blockedBy(req, others.filter((o) => o !== l)) === undefined;
+  if (req.takeover !== undefined) {
+    const candidates = req.takeover === 'oldest' ? others : others.filter((l) => l.deviceId === req.takeover);
+    const revoked = candidates.find(makesRoom);
+    return revoked && { revoked };
+  }
+  if (req.policy === 'evict_oldest' && blocked.reason === 'limit' && others.length > 0 && makesRoom(others[0])) {
+    return { evicted: others[0] };
+  }
+  return undefined;
 }
 
 function num(v: AttributeValue | undefined): number {
@@ -147,6 +244,8 @@ export function leasesOf(item: Item | undefined): Map<string, Lease> {
       instanceId: m.instanceId?.S ?? '',
       acquiredAt: num(m.acquiredAt),
       contentId: m.contentId?.S,
+      deviceClass: m.class?.S,
+      counted: m.counted?.BOOL === true,
     });
   }
   return out;
@@ -186,10 +285,12 @@ export class LeaseStore {
   }
 
   /**
-   * Admits a device. Below the limit this is exactly one conditional write;
-   * at the limit (or on takeover, or when the device already holds a lease)
-   * it reads the user item and the instance items it names, prunes leases of
-   * dead instances and writes back under a version condition.
+   * Admits a device. Below every cap this is exactly one conditional write
+   * (`n < limit`, and the content and class counts below their caps, all in
+   * one condition, with ADD on each). Otherwise (a cap reached, a takeover,
+   * the same device again) it reads the user item and the instance items it
+   * names, prunes leases of dead instances, revokes whom the request or the
+   * policy allows, and writes back under a version condition.
    */
   async acquire(req: AcquireRequest, signal?: AbortSignal): Promise<AcquireOutcome> {
     const lease: Lease = {
@@ -198,23 +299,37 @@ export class LeaseStore {
       instanceId: req.instanceId,
       acquiredAt: Date.now(),
       contentId: req.contentId,
+      deviceClass: req.deviceClass,
+      counted: true,
     };
     let item: Item | undefined;
     if (req.takeover === undefined) {
+      const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
+      const values: Item = { ':lease': leaseValue(lease), ':one': { N: '1' }, ':limit': { N: String(req.limit) } };
+      let condition = 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)';
+      let add = 'ADD #n :one, #v :one';
+      const capped: Array<[string, string | undefined, number | undefined]> = [
+        ['c', req.contentId === undefined ? undefined : CONTENT_PREFIX + req.contentId, req.contentCap],
+        ['k', req.deviceClass === undefined ? undefined : CLASS_PREFIX + req.deviceClass, req.classCap],
+      ];
+      for (const [key, attr, cap] of capped) {
+        if (attr === undefined) continue;
+        names[`#${key}`] = attr;
+        add += `, #${key} :one`;
+        if (cap === undefined) continue;
+        values[`:${key}cap`] = { N: String(cap) };
+        condition += ` AND (attribute_not_exists(#${key}) OR #${key} < :${key}cap)`;
+      }
       try {
         const out = await this.#send<UpdateItemCommandOutput>(
           'UpdateItem',
           new UpdateItemCommand({
             TableName: this.#table,
             Key: userKey(req.userId),
-            UpdateExpression: 'SET #lease = :lease ADD #n :one, #v :one',
-            ConditionExpression: 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)',
-            ExpressionAttributeNames: { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' },
-            ExpressionAttributeValues: {
-              ':lease': leaseValue(lease),
-              ':one': { N: '1' },
-              ':limit': { N: String(req.limit) },
-            },
+            UpdateExpression: `SET #lease = :lease ${add}`,
+            ConditionExpression: condition,
+            ExpressionAttributeNames: names,
+            ExpressionAttributeValues: values,
             ReturnValues: 'UPDATED_NEW',
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
@@ -236,7 +351,7 @@ export class LeaseStore {
   async #acquireSlow(req: AcquireRequest, lease: Lease, item: Item | undefined, signal?: AbortSignal): Promise<AcquireOutcome> {
     // What the last write we sent displaced and revoked: if it committed but its reply was lost, the
     // retry fails its condition and only this tells whose socket must still be closed.
-    let sent: { displaced?: Lease; revoked?: Lease } = {};
+    let sent: { displaced?: Lease; revoked?: Lease; evicted?: Lease } = {};
     for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
       const entries = leasesOf(item);
       const mine = entries.get(req.deviceId);
@@ -245,33 +360,44 @@ export class LeaseStore {
         return { kind: 'granted', lease: mine, active: entries.size, ...sent };
       }
       const live = await this.#liveInstances(entries.values(), signal, true);
-      const dead: string[] = [];
+      const dead: Lease[] = [];
       const others: Lease[] = [];
       for (const [deviceId, l] of entries) {
         if (deviceId === req.deviceId) continue;
         if (isLive(l, live, req)) others.push(l);
-        else dead.push(deviceId);
+        else dead.push(l);
       }
       others.sort((a, b) => a.acquiredAt - b.acquiredAt);
-      let revoked: Lease | undefined;
-      // Takeover revokes only when it is needed to make room, and only when one revocation makes room:
-      // after a plan downgrade (more live leases than the limit) it revokes nobody and the denial says so.
-      if (req.takeover !== undefined && others.length === req.limit) {
-        revoked = req.takeover === 'oldest' ? others[0] : others.find((l) => l.deviceId === req.takeover);
+      const blocked = blockedBy(req, others);
+      const taken = blocked === undefined ? {} : toRevoke(req, others, blocked);
+      if (blocked !== undefined && taken === undefined) {
+        return { kind: 'denied', reason: blocked.reason, active: others, mustStop: blocked.mustStop };
       }
-      if (others.length >= req.limit && revoked === undefined) {
-        return { kind: 'denied', active: others, mustStop: others.length - req.limit + 1 };
-      }
+      const { revoked, evicted } = taken ?? {};
+      const victim = revoked ?? evicted;
 
-      const removed = [...(revoked ? [revoked.deviceId] : []), ...dead].slice(0, MAX_REMOVALS_PER_WRITE);
+      const removed = [...(victim ? [victim] : []), ...dead].slice(0, MAX_REMOVALS_PER_WRITE);
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
-      removed.forEach((deviceId, i) => (names[`#r${i}`] = LEASE_PREFIX + deviceId));
+      removed.forEach((l, i) => (names[`#r${i}`] = LEASE_PREFIX + l.deviceId));
+      // The counts move by what this write adds and removes; reconcile repairs any drift.
+      const deltas = new Map<string, number>();
+      const bump = (l: Lease, by: number) => countsOf(l).forEach((attr) => deltas.set(attr, (deltas.get(attr) ?? 0) + by));
+      bump(lease, 1);
+      if (mine) bump(mine, -1);
+      removed.forEach((l) => bump(l, -1));
       const version = item?.v;
       // n counts entries, dead ones not yet removed included, so the fast path's `n < limit` stays exact.
       const count = entries.size - removed.length + (mine ? 0 : 1);
-      const active = others.length + 1 - (revoked ? 1 : 0);
-      sent = { displaced: mine, revoked };
-      if (req.trace) req.trace.victims = [mine, revoked].filter((l): l is Lease => l !== undefined);
+      const active = others.length + 1 - (victim ? 1 : 0);
+      sent = { displaced: mine, revoked, evicted };
+      if (req.trace) req.trace.victims = [mine, victim].filter((l): l is Lease => l !== undefined);
+      const values: Item = {
+        ':lease': leaseValue(lease),
+        ':count': { N: String(count) },
+        ':one': { N: '1' },
+        ...(version === undefined ? {} : { ':version': version }),
+      };
+      const add = `ADD #v :one${deltaClauses(deltas, names, values)}`;
       try {
         const out = await this.#send(
           'UpdateItem',
@@ -279,22 +405,16 @@ export class LeaseStore {
             TableName: this.#table,
             Key: userKey(req.userId),
             UpdateExpression:
-              'SET #lease = :lease, #n = :count ADD #v :one' +
-              (removed.length > 0 ? ` REMOVE ${removed.map((_, i) => `#r${i}`).join(', ')}` : ''),
+              `SET #lease = :lease, #n = :count ${add}` + (removed.length > 0 ? ` REMOVE ${removed.map((_, i) => `#r${i}`).join(', ')}` : ''),
             ConditionExpression: version === undefined ? 'attribute_not_exists(#v)' : '#v = :version',
             ExpressionAttributeNames: names,
-            ExpressionAttributeValues: {
-              ':lease': leaseValue(lease),
-              ':count': { N: String(count) },
-              ':one': { N: '1' },
-              ...(version === undefined ? {} : { ':version': version }),
-            },
+            ExpressionAttributeValues: values,
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
           signal,
         );
         if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
-        return { kind: 'granted', lease, active, displaced: mine, revoked };
+        return { kind: 'granted', lease, active, ...sent };
       } catch (err) {
         if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
         if (!isConditionFailure(err)) throw err;
@@ -307,24 +427,29 @@ export class LeaseStore {
 
   /**
    * Gives a lease back: removes the device's entry only if it still carries
-   * our lease id, so a late release never deletes a successor's lease.
-   * Returns false when the entry was already gone or replaced (including a
-   * retry of our own committed release). The count never goes below zero: an
-   * entry found with `n` at 0 (it cannot drift, but if it ever did) is removed
-   * with the count recomputed from the entries, under the version condition.
+   * our lease id, so a late release never deletes a successor's lease, and
+   * takes the entry off its content and class counts. Returns false when the
+   * entry was already gone or replaced (including a retry of our own committed
+   * release). The count never goes below zero: an entry found with `n` at 0 (it
+   * cannot drift, but if it ever did) is removed with the count recomputed
+   * from the entries, under the version condition.
    */
-  async release(userId: string, deviceId: string, leaseId: string, signal?: AbortSignal): Promise<boolean> {
-    const names = { '#lease': LEASE_PREFIX + deviceId, '#n': 'n', '#v': 'v' };
+  async release(userId: string, lease: LeaseRef, signal?: AbortSignal): Promise<boolean> {
+    const names: Record<string, string> = { '#lease': LEASE_PREFIX + lease.deviceId, '#n': 'n', '#v': 'v' };
+    // DynamoDB refuses values an expression does not use, so each write gets exactly its own.
+    const countValues: Item = {};
+    const counts = deltaClauses(new Map(countsOf(lease).map((attr) => [attr, -1])), names, countValues);
+    const mine: Item = { ':leaseId': { S: lease.leaseId }, ':one': { N: '1' }, ...countValues };
     try {
       await this.#send(
         'UpdateItem',
         new UpdateItemCommand({
           TableName: this.#table,
           Key: userKey(userId),
-          UpdateExpression: 'REMOVE #lease ADD #n :minus, #v :one',
+          UpdateExpression: `REMOVE #lease ADD #n :minus, #v :one${counts}`,
           ConditionExpression: '#lease.leaseId = :leaseId AND #n > :zero',
           ExpressionAttributeNames: names,
-          ExpressionAttributeValues: { ':leaseId': { S: leaseId }, ':minus': { N: '-1' }, ':one': { N: '1' }, ':zero': { N: '0' } },
+          ExpressionAttributeValues: { ...mine, ':minus': { N: '-1' }, ':zero': { N: '0' } },
           ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
         }),
         signal,
@@ -335,7 +460,7 @@ export class LeaseStore {
       let item = err.Item;
       for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
         const entries = leasesOf(item);
-        if (entries.get(deviceId)?.leaseId !== leaseId) return false;
+        if (entries.get(lease.deviceId)?.leaseId !== lease.leaseId) return false;
         // Our entry is there but the count says 0: remove it and set the count from the entries.
         try {
           await this.#send(
@@ -343,15 +468,10 @@ export class LeaseStore {
             new UpdateItemCommand({
               TableName: this.#table,
               Key: userKey(userId),
-              UpdateExpression: 'REMOVE #lease SET #n = :count ADD #v :one',
+              UpdateExpression: `REMOVE #lease SET #n = :count ADD #v :one${counts}`,
               ConditionExpression: '#v = :version AND #lease.leaseId = :leaseId',
               ExpressionAttributeNames: names,
-              ExpressionAttributeValues: {
-                ':leaseId': { S: leaseId },
-                ':count': { N: String(entries.size - 1) },
-                ':one': { N: '1' },
-                ':version': item?.v ?? { N: '0' },
-              },
+              ExpressionAttributeValues: { ...mine, ':count': { N: String(entries.size - 1) }, ':version': item?.v ?? { N: '0' } },
               ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
             }),
             signal,
@@ -367,23 +487,55 @@ export class LeaseStore {
   }
 
   /**
-   * Sets a user item's count to its number of entries when they differ (the
-   * reconcile loop's repair). Under the version condition: a write in between
-   * wins, and the next round looks again. Returns true when it wrote.
+   * Sets a user item's counts from its entries when they differ: `n`, and the
+   * content and class counts (a count left at 0 is fine until more than a few
+   * pile up; then they are removed). The reconcile loop's repair. Under the
+   * version condition: a write in between wins, and the next round looks
+   * again. Returns true when it wrote.
    */
   async repairCount(userId: string, item: Item, signal?: AbortSignal): Promise<boolean> {
-    const count = leasesOf(item).size;
-    if (num(item.n) === count || item.v === undefined) return false;
+    const entries = leasesOf(item);
+    const want = new Map<string, number>();
+    for (const l of entries.values()) for (const attr of countsOf(l)) want.set(attr, (want.get(attr) ?? 0) + 1);
+    const set = new Map<string, number>();
+    const zeros: string[] = [];
+    for (const [attr, value] of Object.entries(item)) {
+      if (!attr.startsWith(CONTENT_PREFIX) && !attr.startsWith(CLASS_PREFIX)) continue;
+      const expected = want.get(attr) ?? 0;
+      if (expected === 0) {
+        if (num(value) !== 0) set.set(attr, 0);
+        zeros.push(attr);
+      } else if (num(value) !== expected) set.set(attr, expected);
+    }
+    for (const [attr, expected] of want) if (item[attr] === undefined) set.set(attr, expected);
+    const nWrong = num(item.n) !== entries.size;
+    if ((!nWrong && set.size === 0 && zeros.length <= ZERO_COUNTS_KEPT) || item.v === undefined) return false;
+    const names: Record<string, string> = { '#n': 'n', '#v': 'v' };
+    const values: Item = { ':count': { N: String(entries.size) }, ':one': { N: '1' }, ':version': item.v };
+    const clauses = ['#n = :count'];
+    const removes: string[] = [];
+    let i = 0;
+    for (const [attr, value] of set) {
+      if (value === 0) continue;
+      names[`#s${i}`] = attr;
+      values[`:s${i}`] = { N: String(value) };
+      clauses.push(`#s${i} = :s${i}`);
+      if (++i >= MAX_REMOVALS_PER_WRITE) break;
+    }
+    for (const [j, attr] of zeros.slice(0, MAX_REMOVALS_PER_WRITE).entries()) {
+      names[`#z${j}`] = attr;
+      removes.push(`#z${j}`);
+    }
     try {
       await this.#send(
         'UpdateItem',
         new UpdateItemCommand({
           TableName: this.#table,
           Key: userKey(userId),
-          UpdateExpression: 'SET #n = :count ADD #v :one',
+          UpdateExpression: `SET ${clauses.join(', ')} ADD #v :one` + (removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''),
           ConditionExpression: '#v = :version',
-          ExpressionAttributeNames: { '#n': 'n', '#v': 'v' },
-          ExpressionAttributeValues: { ':count': { N: String(count) }, ':one': { N: '1' }, ':version': item.v },
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
         }),
         signal,
       );
@@ -454,12 +606,12 @@ export class LeaseStore {
       if (!lease) return attempted;
       const live = await this.#liveInstances([lease], signal, true);
       if (!live.has(lease.instanceId)) {
-        await this.release(userId, deviceId, lease.leaseId, signal);
+        await this.release(userId, lease, signal);
         return undefined;
       }
       attempted = lease;
       if (trace) trace.victims = [lease];
-      if (await this.release(userId, deviceId, lease.leaseId, signal)) return lease;
+      if (await this.release(userId, lease, signal)) return lease;
     }
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
   }
@@ -554,7 +706,7 @@ export class LeaseStore {
     ttlMs: number,
     ack: readonly string[],
     signal?: AbortSignal,
-  ): Promise<Array<{ entry: string; leaseId: string; code: number }>> {
+  ): Promise<Array<{ entry: string; leaseId: string; code: number; why?: string }>> {
     const out = await this.#send<UpdateItemCommandOutput>(
       'UpdateItem',
       new UpdateItemCommand({
@@ -575,8 +727,8 @@ export class LeaseStore {
       signal,
     );
     return (out.Attributes?.mailbox?.SS ?? []).map((entry) => {
-      const [leaseId, code] = entry.split(' ');
-      return { entry, leaseId, code: Number(code) };
+      const [leaseId, code, why] = entry.split(' ');
+      return { entry, leaseId, code: Number(code), why };
     });
   }
 
@@ -584,7 +736,7 @@ export class LeaseStore {
    * Drops a revoked lease id into the owning instance's mailbox. Does nothing
    * when that instance item is gone (its leases are dead anyway).
    */
-  async notify(instanceId: string, leaseId: string, code: number, signal?: AbortSignal): Promise<boolean> {
+  async notify(instanceId: string, leaseId: string, code: number, signal?: AbortSignal, why?: string): Promise<boolean> {
     try {
       await this.#send(
         'UpdateItem',
@@ -593,7 +745,7 @@ export class LeaseStore {
           Key: instanceKey(instanceId),
           UpdateExpression: 'ADD mailbox :entry',
           ConditionExpression: 'attribute_exists(pk)',
-          ExpressionAttributeValues: { ':entry': { SS: [`${leaseId} ${code}`] } },
+          ExpressionAttributeValues: { ':entry': { SS: [why === undefined ? `${leaseId} ${code}` : `${leaseId} ${code} ${why}`] } },
         }),
         signal,
       );

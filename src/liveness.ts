@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { CLOSE } from './close-codes.js';
 import type { Config } from './config.js';
 import type { Hub } from './hub.js';
@@ -20,7 +21,8 @@ export const SWEEP_SLICE = 256;
  * sockets that did not answer. Each phase runs in slices of SWEEP_SLICE
  * sockets with a yield between them (setImmediate: no extra timer). A dead
  * device is thus freed within PING_INTERVAL_MS + PONG_TIMEOUT_MS plus the
- * time of one sweep. A second timer closes sockets whose token expired (4401).
+ * time of one sweep. A second timer closes sockets whose token expired (4401)
+ * and gives back the slots of streams paused for PAUSE_RELEASE_MS.
  */
 export class Liveness {
   readonly #hub: Hub;
@@ -42,7 +44,9 @@ export class Liveness {
     if (this.#running) return;
     this.#running = true;
     this.#schedule('ping', this.#cfg.pingIntervalMs);
-    this.#expiryTimer = setInterval(() => this.#expireTokens(), EXPIRY_CHECK_MS);
+    // Paused streams are checked on the same timer, often enough for a short PAUSE_RELEASE_MS.
+    const every = this.#cfg.pauseReleaseMs > 0 ? Math.max(100, Math.min(EXPIRY_CHECK_MS, this.#cfg.pauseReleaseMs / 2)) : EXPIRY_CHECK_MS;
+    this.#expiryTimer = setInterval(() => this.#expire(), every);
     this.#expiryTimer.unref();
   }
 
@@ -83,13 +87,20 @@ export class Liveness {
     session.close('terminate', '', 'ping_timeout');
   }
 
-  /** Closes sockets whose token has expired (4401), unless they re-authenticated in time. */
-  #expireTokens(): void {
+  /**
+   * Closes sockets whose token has expired (4401), unless they re-authenticated
+   * in time, and gives back the slots of streams paused for PAUSE_RELEASE_MS.
+   */
+  #expire(): void {
     const nowSec = Date.now() / 1000;
+    const pausedBefore = this.#cfg.pauseReleaseMs > 0 ? performance.now() - this.#cfg.pauseReleaseMs : Number.NEGATIVE_INFINITY;
     for (const session of this.#hub.sessions()) {
-      if (session.exp > 0 && session.exp <= nowSec && !session.closed) {
+      if (session.closed) continue;
+      if (session.exp > 0 && session.exp <= nowSec) {
         this.#metrics.authFailures.inc({ reason: 'expired' });
         session.close(CLOSE.UNAUTHORIZED, 'token expired: reconnect or re-authenticate with a fresh token', 'token_expired');
+      } else if (session.pausedAt > 0 && session.pausedAt <= pausedBefore && session.state === 'leased') {
+        this.#hub.releasePaused(session);
       }
     }
   }

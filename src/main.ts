@@ -32,8 +32,11 @@ async function main(): Promise<void> {
     maxStreams: config.maxStreams,
   });
   if (!config.production) {
+    // Outside production app.ts serves the demo page on the public port; its token route needs the development secret.
+    const demo = config.auth.devSecret ? '' : '  (its tokens need the development secret: unset JWT_SECRET, JWT_PUBLIC_KEY and JWKS_URL)';
     process.stderr.write(
       `\nSigma Stream is listening.\n` +
+        `  Demo page                 http://${shown}:${app.port}/${demo}\n` +
         `  WebSocket lease endpoint  ws://${shown}:${app.port}/v1/lease?device=<deviceId>\n` +
         `  Metrics and probes        http://${shown}:${app.opsPort}/metrics  /healthz  /readyz\n` +
         `  Try it:  TOKEN=$(npm run --silent token -- alice)\n` +

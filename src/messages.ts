@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { RawData } from 'ws';
+import { resume, type AdmissionDeps } from './admission.js';
 import { asAuthError, AuthError, type Authenticator } from './auth.js';
 import type { ErrorFrame, ErrorFrameCode } from './client/protocol.js';
 import { CLOSE } from './close-codes.js';
@@ -18,21 +19,24 @@ function errorFrame(session: Session, code: ErrorFrameCode, message: string): vo
 }
 
 /**
- * Frames a player sends on an open socket: `ping` (answered `pong`) and
- * `reauth`. Every message counts against the socket's rate; a message the
- * gateway does not understand gets an error frame and the socket stays open.
+ * Frames a player sends on an open socket: `ping` (answered `pong`), `reauth`,
+ * `pause` and `resume`. Every message counts against the socket's rate; a
+ * message the gateway does not understand gets an error frame and the socket
+ * stays open.
  */
 export class Messages {
   readonly #cfg: Config;
   readonly #auth: Authenticator;
   readonly #metrics: Metrics;
   readonly #log: Logger;
+  readonly #admission: AdmissionDeps;
 
-  constructor(deps: { config: Config; auth: Authenticator; metrics: Metrics; log: Logger }) {
+  constructor(deps: { config: Config; auth: Authenticator; metrics: Metrics; log: Logger; admission: AdmissionDeps }) {
     this.#cfg = deps.config;
     this.#auth = deps.auth;
     this.#metrics = deps.metrics;
     this.#log = deps.log;
+    this.#admission = deps.admission;
   }
 
   handle(session: Session, data: RawData, isBinary: boolean): void {
@@ -64,6 +68,21 @@ export class Messages {
     }
     if (message.type === 'reauth') {
       void this.#reauth(session, typeof message.token === 'string' ? message.token : undefined);
+      return;
+    }
+    if (message.type === 'pause') {
+      // With PAUSE_RELEASE_MS the liveness sweep gives the slot back once the pause has lasted that long.
+      if (session.state === 'leased' && session.pausedAt === 0) session.pausedAt = performance.now();
+      return;
+    }
+    if (message.type === 'resume') {
+      session.pausedAt = 0;
+      if (session.state === 'released') {
+        resume(this.#admission, session).catch((err: unknown) => {
+          this.#log.error('resume crashed', { err });
+          session.close(CLOSE.INTERNAL, 'internal error, try again', 'client_close');
+        });
+      }
       return;
     }
     this.#metrics.rejections.inc({ reason: 'bad_message' });

@@ -1,7 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { DENIAL_REASONS } from './plan.js';
 
 /** Reasons a lease is given back; bounded, so safe as a label. */
-export const RELEASE_REASONS = ['client_close', 'ping_timeout', 'replaced', 'revoked', 'shutdown', 'fenced', 'lost', 'token_expired', 'policy'] as const;
+export const RELEASE_REASONS = ['client_close', 'ping_timeout', 'replaced', 'revoked', 'shutdown', 'fenced', 'lost', 'token_expired', 'policy', 'paused'] as const;
 
 /** Why a connection or message was turned away before any store work. */
 export const REJECTION_REASONS = [
@@ -28,6 +29,16 @@ export type PlaybackResult = (typeof PLAYBACK_RESULTS)[number];
 export type AcquireResult = 'granted' | 'denied' | 'error';
 
 /**
+ * prom-client's defaults we drop: gauges named like counters, which `promtool
+ * check metrics` reports ("non-counter metrics should not have _total
+ * suffix"). Each is the sum of a per-type gauge the defaults keep, so nothing
+ * is lost: `sum without (type) (nodejs_active_handles)`, and the same for
+ * requests and resources. Renaming them would invent a second series for one
+ * number; prom-client's maintainers lean the same way (prometheus/client_js#283).
+ */
+export const DROPPED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'] as const;
+
+/**
  * Metric handles on a registry passed in (never prom-client's global one), so
  * two gateways in one test process keep separate books. No label ever holds a
  * user or device id.
@@ -37,6 +48,7 @@ export class Metrics {
   readonly streamsActive: Gauge;
   readonly wsConnections: Gauge;
   readonly acquireTotal: Counter<'result'>;
+  readonly denialsTotal: Counter<'reason'>;
   readonly releaseTotal: Counter<'reason'>;
   readonly acquireDuration: Histogram;
   readonly dynamodbRequests: Counter<'operation' | 'outcome'>;
@@ -66,6 +78,7 @@ export class Metrics {
     const self = this;
     const registers = [registry];
     collectDefaultMetrics({ register: registry });
+    for (const name of DROPPED_DEFAULT_METRICS) registry.removeSingleMetric(name);
     this.streamsActive = new Gauge({
       name: 'sigma_streams_active',
       help: 'Sockets on this instance that hold a stream lease.',
@@ -82,6 +95,13 @@ export class Metrics {
       labelNames: ['result'],
       registers,
     });
+    this.denialsTotal = new Counter({
+      name: 'sigma_lease_denials_total',
+      help: 'Admissions denied, by the cap in the way: limit (streams per user), content_limit (per content), class_limit (per device class).',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of DENIAL_REASONS) this.denialsTotal.inc({ reason }, 0);
     this.releaseTotal = new Counter({
       name: 'sigma_lease_release_total',
       help: 'Leases given back, by reason.',

@@ -2,6 +2,7 @@ import type { RawData, WebSocket } from 'ws';
 import { closeReason, type CloseCode } from './close-codes.js';
 import type { Lease } from './lease-store.js';
 import type { ReleaseReason } from './metrics.js';
+import type { Plan } from './plan.js';
 import { newBucket, type Bucket } from './rate-limit.js';
 
 /**
@@ -13,8 +14,9 @@ import { newBucket, type Bucket } from './rate-limit.js';
  *
  *   admitting --grant()--> leased --close()--> closed
  *   admitting --close()--> closed
+ *   leased --unlease()--> released --readmit()--> admitting   (a paused stream gave its slot back)
  */
-export type SessionState = 'admitting' | 'leased' | 'closed';
+export type SessionState = 'admitting' | 'leased' | 'released' | 'closed';
 
 /** How a session ended, as its owner books it. */
 export interface Ending {
@@ -45,6 +47,12 @@ export class Session {
   #state: SessionState = 'admitting';
   #lease: Lease | undefined = undefined;
   userId = '';
+  /** Device class from the token's `device_class` or the `class` parameter; set by admission. */
+  deviceClass: string | undefined = undefined;
+  /** The plan admission enforced, kept to admit again on `resume`. */
+  plan: Plan | undefined = undefined;
+  /** Monotonic ms when the player said `pause`; 0 while playing. */
+  pausedAt = 0;
   /** A protocol ping went out and no pong came back yet. */
   awaitingPong = false;
   /** Token expiry (seconds since the epoch); 0 until authenticated. */
@@ -84,6 +92,23 @@ export class Session {
 
   get closed(): boolean {
     return this.#state === 'closed';
+  }
+
+  /** A paused stream gives its lease back; the socket stays open. Returns the lease to release. */
+  unlease(): Lease | undefined {
+    if (this.#state !== 'leased') return undefined;
+    const lease = this.#lease;
+    this.#state = 'released';
+    this.#lease = undefined;
+    return lease;
+  }
+
+  /** A released session asks for a lease again (`resume`). */
+  readmit(): boolean {
+    if (this.#state !== 'released') return false;
+    this.#state = 'admitting';
+    this.pausedAt = 0;
+    return true;
   }
 
   /** The admission succeeded: the socket now holds `lease`. */

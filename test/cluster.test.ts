@@ -111,8 +111,8 @@ describe('many gateways, one truth', { concurrency: false }, () => {
   test('negative control: the same run against a gateway without the limit condition is caught', async (t) => {
     const entry = mutantEntry(
       'lease-store.ts',
-      "ConditionExpression: 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)'",
-      "ConditionExpression: 'attribute_not_exists(#lease) AND :limit = :limit'",
+      "let condition = 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)';",
+      "let condition = 'attribute_not_exists(#lease) AND :limit = :limit';",
     );
     const cluster = await startCluster(2, { entry });
     t.after(() => cluster.stop());

@@ -72,6 +72,20 @@ describe('DynamoDB requests per step', () => {
     }), { UpdateItem: 1 });
   });
 
+  test('a plan with every cap (total, per content, per class): still 1 UpdateItem per admission and per release', async () => {
+    const token = await mintToken('plan-cost', { claims: { max_streams_per_content: 2, max_streams_by_class: { tv: 1, mobile: 2 }, device_class: 'mobile' } });
+    let d: Device | undefined;
+    assert.deepEqual(await cost(async () => {
+      d = connect(gw.url, { token, device: 'phone', content: 'match' });
+      assert.equal((await d.decision).type, 'granted');
+    }), { UpdateItem: 1 });
+    assert.deepEqual(await cost(async () => {
+      await d!.close();
+      await eventually(() => proxy.counts.get('UpdateItem') === 1);
+      await new Promise((r) => setTimeout(r, 100));
+    }), { UpdateItem: 1 });
+  });
+
   test('denial: 1 UpdateItem when every lease is on this gateway, plus 1 BatchGetItem when others hold some', async (t) => {
     const token = await mintToken('zoe');
     const held = ['a', 'b', 'c'].map((device) => connect(gw.url, { token, device }));

@@ -3,7 +3,7 @@
  * branch on and a `.viewerMessage` a player may show as it is.
  */
 import { viewerMessage } from './messages.js';
-import type { ActiveStream } from './protocol.js';
+import type { ActiveStream, DenialReason } from './protocol.js';
 
 export type StreamLeaseErrorCode =
   | 'ERR_INVALID_OPTION'
@@ -31,14 +31,23 @@ export class InvalidOptionError extends StreamLeaseError {
   }
 }
 
-/** The user already plays on `limit` devices; `active` lists them (for a "stop one" dialog). */
+/**
+ * A cap of the viewer's plan is reached: `reason` says which (`limit`,
+ * `content_limit`, `class_limit`), `mustStop` how many devices must stop, and
+ * `active` lists every device playing (for a "stop one" dialog).
+ */
 export class StreamLimitError extends StreamLeaseError {
   readonly closeCode = 4429;
   constructor(
     readonly limit: number,
     readonly active: readonly ActiveStream[],
+    readonly reason: DenialReason = 'limit',
+    readonly mustStop = 1,
+    /** The cap that denied (`limit` for the total). */
+    readonly cap = limit,
+    readonly deviceClass?: string,
   ) {
-    super('ERR_STREAM_LIMIT', `stream limit reached (${limit})`, viewerMessage({ kind: 'limit', limit }));
+    super('ERR_STREAM_LIMIT', `${reason === 'limit' ? 'stream limit' : reason.replace('_', ' ')} reached (${cap})`, viewerMessage({ kind: 'limit', limit, reason, cap, deviceClass, mustStop }));
   }
 }
 

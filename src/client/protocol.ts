@@ -19,6 +19,8 @@ export const ID_RULE = '1-128 characters of A-Z a-z 0-9 . _ : -';
 export interface ActiveStream {
   readonly deviceId: string;
   readonly contentId: string | null;
+  /** The device's class (`tv`, `mobile`, ...), when it has one. */
+  readonly class: string | null;
   /** ISO 8601 UTC. */
   readonly since: string;
 }
@@ -47,14 +49,31 @@ export interface PlaybackFrame extends PlaybackToken {
   readonly type: 'playback';
 }
 
+/**
+ * Why a device was denied: `limit` (streams per user), `content_limit` (streams
+ * of this content), `class_limit` (streams of this device class).
+ */
+export type DenialReason = 'limit' | 'content_limit' | 'class_limit';
+
 export interface DeniedFrame {
   readonly type: 'denied';
-  readonly reason: 'limit';
+  readonly reason: DenialReason;
+  /** Streams per user the plan allows. */
   readonly limit: number;
+  /** The cap that denied: `limit`, or the per-content or per-class cap. */
+  readonly cap: number;
+  /** This device's class, when it has one (for `class_limit`). */
+  readonly class?: string;
   /** Every live lease of the user, oldest first (a takeover target included). */
   readonly active: readonly ActiveStream[];
   /** How many of those devices must stop before one more can play (more than 1 after a plan downgrade). */
   readonly mustStop: number;
+}
+
+/** A paused stream gave its slot back (`PAUSE_RELEASE_MS`); the socket stays open, `resume` admits again. */
+export interface ReleasedFrame {
+  readonly type: 'released';
+  readonly reason: 'paused';
 }
 
 export interface PongFrame {
@@ -86,10 +105,14 @@ export interface ErrorFrame {
 }
 
 /** Every frame the gateway sends. */
-export type ServerFrame = GrantedFrame | DeniedFrame | PongFrame | ReauthedFrame | ErrorFrame | PlaybackFrame;
+export type ServerFrame = GrantedFrame | DeniedFrame | ReleasedFrame | PongFrame | ReauthedFrame | ErrorFrame | PlaybackFrame;
 
 /** Every frame a player may send. */
-export type ClientFrame = { readonly type: 'ping' } | { readonly type: 'reauth'; readonly token: string };
+export type ClientFrame =
+  | { readonly type: 'ping' }
+  | { readonly type: 'reauth'; readonly token: string }
+  | { readonly type: 'pause' }
+  | { readonly type: 'resume' };
 
 /** Closes no server sends: the browser's abnormal closure, and a proxy going away. */
 const CLIENT_SIDE: Record<number, ReconnectRule> = { 1001: 'backoff', 1006: 'backoff' };

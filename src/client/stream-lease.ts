@@ -4,7 +4,18 @@ import { defaultStorage, resolveDeviceId, type KeyValueStorage } from './device-
 import { Emitter } from './emitter.js';
 import { InvalidOptionError, LeaseStoppedError, StreamLimitError, TerminalCloseError, UnauthorizedError } from './errors.js';
 import { viewerMessage } from './messages.js';
-import { CODES, ID_PATTERN, ID_RULE, LEASE_PATH, reconnectRule, type ActiveStream, type DeniedFrame, type GrantedFrame, type PlaybackToken } from './protocol.js';
+import {
+  CODES,
+  ID_PATTERN,
+  ID_RULE,
+  LEASE_PATH,
+  reconnectRule,
+  type ActiveStream,
+  type DeniedFrame,
+  type DenialReason,
+  type GrantedFrame,
+  type PlaybackToken,
+} from './protocol.js';
 import { listStreams, stopStream, type StreamsList } from './rest.js';
 import { tokenExpiryMs } from './token.js';
 
@@ -18,8 +29,10 @@ export interface StreamLeaseOptions {
   readonly getToken: (context: { refresh: boolean }) => string | Promise<string>;
   /** Stable id of this device. @default a random id kept in localStorage (browsers); required in Node. */
   readonly deviceId?: string;
-  /** What is playing, shown to the user's other devices at the limit. */
+  /** What is playing, shown to the user's other devices at the limit (and counted by per-content caps). */
   readonly contentId?: string;
+  /** This device's class (`tv`, `mobile`, ...) for plans with per-class caps, unless the token carries `device_class`. */
+  readonly deviceClass?: string;
   /** WebSocket constructor. @default the global `WebSocket` (browsers); in Node pass `WebSocket` from `ws`. */
   readonly WebSocket?: WebSocketConstructor;
   /** @default 'header' when a WebSocket constructor is passed outside a browser, else 'subprotocol' */
@@ -45,10 +58,11 @@ export interface StreamLeaseOptions {
 }
 
 /**
- * idle -> connecting -> granted <-> reconnecting; ends in denied, revoked,
- * replaced, ended (other terminal closes) or stopped (by `stop()`).
+ * idle -> connecting -> granted <-> reconnecting; granted -> released (a
+ * paused stream gave its slot back) -> granted on `resume()`; ends in denied,
+ * revoked, replaced, ended (other terminal closes) or stopped (by `stop()`).
  */
-export type LeaseState = 'idle' | 'connecting' | 'granted' | 'reconnecting' | 'denied' | 'revoked' | 'replaced' | 'ended' | 'stopped';
+export type LeaseState = 'idle' | 'connecting' | 'granted' | 'released' | 'reconnecting' | 'denied' | 'revoked' | 'replaced' | 'ended' | 'stopped';
 
 export interface Grant {
   readonly leaseId: string;
@@ -70,8 +84,16 @@ export interface StreamLeaseEvents extends Record<string, unknown> {
   state: LeaseState;
   /** The lease is held (first time, after a reconnect, after a takeover). */
   granted: Grant;
-  /** Refused at the stream limit; `active` lists the devices playing. Terminal. */
-  denied: { readonly limit: number; readonly active: readonly ActiveStream[]; readonly viewerMessage: string };
+  /** Refused by a cap of the plan; `active` lists the devices playing. Terminal. */
+  denied: {
+    readonly limit: number;
+    readonly reason: DenialReason;
+    readonly mustStop: number;
+    readonly active: readonly ActiveStream[];
+    readonly viewerMessage: string;
+  };
+  /** The stream was paused long enough that its slot went back (the socket stays open); `resume()` asks again. */
+  released: { readonly reason: 'paused'; readonly viewerMessage: string };
   /** A held lease ended without `stop()`: pause playback; `willReconnect` says whether the SDK tries again. */
   lost: CloseEvent & { readonly willReconnect: boolean };
   /** A retry is scheduled `delayMs` from now (`attempt` counts from 1 since the last stable lease). */
@@ -128,6 +150,7 @@ const REFRESH_RETRY_MS = 2000;
 export class StreamLease extends Emitter<StreamLeaseEvents> {
   readonly deviceId: string;
   readonly contentId: string | undefined;
+  readonly deviceClass: string | undefined;
   readonly #url: () => string;
   readonly #getToken: StreamLeaseOptions['getToken'];
   readonly #WebSocket: WebSocketConstructor;
@@ -164,6 +187,10 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   #refreshTimer: ReturnType<typeof setTimeout> | undefined;
   /** Bumped by stop() and takeover(): async steps of an older run see it and give up. */
   #run = 0;
+  /** The player said pause (kept across reconnects: a new socket says it again). */
+  #paused = false;
+  /** A resume() waiting for the gateway to grant a released stream again. */
+  #resuming: Deferred<Grant> | undefined;
 
   constructor(options: StreamLeaseOptions) {
     super();
@@ -182,6 +209,10 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       throw new InvalidOptionError('contentId', ID_RULE, options.contentId);
     }
     this.contentId = options.contentId;
+    if (options.deviceClass !== undefined && !ID_PATTERN.test(options.deviceClass)) {
+      throw new InvalidOptionError('deviceClass', ID_RULE, options.deviceClass);
+    }
+    this.deviceClass = options.deviceClass;
     this.deviceId = resolveDeviceId(options.deviceId, options.storage ?? defaultStorage());
     const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (typeof WebSocketImpl !== 'function') {
@@ -255,6 +286,29 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     return this.#begin(deviceId);
   }
 
+  /**
+   * Tells the gateway playback is paused. Where the service releases paused
+   * streams (`PAUSE_RELEASE_MS`), the slot goes back after that long and the
+   * lease moves to `released` (event `released`); the socket stays open.
+   */
+  pause(): void {
+    this.#paused = true;
+    this.#conn?.send({ type: 'pause' });
+  }
+
+  /**
+   * Playback resumes. Before the release this keeps the lease; after it, the
+   * gateway admits this device again: resolves with the new grant, or rejects
+   * with {@link StreamLimitError} when no place is free.
+   */
+  resume(): Promise<Grant> {
+    this.#paused = false;
+    this.#conn?.send({ type: 'resume' });
+    if (this.#state === 'released') return (this.#resuming ??= deferred()).promise;
+    if (this.#state === 'granted' && this.#grant) return Promise.resolve(this.#grant);
+    return this.start();
+  }
+
   /** Gives the lease back (close 1000). Safe to call twice; `start()` may follow. */
   stop(): void {
     this.#teardown('player stopped');
@@ -302,6 +356,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   #open(token: string, takeover: string | undefined): Connection {
     const params = new URLSearchParams({ device: this.deviceId });
     if (this.contentId !== undefined) params.set('content', this.contentId);
+    if (this.deviceClass !== undefined) params.set('class', this.deviceClass);
     if (takeover !== undefined) params.set('takeover', takeover);
     const base = this.#url().replace(/^http(s?):/i, 'ws$1:').replace(/\/+$/, '');
     return new Connection(
@@ -351,11 +406,12 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     this.#triedFreshToken = false;
     this.#setState('granted');
     this.#scheduleRefresh(conn.token);
+    // A new socket after a reconnect: the gateway must hear about a pause again.
+    if (this.#paused) conn.send({ type: 'pause' });
     this.emit('granted', grant);
     this.#setPlayback(frame.playback);
-    const pending = this.#pending;
-    this.#pending = undefined;
-    pending?.resolve(grant);
+    for (const waiting of [this.#pending, this.#resuming]) waiting?.resolve(grant);
+    this.#pending = this.#resuming = undefined;
   }
 
   #setPlayback(playback: PlaybackToken | undefined): void {
@@ -374,14 +430,30 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     if (conn !== this.#conn) return;
     // The gateway closes with 4429 next; that close is ours to ignore.
     this.#conn = undefined;
-    const denied = { limit: frame.limit, active: frame.active, viewerMessage: viewerMessage({ kind: 'limit', limit: frame.limit }) };
-    this.emit('denied', denied);
-    this.#finish('denied', new StreamLimitError(frame.limit, frame.active));
+    const error = new StreamLimitError(frame.limit, frame.active, frame.reason ?? 'limit', frame.mustStop ?? 1, frame.cap ?? frame.limit, frame.class);
+    this.emit('denied', { limit: frame.limit, reason: error.reason, mustStop: error.mustStop, active: frame.active, viewerMessage: error.viewerMessage });
+    const resuming = this.#resuming;
+    this.#resuming = undefined;
+    resuming?.reject(error);
+    this.#finish('denied', error);
   }
 
-  #onFrame(conn: Connection, frame: { type: string }): void {
+  #onFrame(conn: Connection, frame: { type: string; [key: string]: unknown }): void {
     if (frame.type === 'playback') {
       if (conn === this.#conn && this.#state === 'granted') this.#setPlayback(frame as unknown as PlaybackToken);
+      return;
+    }
+    // After a release, the same socket is admitted again on resume: granted or denied a second time.
+    if (conn === this.#conn && this.#state === 'released') {
+      if (frame.type === 'granted') return this.#onGranted(conn, frame as unknown as GrantedFrame);
+      if (frame.type === 'denied') return this.#onDenied(conn, frame as unknown as DeniedFrame);
+    }
+    if (conn === this.#conn && frame.type === 'released' && this.#state === 'granted') {
+      clearTimeout(this.#refreshTimer);
+      // A paused stream gave its slot back: its media requests carry no token until it is granted again.
+      this.#playback = undefined;
+      this.#setState('released');
+      this.emit('released', { reason: 'paused', viewerMessage: viewerMessage({ kind: 'released' }) });
       return;
     }
     const token = this.#reauthToken;
@@ -456,9 +528,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   #finish(state: LeaseState, error: Error): void {
     this.#teardown(state);
     this.#setState(state);
-    const pending = this.#pending;
-    this.#pending = undefined;
-    pending?.reject(error);
+    for (const waiting of [this.#pending, this.#resuming]) waiting?.reject(error);
+    this.#pending = this.#resuming = undefined;
   }
 
   // ---- token lifetime -------------------------------------------------------

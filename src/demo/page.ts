@@ -12,19 +12,23 @@ interface Device {
   message: string;
 }
 
+/** Device kinds: id prefix, label, and the class a "1 TV + 2 mobile" plan counts them in. */
 const KINDS = [
-  ['tv', 'Living-room TV'],
-  ['phone', 'Phone'],
-  ['laptop', 'Laptop'],
-  ['tablet', 'Tablet'],
-  ['console', 'Game console'],
-  ['kitchen', 'Kitchen TV'],
+  ['tv', 'Living-room TV', 'tv'],
+  ['phone', 'Phone', 'mobile'],
+  ['laptop', 'Laptop', undefined],
+  ['tablet', 'Tablet', 'mobile'],
+  ['console', 'Game console', undefined],
+  ['kitchen', 'Kitchen TV', 'tv'],
 ] as const;
+/** The one live event every device watches under the "one device per event" plan. */
+const EVENT = 'cup-final-live';
 const CONTENT = ['match-day-live', 'the-long-night-s1e4', 'ocean-docs', 'cup-final-replay', 'cooking-42'];
 const STATE_LABEL: Record<LeaseState, string> = {
   idle: 'Idle',
   connecting: 'Connecting',
   granted: 'Playing',
+  released: 'Paused (slot given back)',
   reconnecting: 'Reconnecting',
   denied: 'Limit reached',
   revoked: 'Stopped remotely',
@@ -38,14 +42,15 @@ const gateway = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.h
 const devices = new Map<string, Device>();
 let opened = 0;
 
-/** Demo tokens come from the development-only token route; a real player gets them from its login. */
-async function tokenFor(user: string): Promise<string> {
-  const res = await fetch(`/demo/token?user=${encodeURIComponent(user)}`, { method: 'POST' });
+/** Demo tokens come from the development-only token route; a real player gets them from its login (with its plan). */
+async function tokenFor(user: string, plan = currentPlan()): Promise<string> {
+  const res = await fetch(`/demo/token?user=${encodeURIComponent(user)}&plan=${encodeURIComponent(plan)}`, { method: 'POST' });
   if (!res.ok) throw new Error(`token route answered ${res.status}: start the gateway without JWT_SECRET for the demo`);
   return ((await res.json()) as { token: string }).token;
 }
 
 const currentUser = (): string => $<HTMLSelectElement>('user').value;
+const currentPlan = (): string => $<HTMLSelectElement>('plan').value;
 
 function nameOf(deviceId: string): string {
   return devices.get(deviceId)?.name ?? deviceId;
@@ -66,18 +71,19 @@ function render(device: Device): void {
 
 function openDevice(): void {
   const user = currentUser();
-  const [kind, label] = KINDS[opened % KINDS.length];
+  const plan = currentPlan();
+  const [kind, label, deviceClass] = KINDS[opened % KINDS.length];
   opened++;
   const deviceId = `${kind}-${Math.random().toString(36).slice(2, 6)}`;
-  const contentId = CONTENT[opened % CONTENT.length];
-  const lease = new StreamLease({ url: gateway, getToken: () => tokenFor(user), deviceId, contentId });
+  const contentId = plan === 'event' ? EVENT : CONTENT[opened % CONTENT.length];
+  const lease = new StreamLease({ url: gateway, getToken: () => tokenFor(user, plan), deviceId, contentId, deviceClass: plan === 'tv-mobile' ? deviceClass : undefined });
 
   const card = document.createElement('article');
   card.className = 'card';
   card.dataset.device = deviceId;
   card.innerHTML = '<span class="badge"></span><h3></h3><span class="meta"></span><p class="message"></p><div class="actions"><button type="button" class="stop"></button></div>';
   card.querySelector('h3')!.textContent = `${label} ${opened}`;
-  card.querySelector('.meta')!.textContent = `${deviceId} · ${contentId}`;
+  card.querySelector('.meta')!.textContent = `${deviceId} · ${contentId}${plan === 'tv-mobile' && deviceClass ? ` · ${deviceClass}` : ''}`;
   const device: Device = { lease, user, name: `${label} ${opened}`, card, message: 'Asking the gateway for a stream slot…' };
   devices.set(deviceId, device);
   $('devices').append(card);
@@ -99,7 +105,7 @@ function openDevice(): void {
     render(device);
     void refreshCounter();
   });
-  for (const type of ['lost', 'revoked', 'replaced', 'reconnecting'] as const) {
+  for (const type of ['lost', 'revoked', 'replaced', 'reconnecting', 'released'] as const) {
     lease.on(type, (e) => {
       device.message = e.viewerMessage;
       render(device);
@@ -132,7 +138,7 @@ function showDenied(device: Device, limit: number, active: readonly ActiveStream
       who.className = 'who';
       who.innerHTML = '<strong></strong><small></small>';
       who.querySelector('strong')!.textContent = nameOf(a.deviceId);
-      who.querySelector('small')!.textContent = `${a.contentId ?? 'unknown title'} · since ${new Date(a.since).toLocaleTimeString()}`;
+      who.querySelector('small')!.textContent = `${a.contentId ?? 'unknown title'}${a.class ? ` · ${a.class}` : ''} · since ${new Date(a.since).toLocaleTimeString()}`;
       const button = document.createElement('button');
       button.type = 'button';
       button.className = 'primary takeover';

@@ -7,7 +7,7 @@
  *   GET  /demo/page.js           page.ts and the player SDK, bundled by esbuild on first request
  *   GET  /demo/player.html       a real player (hls.js in a <video>) behind the media path: player.ts
  *   GET  /demo/player.js         player.ts with the SDK and hls.js, bundled the same way
- *   POST /demo/token?user=<id>   a token for any user: ONLY with the development secret
+ *   POST /demo/token?user=<id>&plan=<block|last|tv-mobile|event>   a token for any user: ONLY with the development secret
  *
  * The token route is the dangerous one: it mints tokens for whoever asks. It
  * exists only when the gateway runs without JWT_SECRET, JWT_PUBLIC_KEY and
@@ -22,6 +22,13 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 
 const DEMO_USER = /^[A-Za-z0-9._:-]{1,64}$/;
+/** The plans the demo page's picker offers, as the claims a real identity provider would put in the token. */
+const DEMO_PLANS: Record<string, Record<string, unknown>> = {
+  block: { max_streams: 3 },
+  last: { max_streams: 3, stream_policy: 'evict_oldest' },
+  'tv-mobile': { max_streams: 3, max_streams_by_class: { tv: 1, mobile: 2 } },
+  event: { max_streams: 3, max_streams_per_content: 1 },
+};
 /** Lifetime of a demo token, s: short, so the page also shows the SDK's refresh before expiry. */
 const DEMO_TOKEN_TTL_S = 600;
 
@@ -91,7 +98,9 @@ export function createDemoHandler(config: Config, log: Logger): (req: IncomingMe
   };
 
   return (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    // The target as a path: `new URL('//x', base)` would read `x` as a host and serve `/` for `//x`.
+    const target = req.url ?? '/';
+    const url = new URL(target.startsWith('/') ? `http://localhost${target}` : target, 'http://localhost');
     const asset = STATIC[url.pathname];
     if (asset && req.method === 'GET') {
       readAsset(asset.file).then(
@@ -127,7 +136,12 @@ export function createDemoHandler(config: Config, log: Logger): (req: IncomingMe
         send(res, 400, 'application/json', JSON.stringify({ error: { code: 'bad_user', message: 'user must be 1-64 characters of A-Z a-z 0-9 . _ : -' } }));
         return true;
       }
-      let jwt = new SignJWT({}).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject(user).setIssuedAt().setExpirationTime(`${DEMO_TOKEN_TTL_S}s`);
+      const plan = DEMO_PLANS[url.searchParams.get('plan') ?? 'block'];
+      if (plan === undefined) {
+        send(res, 400, 'application/json', JSON.stringify({ error: { code: 'bad_plan', message: `plan must be one of ${Object.keys(DEMO_PLANS).join(', ')}` } }));
+        return true;
+      }
+      let jwt = new SignJWT({ ...plan }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject(user).setIssuedAt().setExpirationTime(`${DEMO_TOKEN_TTL_S}s`);
       if (config.auth.issuer) jwt = jwt.setIssuer(config.auth.issuer);
       if (config.auth.audience) jwt = jwt.setAudience(config.auth.audience);
       jwt

@@ -6,11 +6,13 @@ import { parseLeaseQuery } from '../../src/gateway.js';
 const q = (s: string) => parseLeaseQuery(new URLSearchParams(s));
 
 test('a device alone, with content, with takeover of a device or the oldest', () => {
-  assert.deepEqual(q('device=tv'), { device: 'tv', content: undefined, takeover: undefined });
-  assert.deepEqual(q('device=tv&content=match-1'), { device: 'tv', content: 'match-1', takeover: undefined });
-  assert.deepEqual(q('device=tv&takeover=phone'), { device: 'tv', content: undefined, takeover: 'phone' });
-  assert.deepEqual(q('device=tv&takeover=oldest'), { device: 'tv', content: undefined, takeover: 'oldest' });
-  assert.deepEqual(q('device=a.b_c:d-1'), { device: 'a.b_c:d-1', content: undefined, takeover: undefined });
+  const none = { content: undefined, takeover: undefined, deviceClass: undefined };
+  assert.deepEqual(q('device=tv'), { ...none, device: 'tv' });
+  assert.deepEqual(q('device=tv&content=match-1'), { ...none, device: 'tv', content: 'match-1' });
+  assert.deepEqual(q('device=tv&takeover=phone'), { ...none, device: 'tv', takeover: 'phone' });
+  assert.deepEqual(q('device=tv&takeover=oldest'), { ...none, device: 'tv', takeover: 'oldest' });
+  assert.deepEqual(q('device=tv&class=mobile'), { ...none, device: 'tv', deviceClass: 'mobile' });
+  assert.deepEqual(q('device=a.b_c:d-1'), { ...none, device: 'a.b_c:d-1' });
 });
 
 test('each bad parameter gets the sentence that names it and the rule', () => {
@@ -23,6 +25,7 @@ test('each bad parameter gets the sentence that names it and the rule', () => {
   assert.equal(q('device=tv&content=a/b'), `content must be ${ID_RULE}`);
   assert.equal(q('device=tv&takeover=a b'), 'takeover must be a device id or "oldest"');
   assert.equal(q('device=tv&takeover=tv'), 'takeover must name another device');
+  assert.equal(q('device=tv&class=big tv'), `class must be ${ID_RULE}`);
 });
 
 test('128 characters is the longest id; the rule sentence fits a close reason', () => {
