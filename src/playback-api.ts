@@ -12,7 +12,8 @@ import { createPlaybackVerifier, playbackTokenFrom, PlaybackTokenError, type Pla
  * The media path's side of the gateway, on the public port:
  *
  *   GET /.well-known/jwks.json    the keys playback tokens are signed with (current and previous)
- *   *   /v1/playback/authorize    nginx auth_request, Envoy ext_authz (any method, any path below it),
+ *   *   /v1/playback/authorize    nginx auth_request, Envoy ext_authz (any method; Envoy's path_prefix
+ *                                 `/v1/playback/authorize?path=` puts the original path in the query),
  *                                 licence proxies: 204 with X-Sigma-User/-Device/-Lease, 401 missing /
  *                                 invalid / expired; with ?live=1 (or X-Sigma-Live: 1) also 403
  *                                 lease_gone when the lease is no longer held
@@ -124,7 +125,7 @@ export function createPlaybackHandler(deps: PlaybackApiDeps): (req: IncomingMess
         refuse(res, 'not_found', off);
       } else {
         res.writeHead(200, {
-          'Content-Type': 'application/jwk-set+json',
+          'Content-Type': 'application/json',
           'Content-Length': String(Buffer.byteLength(jwksBody)),
           'Cache-Control': `public, max-age=${JWKS_MAX_AGE_S}`,
           'Access-Control-Allow-Origin': '*',
@@ -133,7 +134,7 @@ export function createPlaybackHandler(deps: PlaybackApiDeps): (req: IncomingMess
       }
       return true;
     }
-    if (path !== AUTHORIZE_PATH && !path.startsWith(AUTHORIZE_PATH + '/')) return false;
+    if (path !== AUTHORIZE_PATH) return false;
     if (verify === undefined) {
       refuse(res, 'not_found', off);
       return true;

@@ -45,8 +45,11 @@ export interface PlaybackToken {
 }
 
 /** A fresh playback token, sent while the lease is held, before half of the previous one's lifetime. */
-export interface PlaybackFrame extends PlaybackToken {
+export interface PlaybackFrame {
   readonly type: 'playback';
+  readonly token: string;
+  /** Seconds since the epoch. */
+  readonly exp: number;
 }
 
 /**
