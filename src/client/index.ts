@@ -21,8 +21,6 @@ export { backoffDelayMs, backoffCapMs, BACKOFF_DEFAULTS, type BackoffOptions } f
 export { tokenExpiryMs } from './token.js';
 export { DEVICE_ID_KEY, type KeyValueStorage } from './device-id.js';
 export type { WebSocketConstructor, WebSocketLike, TokenCarriage } from './connection.js';
-// Player adapters: structural, no dependency on the players; each in its own file so bundlers drop the unused ones.
-export { hlsPlaybackConfig, type HlsPlaybackConfig, type HlsPlaybackOptions } from './adapters/hls.js';
-export { attachShakaPlayback, type ShakaPlayerLike, type ShakaPlaybackOptions } from './adapters/shaka.js';
-export { attachDashjsPlayback, type DashPlayerLike, type DashPlaybackOptions } from './adapters/dashjs.js';
-export { PLAYBACK_HEADER, type PlaybackSource } from './adapters/source.js';
+// Player adapters are separate entry points (src/client/adapters/*, `@sigma-stream/client/adapters/<name>`), so a
+// player bundles only its own; what they read from a lease is this interface.
+export { PLAYBACK_HEADER, type PlaybackSource } from './playback-source.js';

@@ -9,7 +9,8 @@
  *   /demo/player.html?media=<manifest URL>&user=<id>&device=<id>[&content=<id>][&takeover=<device|oldest>]
  */
 import Hls from 'hls.js';
-import { hlsPlaybackConfig, StreamLease, StreamLimitError } from '../client/index.js';
+import { StreamLease, StreamLimitError } from '../client/index.js';
+import { hlsPlaybackConfig } from '../client/adapters/hls.js';
 
 const params = new URLSearchParams(location.search);
 const media = params.get('media');

@@ -5,12 +5,12 @@
  * request filter is used for licences (segments need a RequestModifier there).
  *
  * ```ts
- * import { attachDashjsPlayback } from 'sigma-stream/client';
+ * import { attachDashjsPlayback } from '@sigma-stream/client/adapters/dashjs';
  * await lease.start();
  * const detach = attachDashjsPlayback(player, lease);
  * ```
  */
-import { bearer, PLAYBACK_HEADER, type PlaybackSource } from './source.js';
+import { bearer, PLAYBACK_HEADER, type PlaybackSource } from '../playback-source.js';
 
 /** The request dash.js passes to interceptors and licence filters. */
 export interface DashRequest {

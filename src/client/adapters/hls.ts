@@ -4,7 +4,7 @@
  *
  * ```ts
  * import Hls from 'hls.js';
- * import { hlsPlaybackConfig } from 'sigma-stream/client';
+ * import { hlsPlaybackConfig } from '@sigma-stream/client/adapters/hls';
  * await lease.start();                        // the lease id is known once granted
  * const hls = new Hls({ ...hlsPlaybackConfig(lease), maxBufferLength: 10 });
  * ```
@@ -14,7 +14,7 @@
  * for EME licence requests. When the lease has ended the requests go out
  * without a token, and the media path refuses them.
  */
-import { bearer, PLAYBACK_HEADER, type PlaybackSource } from './source.js';
+import { bearer, PLAYBACK_HEADER, type PlaybackSource } from '../playback-source.js';
 
 /** The slice of hls.js's config this adapter sets (structural: no dependency on hls.js). */
 export interface HlsPlaybackConfig {

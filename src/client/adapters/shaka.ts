@@ -4,12 +4,12 @@
  * session id is set to the lease id.
  *
  * ```ts
- * import { attachShakaPlayback } from 'sigma-stream/client';
+ * import { attachShakaPlayback } from '@sigma-stream/client/adapters/shaka';
  * await lease.start();
  * const detach = attachShakaPlayback(player, lease);
  * ```
  */
-import { bearer, PLAYBACK_HEADER, type PlaybackSource } from './source.js';
+import { bearer, PLAYBACK_HEADER, type PlaybackSource } from '../playback-source.js';
 
 /** The request Shaka passes to a request filter: `headers` is a plain object. */
 export interface ShakaRequest {
