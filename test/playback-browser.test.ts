@@ -56,11 +56,10 @@ describe(
     let browser: Browser;
     let http: string;
     before(async () => {
-      // The development secret (empty JWT_SECRET) gives the demo its token route; one stream per user.
+      // The development secret (empty JWT_SECRET) gives the demo its token route.
       gw = await startGateway({
         env: {
           JWT_SECRET: '',
-          MAX_STREAMS: '1',
           PLAYBACK_TOKEN_TTL_MS: String(TTL_MS),
           INSTANCE_HEARTBEAT_MS: '1000',
           INSTANCE_TTL_MS: '8000',
@@ -87,10 +86,13 @@ describe(
           await route.fulfill({ response: res, body: patchSdk(await res.text()) });
         });
       }
+      // The demo plan `event` allows one device per content: the second device on the same content must take over.
       const q = new URLSearchParams({
         media: `${origin.url}/hls/index.m3u8`,
         user,
         device,
+        content: 'match-1',
+        plan: 'event',
         ...(opts.takeover && { takeover: opts.takeover }),
       });
       await page.goto(`${http}/demo/player.html?${q}`);

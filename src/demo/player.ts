@@ -6,7 +6,7 @@
  * player that would not stop gets refused by the origin within the token's
  * lifetime anyway.
  *
- *   /demo/player.html?media=<manifest URL>&user=<id>&device=<id>[&content=<id>][&takeover=<device|oldest>]
+ *   /demo/player.html?media=<manifest URL>&user=<id>&device=<id>[&content=<id>][&takeover=<device|oldest>][&plan=<demo plan>]
  */
 import Hls from 'hls.js';
 import { StreamLease, StreamLimitError } from '../client/index.js';
@@ -16,6 +16,8 @@ const params = new URLSearchParams(location.search);
 const media = params.get('media');
 const user = params.get('user') ?? 'alice';
 const takeover = params.get('takeover') ?? undefined;
+/** The demo token route's plans (server.ts): `event` allows one device per content, which makes takeovers easy to show. */
+const plan = params.get('plan') ?? 'block';
 const $ = (id: string): HTMLElement => document.getElementById(id)!;
 const video = $('video') as HTMLVideoElement;
 
@@ -26,7 +28,7 @@ function show(state: string, message = ''): void {
 }
 
 async function tokenFor(): Promise<string> {
-  const res = await fetch(`/demo/token?user=${encodeURIComponent(user)}`, { method: 'POST' });
+  const res = await fetch(`/demo/token?${new URLSearchParams({ user, plan })}`, { method: 'POST' });
   if (!res.ok) throw new Error(`token route answered ${res.status}: start the gateway without JWT_SECRET for the demo`);
   return ((await res.json()) as { token: string }).token;
 }
