@@ -2,13 +2,17 @@
  * Playback tokens at the gateway: what a player receives over the socket
  * (granted.playback, refresh frames, none after the lease ends), what the
  * media path gets from /.well-known/jwks.json and /v1/playback/authorize,
- * and the exported verifier (sigma-stream/verify) against the same keys.
+ * and the exported verifier (sigma-stream/verify) against the same keys;
+ * nothing signed after drain (1012), a pause that gave the slot back, or
+ * fencing (4408), whose deadline the last token never outlives.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { calculateJwkThumbprint, createLocalJWKSet, jwtVerify, SignJWT, type JWK } from 'jose';
 import { createPlaybackVerifier, PlaybackTokenError } from '../src/verify.js';
 import { connect, eventually } from './helpers/devices.js';
+import { dynamoEndpoint } from './helpers/dynamodb-local.js';
+import { startFaultProxy } from './helpers/fault-proxy.js';
 import { metric, newTable, startGateway, type TestGateway } from './helpers/gateway.js';
 import { newKeyPair, recordTokens, type KeyPair } from './helpers/playback.js';
 import { mintToken } from './helpers/tokens.js';
@@ -286,4 +290,53 @@ test('a gateway that drains (1012) signs nothing more', async () => {
   await stopped;
   await sleep(3000);
   assert.equal(await issued(), atClose);
+});
+
+test('a paused stream whose slot was given back gets no token until it resumes; then granted carries one', async () => {
+  const gw = await startGateway({ env: { ...TIMINGS, PAUSE_RELEASE_MS: '300', PLAYBACK_SIGNING_KEY: newKeyPair().privatePem } });
+  try {
+    const device = connect(gw.url, { token: await mintToken('hana'), device: 'tv' });
+    await device.decision;
+    device.ws.send(JSON.stringify({ type: 'pause' }));
+    await eventually(() => device.frames.some((f) => f.type === 'released'), 5000);
+    const releasedAt = device.frames.findIndex((f) => f.type === 'released');
+    await sleep(3000); // longer than half a token lifetime: a held lease would have had a refresh
+    assert.deepEqual(
+      device.frames.slice(releasedAt).filter((f) => f.type === 'playback'),
+      [],
+      'no token while released',
+    );
+    device.ws.send(JSON.stringify({ type: 'resume' }));
+    const regranted = await eventually(() => device.frames.slice(releasedAt).find((f) => f.type === 'granted'), 5000);
+    assert.equal(typeof (regranted!.playback as { token: string }).token, 'string');
+    await device.close();
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('a gateway that loses the store fences (4408): its last token expires by then, and it signs nothing more', async () => {
+  const proxy = await startFaultProxy(await dynamoEndpoint());
+  // FAST_TIMINGS: a 2 s fencing window (3 s TTL - 1 s margin) caps every token, whatever the 60 s TTL.
+  const gw = await startGateway({ endpoint: proxy.endpoint, env: { PLAYBACK_SIGNING_KEY: newKeyPair().privatePem } });
+  try {
+    const device = connect(gw.url, { token: await mintToken('ines'), device: 'tv' });
+    const seen = recordTokens(device);
+    await device.decision;
+    await sleep(1000);
+    proxy.set('blackhole');
+    const closed = await device.closed;
+    const closedAt = Date.now();
+    assert.equal(closed.code, 4408);
+    const last = seen.at(-1)!;
+    assert.ok(last.exp * 1000 <= closedAt + 50, `the last token expired ${closedAt - last.exp * 1000} ms before the 4408`);
+    const issued = async (): Promise<number> => (await gw.app.metrics.playbackTokensIssued.get()).values[0]?.value ?? 0;
+    const atFence = await issued();
+    await sleep(2500);
+    assert.equal(await issued(), atFence, 'nothing signed after fencing');
+  } finally {
+    proxy.set('pass');
+    await gw.stop();
+    await proxy.close();
+  }
 });
