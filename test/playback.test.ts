@@ -9,6 +9,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { calculateJwkThumbprint, createLocalJWKSet, jwtVerify, SignJWT, type JWK } from 'jose';
+import WebSocket from 'ws';
+import { StreamLease } from '../src/client/index.js';
 import { createPlaybackVerifier, PlaybackTokenError } from '../src/verify.js';
 import { connect, eventually } from './helpers/devices.js';
 import { dynamoEndpoint } from './helpers/dynamodb-local.js';
@@ -338,5 +340,34 @@ test('a gateway that loses the store fences (4408): its last token expires by th
     proxy.set('pass');
     await gw.stop();
     await proxy.close();
+  }
+});
+
+test('the SDK: lease.playbackToken, the playback event, playbackTokenSoon; nothing once the lease is revoked', async () => {
+  const gw = await startGateway({ env: { ...TIMINGS, PLAYBACK_SIGNING_KEY: newKeyPair().privatePem } });
+  try {
+    const lease = new StreamLease({ url: gw.url, getToken: () => mintToken('jun'), deviceId: 'tv', WebSocket });
+    const events: Array<{ token: string; exp: number; leaseId: string }> = [];
+    lease.on('playback', (e) => events.push(e));
+    assert.equal(await lease.playbackTokenSoon(), undefined, 'idle: no token, no wait');
+    const started = lease.start();
+    const soon = lease.playbackTokenSoon();
+    const grant = await started;
+    const first = await soon;
+    assert.equal(first, lease.playbackToken, 'a request made while connecting gets the first token');
+    assert.equal(events[0].leaseId, grant.leaseId);
+    await eventually(() => events.length >= 2, 10_000);
+    assert.equal(lease.playbackToken, events.at(-1)!.token, 'the getter follows the refreshes');
+    assert.equal((await authorize(gw, lease.playbackToken)).status, 204);
+    const stop = await fetch(`${http(gw)}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${await mintToken('jun')}` },
+    });
+    assert.equal(stop.status, 204);
+    await eventually(() => lease.state === 'revoked');
+    assert.equal(lease.playbackToken, undefined, 'revoked: no token for the player');
+    assert.equal(await lease.playbackTokenSoon(), undefined);
+  } finally {
+    await gw.stop();
   }
 });

@@ -260,6 +260,34 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   }
 
   /**
+   * The playback token for a media request about to go out: the current
+   * one; while the lease is (re)connecting (a deploy's 1012, a lost
+   * gateway), the next one as soon as the lease is granted again, waiting at
+   * most `timeoutMs`; undefined when the lease has ended, or no token came in
+   * time. The adapters use it so that a reconnect stalls requests for a
+   * moment instead of sending them without a token (401). Never an old token.
+   */
+  playbackTokenSoon(timeoutMs = 10_000): Promise<string | undefined> {
+    const now = this.playbackToken;
+    if (now !== undefined || (this.#state !== 'connecting' && this.#state !== 'reconnecting')) return Promise.resolve(now);
+    return new Promise((resolve) => {
+      const done = (token: string | undefined): void => {
+        clearTimeout(timer);
+        offPlayback();
+        offState();
+        resolve(token);
+      };
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      const offPlayback = this.on('playback', (e) => done(e.token));
+      // Granted without a token (the gateway has no signing key), or a terminal state: stop waiting.
+      // The token of a grant is set right after the state changes, hence the microtask.
+      const offState = this.on('state', (state) => {
+        if (state !== 'connecting' && state !== 'reconnecting') queueMicrotask(() => done(this.playbackToken));
+      });
+    });
+  }
+
+  /**
    * Connects and resolves once the lease is granted. Retries on its own while
    * the close codes allow it (emitting `reconnecting`); rejects with
    * {@link StreamLimitError}, {@link UnauthorizedError} (after one refresh),

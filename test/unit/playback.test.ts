@@ -124,7 +124,7 @@ describe('player adapters', () => {
     grant: { leaseId: 'lease-1' },
   };
 
-  test('hls.js: xhrSetup opens and sets the header, fetchSetup adds it, nothing once the lease ended; CMCD session id', () => {
+  test('hls.js: xhrSetup opens and sets the header, fetchSetup adds it, nothing once the lease ended; CMCD session id', async () => {
     const config = hlsPlaybackConfig(lease, { contentId: 'c' });
     assert.deepEqual(config.cmcd, { sessionId: 'lease-1', contentId: 'c' });
     const calls: string[] = [];
@@ -133,24 +133,40 @@ describe('player adapters', () => {
       open: (m: string, u: string) => ((xhr.readyState = 1), calls.push(`open ${m} ${u}`)),
       setRequestHeader: (k: string, v: string) => calls.push(`${k}: ${v}`),
     };
-    config.xhrSetup(xhr as unknown as XMLHttpRequest, '/seg1.ts');
+    await config.xhrSetup(xhr as unknown as XMLHttpRequest, '/seg1.ts');
     assert.deepEqual(calls, ['open GET /seg1.ts', 'Authorization: Bearer tok-1']);
-    const req = config.fetchSetup({ url: 'http://x/seg2.ts' }, { headers: { Range: 'bytes=0-1' } });
+    const req = await config.fetchSetup({ url: 'http://x/seg2.ts' }, { headers: { Range: 'bytes=0-1' } });
     assert.equal(req.headers.get('authorization'), 'Bearer tok-1');
     assert.equal(req.headers.get('range'), 'bytes=0-1');
     lease.playbackToken = undefined;
     calls.length = 0;
-    config.xhrSetup({ ...xhr, readyState: 0 } as unknown as XMLHttpRequest, '/seg3.ts');
+    xhr.readyState = 0;
+    await config.xhrSetup(xhr as unknown as XMLHttpRequest, '/seg3.ts');
     assert.deepEqual(calls, []);
-    assert.equal(
-      config.fetchSetup({ url: 'http://x/seg4.ts' }, { headers: { Authorization: 'Bearer stale' } }).headers.get('authorization'),
-      null,
-    );
+    const stale = await config.fetchSetup({ url: 'http://x/seg4.ts' }, { headers: { Authorization: 'Bearer stale' } });
+    assert.equal(stale.headers.get('authorization'), null);
     lease.playbackToken = 'tok-1';
   });
 
-  test('Shaka: a request filter on every request type, CMCD sessionId, detach', () => {
-    const filters = new Set<(type: number, request: ShakaRequest) => void>();
+  test('a request while the lease reconnects waits for the next token instead of going out without one', async () => {
+    let release: (token: string | undefined) => void = () => {};
+    const reconnecting = {
+      playbackToken: undefined,
+      grant: undefined,
+      playbackTokenSoon: () => new Promise<string | undefined>((r) => (release = r)),
+    };
+    const config = hlsPlaybackConfig(reconnecting);
+    let sent: Request | undefined;
+    const pending = config.fetchSetup({ url: 'http://x/seg5.ts' }, {}).then((r) => (sent = r));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(sent, undefined, 'held while reconnecting');
+    release('tok-2');
+    await pending;
+    assert.equal(sent!.headers.get('authorization'), 'Bearer tok-2');
+  });
+
+  test('Shaka: a request filter on every request type, CMCD sessionId, detach', async () => {
+    const filters = new Set<(type: number, request: ShakaRequest) => Promise<void>>();
     let configured: unknown;
     const player = {
       getNetworkingEngine: () => ({
@@ -162,10 +178,10 @@ describe('player adapters', () => {
     const detach = attachShakaPlayback(player, lease);
     assert.deepEqual(configured, { cmcd: { enabled: true, sessionId: 'lease-1' } });
     const request: ShakaRequest = { headers: {} };
-    for (const f of filters) f(2, request);
+    for (const f of filters) await f(2, request);
     assert.equal(request.headers.Authorization, 'Bearer tok-1');
     lease.playbackToken = undefined;
-    for (const f of filters) f(2, request);
+    for (const f of filters) await f(2, request);
     assert.equal(request.headers.Authorization, undefined, 'a retried request loses the stale token');
     lease.playbackToken = 'tok-1';
     detach();

@@ -10,7 +10,7 @@
  * const detach = attachDashjsPlayback(player, lease);
  * ```
  */
-import { bearer, PLAYBACK_HEADER, type PlaybackSource } from '../playback-source.js';
+import { bearerSoon, PLAYBACK_HEADER, type PlaybackSource } from '../playback-source.js';
 
 /** The request dash.js passes to interceptors and licence filters. */
 export interface DashRequest {
@@ -35,13 +35,13 @@ export interface DashPlaybackOptions {
 
 /** Installs the interceptor; returns the function that removes it. */
 export function attachDashjsPlayback(player: DashPlayerLike, source: PlaybackSource, options: DashPlaybackOptions = {}): () => void {
-  const withToken: Interceptor = (request) => {
+  const withToken: Interceptor = async (request) => {
     const headers = { ...request.headers };
-    const value = bearer(source);
+    const value = await bearerSoon(source);
     if (value === undefined) delete headers[PLAYBACK_HEADER];
     else headers[PLAYBACK_HEADER] = value;
     request.headers = headers;
-    return Promise.resolve(request);
+    return request;
   };
   const interceptors = typeof player.addRequestInterceptor === 'function';
   if (interceptors) player.addRequestInterceptor!(withToken);

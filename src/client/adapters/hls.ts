@@ -11,16 +11,17 @@
  *
  * Both loaders are covered: `xhrSetup` (the default XHR loader, also used for
  * AES-128 keys) and `fetchSetup` (the fetch loader), plus `licenseXhrSetup`
- * for EME licence requests. When the lease has ended the requests go out
- * without a token, and the media path refuses them.
+ * for EME licence requests. While the lease reconnects a request waits for
+ * the next token (up to 10 s); when the lease has ended it goes out without
+ * one, and the media path refuses it.
  */
-import { bearer, PLAYBACK_HEADER, type PlaybackSource } from '../playback-source.js';
+import { bearerSoon, PLAYBACK_HEADER, type PlaybackSource } from '../playback-source.js';
 
-/** The slice of hls.js's config this adapter sets (structural: no dependency on hls.js). */
+/** The slice of hls.js's config this adapter sets (structural: no dependency on hls.js). hls.js awaits all three. */
 export interface HlsPlaybackConfig {
-  xhrSetup(xhr: XMLHttpRequest, url: string): void;
-  fetchSetup(context: { url: string }, initParams: RequestInit): Request;
-  licenseXhrSetup(xhr: XMLHttpRequest, url: string): void;
+  xhrSetup(xhr: XMLHttpRequest, url: string): Promise<void>;
+  fetchSetup(context: { url: string }, initParams: RequestInit): Promise<Request>;
+  licenseXhrSetup(xhr: XMLHttpRequest, url: string): Promise<void>;
   cmcd?: { sessionId?: string; contentId?: string };
 }
 
@@ -31,26 +32,21 @@ export interface HlsPlaybackOptions {
   readonly contentId?: string;
 }
 
-function onXhr(source: PlaybackSource, xhr: XMLHttpRequest, url: string): void {
-  const value = bearer(source);
+async function onXhr(source: PlaybackSource, xhr: XMLHttpRequest, url: string, method: 'GET' | 'POST'): Promise<void> {
+  const value = await bearerSoon(source);
   if (value === undefined) return;
   // setRequestHeader needs an opened request; hls.js opens it only if we did not.
-  if (xhr.readyState === 0) xhr.open('GET', url, true);
+  if (xhr.readyState === 0) xhr.open(method, url, true);
   xhr.setRequestHeader(PLAYBACK_HEADER, value);
 }
 
 export function hlsPlaybackConfig(source: PlaybackSource, options: HlsPlaybackOptions = {}): HlsPlaybackConfig {
   const config: HlsPlaybackConfig = {
-    xhrSetup: (xhr, url) => onXhr(source, xhr, url),
-    licenseXhrSetup: (xhr, url) => {
-      const value = bearer(source);
-      if (value === undefined) return;
-      if (xhr.readyState === 0) xhr.open('POST', url, true);
-      xhr.setRequestHeader(PLAYBACK_HEADER, value);
-    },
-    fetchSetup: (context, initParams) => {
+    xhrSetup: (xhr, url) => onXhr(source, xhr, url, 'GET'),
+    licenseXhrSetup: (xhr, url) => onXhr(source, xhr, url, 'POST'),
+    fetchSetup: async (context, initParams) => {
       const headers = new Headers(initParams.headers);
-      const value = bearer(source);
+      const value = await bearerSoon(source);
       if (value === undefined) headers.delete(PLAYBACK_HEADER);
       else headers.set(PLAYBACK_HEADER, value);
       return new Request(context.url, { ...initParams, headers });

@@ -9,7 +9,7 @@
  * const detach = attachShakaPlayback(player, lease);
  * ```
  */
-import { bearer, PLAYBACK_HEADER, type PlaybackSource } from '../playback-source.js';
+import { bearerSoon, PLAYBACK_HEADER, type PlaybackSource } from '../playback-source.js';
 
 /** The request Shaka passes to a request filter: `headers` is a plain object. */
 export interface ShakaRequest {
@@ -19,8 +19,8 @@ export interface ShakaRequest {
 /** The slice of shaka.Player this adapter uses (structural: no dependency on shaka-player). */
 export interface ShakaPlayerLike {
   getNetworkingEngine(): {
-    registerRequestFilter(filter: (type: number, request: ShakaRequest) => void): void;
-    unregisterRequestFilter(filter: (type: number, request: ShakaRequest) => void): void;
+    registerRequestFilter(filter: (type: number, request: ShakaRequest) => Promise<void>): void;
+    unregisterRequestFilter(filter: (type: number, request: ShakaRequest) => Promise<void>): void;
   } | null;
   configure(config: object): unknown;
 }
@@ -34,8 +34,9 @@ export interface ShakaPlaybackOptions {
 export function attachShakaPlayback(player: ShakaPlayerLike, source: PlaybackSource, options: ShakaPlaybackOptions = {}): () => void {
   const engine = player.getNetworkingEngine();
   if (engine === null) throw new Error('attachShakaPlayback: the player has no networking engine (call it after attach/load set-up)');
-  const filter = (_type: number, request: ShakaRequest): void => {
-    const value = bearer(source);
+  // Shaka waits for a filter's promise: a request during a reconnect goes out with the next token.
+  const filter = async (_type: number, request: ShakaRequest): Promise<void> => {
+    const value = await bearerSoon(source);
     if (value === undefined) delete request.headers[PLAYBACK_HEADER];
     else request.headers[PLAYBACK_HEADER] = value;
   };
