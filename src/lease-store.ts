@@ -116,6 +116,16 @@ export type AcquireOutcome =
       readonly mustStop: number;
     };
 
+/** The expressions of one conditional write on a user item. */
+interface UserWrite {
+  readonly update: string;
+  readonly condition: string;
+  readonly names: Record<string, string>;
+  readonly values: Item;
+  /** Return the updated attributes (the fast path reads the new `n`). */
+  readonly returnNew?: boolean;
+}
+
 /** What a release needs of a lease: which entry, and which counts it is on. */
 export type LeaseRef = Pick<Lease, 'deviceId' | 'leaseId' | 'contentId' | 'deviceClass' | 'counted'>;
 
@@ -274,6 +284,28 @@ export class LeaseStore {
     return send<T>(this.#client, this.#metrics, operation, command, signal);
   }
 
+  /**
+   * One conditional UpdateItem on a user item. A failed condition returns the
+   * item as it was (on the thrown error's `Item`), so the caller can look again
+   * without another read.
+   */
+  #updateUser(userId: string, w: UserWrite, signal?: AbortSignal): Promise<UpdateItemCommandOutput> {
+    return this.#send<UpdateItemCommandOutput>(
+      'UpdateItem',
+      new UpdateItemCommand({
+        TableName: this.#table,
+        Key: userKey(userId),
+        UpdateExpression: w.update,
+        ConditionExpression: w.condition,
+        ExpressionAttributeNames: w.names,
+        ExpressionAttributeValues: w.values,
+        ReturnValues: w.returnNew ? 'UPDATED_NEW' : undefined,
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      }),
+      signal,
+    );
+  }
+
   /** Strongly consistent read of a user item. */
   async readUser(userId: string, signal?: AbortSignal): Promise<Item | undefined> {
     const out = await this.#send<GetItemCommandOutput>(
@@ -321,20 +353,7 @@ export class LeaseStore {
         condition += ` AND (attribute_not_exists(#${key}) OR #${key} < :${key}cap)`;
       }
       try {
-        const out = await this.#send<UpdateItemCommandOutput>(
-          'UpdateItem',
-          new UpdateItemCommand({
-            TableName: this.#table,
-            Key: userKey(req.userId),
-            UpdateExpression: `SET #lease = :lease ${add}`,
-            ConditionExpression: condition,
-            ExpressionAttributeNames: names,
-            ExpressionAttributeValues: values,
-            ReturnValues: 'UPDATED_NEW',
-            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-          }),
-          signal,
-        );
+        const out = await this.#updateUser(req.userId, { update: `SET #lease = :lease ${add}`, condition, names, values, returnNew: true }, signal);
         if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
         return { kind: 'granted', lease, active: num(out.Attributes?.n) };
       } catch (err) {
@@ -399,18 +418,14 @@ export class LeaseStore {
       };
       const add = `ADD #v :one${deltaClauses(deltas, names, values)}`;
       try {
-        const out = await this.#send(
-          'UpdateItem',
-          new UpdateItemCommand({
-            TableName: this.#table,
-            Key: userKey(req.userId),
-            UpdateExpression:
-              `SET #lease = :lease, #n = :count ${add}` + (removed.length > 0 ? ` REMOVE ${removed.map((_, i) => `#r${i}`).join(', ')}` : ''),
-            ConditionExpression: version === undefined ? 'attribute_not_exists(#v)' : '#v = :version',
-            ExpressionAttributeNames: names,
-            ExpressionAttributeValues: values,
-            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-          }),
+        const out = await this.#updateUser(
+          req.userId,
+          {
+            update: `SET #lease = :lease, #n = :count ${add}` + (removed.length > 0 ? ` REMOVE ${removed.map((_, i) => `#r${i}`).join(', ')}` : ''),
+            condition: version === undefined ? 'attribute_not_exists(#v)' : '#v = :version',
+            names,
+            values,
+          },
           signal,
         );
         if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
@@ -441,17 +456,14 @@ export class LeaseStore {
     const counts = deltaClauses(new Map(countsOf(lease).map((attr) => [attr, -1])), names, countValues);
     const mine: Item = { ':leaseId': { S: lease.leaseId }, ':one': { N: '1' }, ...countValues };
     try {
-      await this.#send(
-        'UpdateItem',
-        new UpdateItemCommand({
-          TableName: this.#table,
-          Key: userKey(userId),
-          UpdateExpression: `REMOVE #lease ADD #n :minus, #v :one${counts}`,
-          ConditionExpression: '#lease.leaseId = :leaseId AND #n > :zero',
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: { ...mine, ':minus': { N: '-1' }, ':zero': { N: '0' } },
-          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-        }),
+      await this.#updateUser(
+        userId,
+        {
+          update: `REMOVE #lease ADD #n :minus, #v :one${counts}`,
+          condition: '#lease.leaseId = :leaseId AND #n > :zero',
+          names,
+          values: { ...mine, ':minus': { N: '-1' }, ':zero': { N: '0' } },
+        },
         signal,
       );
       return true;
@@ -463,17 +475,14 @@ export class LeaseStore {
         if (entries.get(lease.deviceId)?.leaseId !== lease.leaseId) return false;
         // Our entry is there but the count says 0: remove it and set the count from the entries.
         try {
-          await this.#send(
-            'UpdateItem',
-            new UpdateItemCommand({
-              TableName: this.#table,
-              Key: userKey(userId),
-              UpdateExpression: `REMOVE #lease SET #n = :count ADD #v :one${counts}`,
-              ConditionExpression: '#v = :version AND #lease.leaseId = :leaseId',
-              ExpressionAttributeNames: names,
-              ExpressionAttributeValues: { ...mine, ':count': { N: String(entries.size - 1) }, ':version': item?.v ?? { N: '0' } },
-              ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-            }),
+          await this.#updateUser(
+            userId,
+            {
+              update: `REMOVE #lease SET #n = :count ADD #v :one${counts}`,
+              condition: '#v = :version AND #lease.leaseId = :leaseId',
+              names,
+              values: { ...mine, ':count': { N: String(entries.size - 1) }, ':version': item?.v ?? { N: '0' } },
+            },
             signal,
           );
           return true;
@@ -527,16 +536,9 @@ export class LeaseStore {
       removes.push(`#z${j}`);
     }
     try {
-      await this.#send(
-        'UpdateItem',
-        new UpdateItemCommand({
-          TableName: this.#table,
-          Key: userKey(userId),
-          UpdateExpression: `SET ${clauses.join(', ')} ADD #v :one` + (removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''),
-          ConditionExpression: '#v = :version',
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-        }),
+      await this.#updateUser(
+        userId,
+        { update: `SET ${clauses.join(', ')} ADD #v :one` + (removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''), condition: '#v = :version', names, values },
         signal,
       );
       return true;

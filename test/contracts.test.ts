@@ -401,7 +401,8 @@ describe('docs/openapi.yaml against the servers', () => {
  */
 function framesOf(union: string): string[] {
   const source = readFileSync(join(ROOT, 'src/client/protocol.ts'), 'utf8');
-  const decl = source.match(new RegExp(`export type ${union} =([^;]+);`));
+  // Up to the semicolon that ends the declaration (object types inside it have their own).
+  const decl = source.match(new RegExp(`export type ${union} =([\\s\\S]+?);\\n`));
   assert.ok(decl, `src/client/protocol.ts declares ${union}`);
   const types = [...decl[1].matchAll(/type: '([a-z_]+)'/g)].map((m) => m[1]);
   for (const name of decl[1].match(/\b[A-Z]\w+Frame\b/g) ?? []) {
@@ -474,7 +475,7 @@ describe('docs/asyncapi.yaml against the gateway', () => {
   describe('a live gateway', () => {
     let gw: TestGateway;
     before(async () => {
-      gw = await startGateway({ env: COLD_STORE });
+      gw = await startGateway({ env: { ...COLD_STORE, PAUSE_RELEASE_MS: '200' } });
     });
     after(() => gw?.stop());
 
@@ -511,6 +512,8 @@ describe('docs/asyncapi.yaml against the gateway', () => {
         await sendAndWait({ type: 'subscribe' }, 6);
         await new Promise((r) => setTimeout(r, 1100));
         await sendAndWait({ type: 'reauth', token: 'not-a-jwt' }, 7);
+        await sendAndWait({ type: 'pause' }, 8); // released after PAUSE_RELEASE_MS
+        await sendAndWait({ type: 'resume' }, 9); // granted again, a new lease id
 
         const phone = connect(gw.url, { token: user, device: 'phone' });
         assert.equal((await phone.decision).type, 'denied');

@@ -60,6 +60,8 @@ describe('DynamoDB requests per step', () => {
     await d.decision;
     await d.close();
     await eventually(() => proxy.counts.get('UpdateItem') === 2);
+    // The gateway books a request when its reply is back: wait for that too, or it lands in the next step.
+    await eventually(async () => requestsByOperation(await gw.metrics()).get('UpdateItem') === 2);
 
     assert.deepEqual(await cost(async () => {
       d = connect(gw.url, { token, device: 'tv' });
