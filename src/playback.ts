@@ -102,8 +102,10 @@ export class Playback {
   ): PlaybackGrant | undefined {
     if (fencingDeadlineMs === undefined) return undefined;
     const iat = Math.floor(nowMs / 1000);
-    // Floor: the deadline is a bound, rounding up would step over it.
-    const exp = Math.floor(Math.min(nowMs + this.config.ttlMs, fencingDeadlineMs, userExpSec > 0 ? userExpSec * 1000 : Infinity) / 1000);
+    // Floor: the deadline is a bound, rounding up would step over it. And exp - iat (whole seconds, iat
+    // floored too) never above the TTL, which a TTL that is not whole seconds could otherwise exceed.
+    const bound = Math.min(nowMs + this.config.ttlMs, fencingDeadlineMs, userExpSec > 0 ? userExpSec * 1000 : Infinity);
+    const exp = Math.min(Math.floor(bound / 1000), iat + Math.floor(this.config.ttlMs / 1000));
     if (exp <= iat) return undefined;
     const claims: PlaybackClaims = {
       iss: this.config.issuer,

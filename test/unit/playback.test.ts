@@ -111,6 +111,11 @@ describe('the signer', () => {
     assert.equal(playback.issue(lease, now + 600_000, s(now) + 5, now)!.exp, s(now) + 5);
     assert.equal(playback.issue(lease, undefined, 0, now), undefined, 'not live: no token');
     assert.equal(playback.issue(lease, now + 400, 0, now), undefined, 'deadline within the second: no token');
+    const odd = new Playback(loadConfig({ PLAYBACK_TOKEN_TTL_MS: '1500' }).playback!, new Metrics());
+    for (const t of [1_800_000_000_000, 1_800_000_000_600, 1_800_000_000_999]) {
+      const grant = odd.issue(lease, t + 600_000, 0, t)!;
+      assert.ok(grant.exp - Math.floor(t / 1000) <= 1.5, `exp - iat ≤ 1.5 s at ${t % 1000} ms into the second`);
+    }
   });
 
   test('the next token is due two ticks before half the lifetime', () => {
