@@ -193,7 +193,8 @@ function loadPlayback(env: Env, production: boolean): PlaybackConfig | undefined
   const publicRaw = read(env, 'PLAYBACK_PUBLIC_KEYS')?.replace(/\\n/g, '\n');
   const issuer = read(env, 'PLAYBACK_ISSUER') ?? 'sigma-stream';
   const audience = read(env, 'PLAYBACK_AUDIENCE');
-  const ttlMs = int(env, 'PLAYBACK_TOKEN_TTL_MS', 60000, 1000, 3600000);
+  // At least 2 s: iat and exp are whole seconds, so a shorter lifetime could leave a token almost nothing.
+  const ttlMs = int(env, 'PLAYBACK_TOKEN_TTL_MS', 60000, 2000, 3600000);
   let signingKey: KeyObject;
   if (pem !== undefined) {
     if (!/-----BEGIN PRIVATE KEY-----/.test(pem)) {
