@@ -54,6 +54,11 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(text);
 }
 
+/** User ids are any string the identity provider chose: percent-encode what a header cannot carry. */
+function headerSafe(value: string): string {
+  return /^[\x20-\x7e]*$/.test(value) ? value : encodeURIComponent(value);
+}
+
 function refuse(res: ServerResponse, code: HttpErrorName, message: string, headers: Record<string, string> = {}): void {
   send(res, HTTP_ERRORS[code].status, { error: { code, message } }, headers);
 }
@@ -110,9 +115,9 @@ export function createPlaybackHandler(deps: PlaybackApiDeps): (req: IncomingMess
     metrics.playbackAuthorize.inc({ result: 'ok' });
     res.writeHead(204, {
       'Cache-Control': 'no-store',
-      'X-Sigma-User': claims.sub,
-      'X-Sigma-Device': claims.dev,
-      'X-Sigma-Lease': claims.sid,
+      'X-Sigma-User': headerSafe(claims.sub),
+      'X-Sigma-Device': headerSafe(claims.dev),
+      'X-Sigma-Lease': headerSafe(claims.sid),
     });
     res.end();
   }

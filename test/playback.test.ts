@@ -115,6 +115,13 @@ describe('playback tokens over the socket and at the authorize check', () => {
       assert.equal(ok.headers.get('x-sigma-device'), 'phone');
       assert.equal(ok.headers.get('x-sigma-lease'), granted.leaseId);
     }
+    // A user id a header cannot carry as it is: percent-encoded, never a 500.
+    const unicode = connect(gw.url, { token: await mintToken('用户-1'), device: 'tablet' });
+    const unicodeToken = ((await unicode.decision).playback as { token: string }).token;
+    const encoded = await authorize(gw, unicodeToken);
+    assert.equal(encoded.status, 204);
+    assert.equal(decodeURIComponent(encoded.headers.get('x-sigma-user')!), '用户-1');
+    await unicode.close();
     const missing = await authorize(gw, undefined);
     assert.equal(missing.status, 401);
     assert.equal(await errorCode(missing), 'missing');
