@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createHash, createHmac, createPublicKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { BEARER_PROTOCOL_PREFIX } from './client/protocol.js';
@@ -111,6 +111,9 @@ export class JwksKeys {
   readonly #t: JwksTimings;
   readonly #log?: Logger;
   #resolve: JWTVerifyGetKey | undefined;
+  /** The key set last loaded, as fetched: a different one bumps {@link version}. */
+  #keysJson: string | undefined;
+  #version = 0;
   #fetchedAt = 0;
   #lastAttempt = Number.NEGATIVE_INFINITY;
   #inflight: Promise<boolean> | undefined;
@@ -125,6 +128,11 @@ export class JwksKeys {
   /** True while a key set younger than `maxStaleMs` is loaded. */
   get ready(): boolean {
     return this.#resolve !== undefined && Date.now() - this.#fetchedAt <= this.#t.maxStaleMs;
+  }
+
+  /** Changes whenever a fetch loads a key set that differs from the last one (rotation, a key withdrawn). */
+  get version(): number {
+    return this.#version;
   }
 
   /** First fetch (not awaited by callers: readiness waits for it), then background refreshes. */
@@ -152,11 +160,17 @@ export class JwksKeys {
   async #fetch(): Promise<boolean> {
     this.#lastAttempt = performance.now();
     try {
-      const res = await fetch(this.#url, { signal: AbortSignal.timeout(this.#t.fetchTimeoutMs ?? 2000), headers: { accept: 'application/json' } });
+      const res = await fetch(this.#url, {
+        signal: AbortSignal.timeout(this.#t.fetchTimeoutMs ?? 2000),
+        headers: { accept: 'application/json' },
+      });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const body = (await res.json()) as JSONWebKeySet;
       if (!Array.isArray(body?.keys)) throw new Error('no "keys" array');
       this.#resolve = createLocalJWKSet(body);
+      const keysJson = JSON.stringify(body.keys);
+      if (keysJson !== this.#keysJson) this.#version++;
+      this.#keysJson = keysJson;
       this.#fetchedAt = Date.now();
       return true;
     } catch (err) {
@@ -183,17 +197,62 @@ export class JwksKeys {
   };
 }
 
-/** Verifies tokens against the configured key, with the algorithm pinned to that key's type. */
+export interface AuthOptions {
+  /**
+   * Verified tokens remembered, so a reconnect storm (every device of a
+   * restarted gateway coming back with the token it already had) costs one
+   * hash per token instead of a signature check. 0 turns the cache off.
+   * @default 20000
+   */
+  readonly cacheSize?: number;
+  /**
+   * Check HS256 tokens with node:crypto before asking jose (false: jose
+   * only, as before; the tests compare the two on every kind of bad token).
+   * @default true
+   */
+  readonly syncHs256?: boolean;
+}
+
+/** One verified token: what it proved, and until when (checked again on every hit). */
+interface CacheEntry {
+  readonly principal: Principal;
+  readonly exp: number;
+  readonly nbf: number | undefined;
+  /** The key set it was verified against ({@link JwksKeys.version}; 0 for a static key). */
+  readonly keys: number;
+}
+
+/**
+ * Verifies tokens against the configured key, with the algorithm pinned to that key's type.
+ *
+ * HS256 tokens are checked synchronously with node:crypto (HMAC and a
+ * constant-time compare: about a tenth of jose's CPU, and no WebCrypto
+ * thread-pool round trip). That path accepts only what jose would accept;
+ * anything it is not sure of (a `crit` header, an odd encoding, any failed
+ * check) goes to jose, whose verdict and error reason stand. Successes are
+ * cached by the SHA-256 of the token (see {@link AuthOptions.cacheSize}).
+ */
 export class Authenticator {
   readonly #key: Key;
   readonly #algorithms: string[];
   readonly #issuer?: string;
   readonly #audience?: string;
   readonly #jwks?: JwksKeys;
+  /** The HS256 secret, for the synchronous path; undefined for asymmetric keys. */
+  readonly #hmacSecret?: Buffer;
+  /** Map order is recency order: a hit moves its entry to the end, the first entry is evicted first. */
+  readonly #cache = new Map<string, CacheEntry>();
+  readonly #cacheSize: number;
 
-  constructor(cfg: AuthConfig, jwks: JwksTimings = { refreshMs: 300_000, maxStaleMs: 3_600_000, cooldownMs: 30_000 }, log?: Logger) {
+  constructor(
+    cfg: AuthConfig,
+    jwks: JwksTimings = { refreshMs: 300_000, maxStaleMs: 3_600_000, cooldownMs: 30_000 },
+    log?: Logger,
+    opts: AuthOptions = {},
+  ) {
     this.#issuer = cfg.issuer;
     this.#audience = cfg.audience;
+    this.#cacheSize = opts.cacheSize ?? 20_000;
     if (cfg.publicKeyPem !== undefined) {
       // config.ts has checked it is an RSA or a P-256 key.
       const key = createPublicKey(cfg.publicKeyPem);
@@ -206,6 +265,8 @@ export class Authenticator {
     } else {
       this.#key = new TextEncoder().encode(cfg.secret);
       this.#algorithms = ['HS256'];
+      // jose (WebCrypto) refuses an empty HMAC key: so must we, by leaving such tokens to it.
+      if (this.#key.length > 0 && opts.syncHs256 !== false) this.#hmacSecret = Buffer.from(this.#key);
     }
   }
 
@@ -226,20 +287,112 @@ export class Authenticator {
   async verify(token: string | undefined): Promise<Principal> {
     if (token === undefined || token === '') throw new AuthError('missing', 'token missing');
     if (token.length > MAX_TOKEN_BYTES) throw new AuthError('too_large', 'token too large');
-    let payload: JWTPayload;
+    const nowSec = Math.floor(Date.now() / 1000);
+    const cacheKey = this.#cacheSize > 0 ? createHash('sha256').update(token).digest('base64url') : '';
+    const hit = this.#cacheSize > 0 ? this.#fromCache(cacheKey, nowSec) : undefined;
+    if (hit) return hit;
+    const payload =
+      (this.#hmacSecret && verifyHs256(token, this.#hmacSecret, nowSec, this.#issuer, this.#audience)) ||
+      (await this.#verifyWithJose(token));
+    // Throws on bad claims: only a principal that passed every check is remembered.
+    const principal = principalOf(payload);
+    if (this.#cacheSize > 0) this.#remember(cacheKey, principal, payload);
+    return principal;
+  }
+
+  /** The cached principal, if the token is still within its `nbf`/`exp` now and its key set is unchanged. */
+  #fromCache(cacheKey: string, nowSec: number): Principal | undefined {
+    const entry = this.#cache.get(cacheKey);
+    if (entry === undefined) return undefined;
+    // The same comparisons as jose (clock tolerance 0). A stale key set (JWKS outage past maxStale) is no hit:
+    // the full path answers for it.
+    const keys = this.#jwks?.version ?? 0;
+    if (entry.exp <= nowSec || (entry.nbf !== undefined && entry.nbf > nowSec) || entry.keys !== keys || !this.ready) {
+      this.#cache.delete(cacheKey);
+      return undefined;
+    }
+    this.#cache.delete(cacheKey);
+    this.#cache.set(cacheKey, entry);
+    return entry.principal;
+  }
+
+  #remember(cacheKey: string, principal: Principal, payload: JWTPayload): void {
+    if (this.#cache.size >= this.#cacheSize) {
+      // Expired entries first would need a scan; the oldest-used entry goes instead (they expire on their next hit).
+      this.#cache.delete(this.#cache.keys().next().value!);
+    }
+    this.#cache.set(cacheKey, { principal, exp: payload.exp as number, nbf: payload.nbf, keys: this.#jwks?.version ?? 0 });
+  }
+
+  async #verifyWithJose(token: string): Promise<JWTPayload> {
     try {
-      ({ payload } = await jwtVerify(token, this.#key as never, {
+      const { payload } = await jwtVerify(token, this.#key as never, {
         algorithms: this.#algorithms,
         issuer: this.#issuer,
         audience: this.#audience,
         requiredClaims: ['exp', 'sub'],
-      }));
+      });
+      return payload;
     } catch (err) {
       if (err instanceof AuthError) throw err;
       throw toAuthError(err);
     }
-    return principalOf(payload);
   }
+}
+
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** base64url (no padding, nothing else) to JSON, as jose decodes it; undefined when jose might disagree. */
+function jsonPart(part: string): unknown {
+  if (!BASE64URL.test(part) || part.length % 4 === 1) return undefined;
+  try {
+    return JSON.parse(strictUtf8.decode(Buffer.from(part, 'base64url')));
+  } catch {
+    return undefined;
+  }
+}
+
+/** jose's isObject: a plain object (not an array, not null). */
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Object.prototype.toString.call(value) !== '[object Object]') return false;
+  const proto = Object.getPrototypeOf(value) as object | null;
+  return proto === null || Object.getPrototypeOf(proto) === null;
+}
+
+/**
+ * The common case of jose's `jwtVerify(token, secret, { algorithms: ['HS256'],
+ * issuer, audience, requiredClaims: ['exp', 'sub'] })`, synchronously: returns
+ * the payload when every check jose makes passes (compact form, protected
+ * header a JSON object with `alg` HS256 and no `crit`, the HMAC, a JSON object
+ * payload with `exp` and `sub`, `iss`/`aud` when configured, numeric
+ * `iat`/`nbf`/`exp`, `nbf` ≤ now < `exp`), and undefined otherwise, so the
+ * caller asks jose for the exact verdict and reason.
+ */
+export function verifyHs256(token: string, secret: Buffer, nowSec: number, issuer?: string, audience?: string): JWTPayload | undefined {
+  const dot1 = token.indexOf('.');
+  const dot2 = token.indexOf('.', dot1 + 1);
+  if (dot1 < 0 || dot2 < 0 || token.indexOf('.', dot2 + 1) >= 0) return undefined;
+  const signature = token.slice(dot2 + 1);
+  if (!BASE64URL.test(signature) || signature.length % 4 === 1) return undefined;
+  const header = jsonPart(token.slice(0, dot1));
+  if (!isPlainObject(header) || header.alg !== 'HS256' || header.crit !== undefined) return undefined;
+  const given = Buffer.from(signature, 'base64url');
+  const expected = createHmac('sha256', secret).update(token.slice(0, dot2), 'latin1').digest();
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+  const payload = jsonPart(token.slice(dot1 + 1, dot2));
+  if (!isPlainObject(payload) || !Object.hasOwn(payload, 'exp') || !Object.hasOwn(payload, 'sub')) return undefined;
+  if (issuer !== undefined && (!Object.hasOwn(payload, 'iss') || payload.iss !== issuer)) return undefined;
+  if (audience !== undefined) {
+    const aud = payload.aud;
+    if (!Object.hasOwn(payload, 'aud') || !(typeof aud === 'string' ? aud === audience : Array.isArray(aud) && aud.includes(audience)))
+      return undefined;
+  }
+  const { iat, nbf, exp } = payload;
+  if (iat !== undefined && typeof iat !== 'number') return undefined;
+  if (nbf !== undefined && (typeof nbf !== 'number' || nbf > nowSec)) return undefined;
+  if (typeof exp !== 'number' || exp <= nowSec) return undefined;
+  return payload;
 }
 
 function toAuthError(err: unknown): AuthError {
@@ -285,9 +438,16 @@ function principalOf(payload: JWTPayload): Principal {
   return { userId: sub, maxStreams, scopes: scopesOf(payload.scope), exp: payload.exp as number, deviceId, plan };
 }
 
+/** Shared by every principal without scopes (most players): one Set, not one per cached token. */
+const NO_SCOPES: ReadonlySet<string> = new Set();
+
 /** OAuth 2 `scope`: a space-separated string, or (some issuers) an array of strings. */
 function scopesOf(scope: unknown): ReadonlySet<string> {
-  if (typeof scope === 'string') return new Set(scope.split(' ').filter(Boolean));
-  if (Array.isArray(scope)) return new Set(scope.filter((s): s is string => typeof s === 'string'));
-  return new Set();
+  const list =
+    typeof scope === 'string'
+      ? scope.split(' ').filter(Boolean)
+      : Array.isArray(scope)
+        ? scope.filter((s): s is string => typeof s === 'string')
+        : [];
+  return list.length === 0 ? NO_SCOPES : new Set(list);
 }

@@ -39,6 +39,12 @@ interface Victim {
   readonly until: number;
 }
 
+interface Held {
+  readonly userId: string;
+  readonly lease: Lease;
+  readonly retried: boolean;
+}
+
 interface Admitting {
   readonly userId: string;
   readonly trace: WriteTrace;
@@ -75,7 +81,9 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   /** Admissions whose write is in flight or whose grant is not processed yet, by lease id. */
   readonly #admitting = new Map<string, Admitting>();
   /** Leases held by a socket here, by lease id. */
-  readonly #held = new Map<string, { readonly userId: string; readonly lease: Lease; readonly retried: boolean }>();
+  readonly #held = new Map<string, Held>();
+  /** The same leases by user: a reconcile batch looks up its 100 users, not every lease here. */
+  readonly #heldByUser = new Map<string, Set<Held>>();
   readonly #doubts = new Map<string, Doubt>();
   readonly #victims = new Map<string, Victim>();
   #reconcileTimer: NodeJS.Timeout | undefined;
@@ -155,7 +163,11 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   granted(userId: string, lease: Lease): void {
     const admitting = this.#admitting.get(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
-    this.#held.set(lease.leaseId, { userId, lease, retried: admitting?.trace.retried ?? false });
+    const held: Held = { userId, lease, retried: admitting?.trace.retried ?? false };
+    this.#held.set(lease.leaseId, held);
+    let mine = this.#heldByUser.get(userId);
+    if (mine === undefined) this.#heldByUser.set(userId, (mine = new Set()));
+    mine.add(held);
   }
 
   // ---- release: the one way back ------------------------------------------
@@ -168,9 +180,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
    * id stays under suspicion after the release: a late copy may bring it back.
    */
   release(userId: string, lease: Lease, doubtful = false): void {
-    const held = this.#held.get(lease.leaseId);
+    const held = this.#unhold(lease.leaseId);
     const admitting = this.#admitting.get(lease.leaseId);
-    this.#held.delete(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
     if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(userId, lease.leaseId);
     this.#pending.add(this.#releaseEventually(userId, lease, lease.instanceId));
@@ -178,8 +189,18 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
 
   /** The instance fenced: its leases die with its instance item, nothing to give back. */
   forget(lease: Lease): void {
-    this.#held.delete(lease.leaseId);
+    this.#unhold(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
+  }
+
+  #unhold(leaseId: string): Held | undefined {
+    const held = this.#held.get(leaseId);
+    if (held === undefined) return undefined;
+    this.#held.delete(leaseId);
+    const mine = this.#heldByUser.get(held.userId);
+    mine?.delete(held);
+    if (mine?.size === 0) this.#heldByUser.delete(held.userId);
+    return held;
   }
 
   async #releaseEventually(userId: string, lease: LeaseRef, instanceId: string): Promise<void> {
@@ -295,7 +316,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
 
   #users(): Set<string> {
     const users = new Set<string>();
-    for (const h of this.#held.values()) users.add(h.userId);
+    for (const userId of this.#heldByUser.keys()) users.add(userId);
     for (const d of this.#doubts.values()) users.add(d.userId);
     for (const v of this.#victims.values()) users.add(v.userId);
     return users;
@@ -304,10 +325,11 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   /** Reads up to 100 users and acts on their items; returns the sockets it closed. */
   async #checkUsers(userIds: readonly string[]): Promise<number> {
     // Snapshot before the read: a lease granted after it began may not be in what the read returns.
-    const heldBefore = [...this.#held.entries()].filter(([, h]) => userIds.includes(h.userId));
+    const heldBefore = userIds.flatMap((userId) => [...(this.#heldByUser.get(userId) ?? [])]);
     const items = await this.#store.readUsers(userIds, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
     let closed = 0;
-    for (const [leaseId, h] of heldBefore) {
+    for (const h of heldBefore) {
+      const { leaseId } = h.lease;
       const entry = leasesOf(items.get(h.userId)).get(h.lease.deviceId);
       if (entry?.leaseId === leaseId || !this.#held.has(leaseId)) continue;
       const code = entry === undefined ? CLOSE.REVOKED.code : CLOSE.REPLACED.code;

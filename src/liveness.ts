@@ -9,17 +9,20 @@ import type { Session } from './session.js';
 /** Resolution of token expiry on open sockets. */
 const EXPIRY_CHECK_MS = 1000;
 /**
- * Sockets handled per slice of a sweep before yielding to the event loop, so
- * pongs and admissions never wait behind a sweep of the whole population.
+ * Time one slice of a sweep may take before it yields to the event loop, ms:
+ * pongs and admissions never wait behind a sweep of the whole population. By
+ * time rather than by count, so a slow machine yields as often as a fast one.
  */
-export const SWEEP_SLICE = 256;
+export const SWEEP_SLICE_MS = 2;
+/** Sockets between two clock reads within a slice. */
+const CLOCK_EVERY = 32;
 
 /**
  * Finds dead devices and expired tokens. One timer drives the ping sweep,
  * which alternates two phases: `ping` sends a protocol ping to every socket;
  * `check`, PONG_TIMEOUT_MS after the ping phase finished, terminates the
- * sockets that did not answer. Each phase runs in slices of SWEEP_SLICE
- * sockets with a yield between them (setImmediate: no extra timer). A dead
+ * sockets that did not answer. Each phase runs in slices of SWEEP_SLICE_MS
+ * with a yield between them (setImmediate: no extra timer). A dead
  * device is thus freed within PING_INTERVAL_MS + PONG_TIMEOUT_MS plus the
  * time of one sweep. A second timer closes sockets whose token expired (4401)
  * and gives back the slots of streams paused for PAUSE_RELEASE_MS.
@@ -68,8 +71,13 @@ export class Liveness {
     const each = phase === 'ping' ? ping : (s: Session) => this.#checkPong(s);
     const slice = (from: number): void => {
       if (!this.#running) return;
-      const to = Math.min(from + SWEEP_SLICE, sessions.length);
-      for (let i = from; i < to; i++) if (!sessions[i].closed) each(sessions[i]);
+      const until = performance.now() + SWEEP_SLICE_MS;
+      let to = from;
+      while (to < sessions.length) {
+        if (!sessions[to].closed) each(sessions[to]);
+        to++;
+        if ((to - from) % CLOCK_EVERY === 0 && performance.now() >= until) break;
+      }
       if (to < sessions.length) {
         setImmediate(slice, to);
       } else if (phase === 'ping') {

@@ -56,7 +56,7 @@ export function admit(url: string, token: string, device = 'tv'): Promise<Admiss
     });
     ws.on('error', reject);
     ws.on('close', (code) => reject(new Error(`closed ${code} before a decision`)));
-    ws.once('message', (data) => {
+    ws.once('message', (data: Buffer) => {
       const ms = performance.now() - started;
       resolve({ ws, ms, type: (JSON.parse(data.toString()) as { type: string }).type });
     });
@@ -119,7 +119,10 @@ export async function measureLatency(opts: {
   const s1 = schedstat(opts.gatewayPid);
   const m1 = await opts.metrics();
   await closeAll(held);
-  const inside = (m: string): [number, number] => [sample(m, 'sigma_lease_acquire_duration_seconds_sum'), sample(m, 'sigma_lease_acquire_duration_seconds_count')];
+  const inside = (m: string): [number, number] => [
+    sample(m, 'sigma_lease_acquire_duration_seconds_sum'),
+    sample(m, 'sigma_lease_acquire_duration_seconds_count'),
+  ];
   const [sum0, n0] = inside(m0);
   const [sum1, n1] = inside(m1);
   return {
@@ -173,7 +176,10 @@ export async function measureThroughput(opts: {
   let gwMs = 0;
   const cpu = { raw: [0, 0, 0], gateway: [0, 0, 0] };
   const pids = [opts.gatewayPid, opts.dynamodbPid];
-  const read = (): number[] => [process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, ...pids.map((p) => (p === undefined ? NaN : cpuSeconds(p)))];
+  const read = (): number[] => [
+    process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+    ...pids.map((p) => (p === undefined ? NaN : cpuSeconds(p))),
+  ];
   const book = (into: number[], before: number[]): void => read().forEach((v, i) => (into[i] += v - before[i]));
   let failed = 0;
   const held: WebSocket[] = [];

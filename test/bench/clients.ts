@@ -17,11 +17,17 @@ export interface OpenOrder {
   userPrefix: string;
   count: number;
   concurrency: number;
+  /** Open-loop instead: one new socket every 1000/ratePerSec ms whatever the answers (kick-off), concurrency ignored. */
+  ratePerSec?: number;
 }
 
 const sockets: WebSocket[] = [];
 
+/** Socket open to `granted`, ms, of every granted socket (in the order they were opened). */
+const grantMs: number[] = [];
+
 function openOne(url: string, token: string, device: string): Promise<boolean> {
+  const started = performance.now();
   return new Promise((resolve) => {
     const ws = new WebSocket(`${url}/v1/lease?device=${device}`, ['sigma-stream.v1'], {
       headers: { Authorization: `Bearer ${token}` },
@@ -30,18 +36,34 @@ function openOne(url: string, token: string, device: string): Promise<boolean> {
     sockets.push(ws);
     ws.on('error', () => resolve(false));
     ws.on('close', () => resolve(false));
-    ws.once('message', (data) => resolve(JSON.parse(data.toString()).type === 'granted'));
+    ws.once('message', (data: Buffer) => {
+      const granted = (JSON.parse(data.toString()) as { type: string }).type === 'granted';
+      if (granted) grantMs.push(performance.now() - started);
+      resolve(granted);
+    });
   });
 }
 
 async function open(order: OpenOrder): Promise<void> {
-  const tokens = await Promise.all(
-    Array.from({ length: order.count }, (_, i) => mintToken(`${order.userPrefix}-${i}`)),
-  );
+  const tokens = await Promise.all(Array.from({ length: order.count }, (_, i) => mintToken(`${order.userPrefix}-${i}`)));
   const started = performance.now();
   let next = 0;
   let granted = 0;
   let failed = 0;
+  const count = (ok: boolean): void => void (ok ? granted++ : failed++);
+  if (order.ratePerSec !== undefined) {
+    const gapMs = 1000 / order.ratePerSec;
+    const pending: Promise<void>[] = [];
+    for (let i = 0; i < order.count; i++) {
+      // Catch up after a late timer: the arrivals keep their schedule.
+      const wait = started + i * gapMs - performance.now();
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      pending.push(openOne(order.url, tokens[i], 'tv').then(count));
+    }
+    await Promise.all(pending);
+    process.send!({ type: 'opened', granted, failed, ms: performance.now() - started, grantMs });
+    return;
+  }
   await Promise.all(
     Array.from({ length: Math.min(order.concurrency, order.count) }, async () => {
       while (next < order.count) {
@@ -51,7 +73,7 @@ async function open(order: OpenOrder): Promise<void> {
       }
     }),
   );
-  process.send!({ type: 'opened', granted, failed, ms: performance.now() - started });
+  process.send!({ type: 'opened', granted, failed, ms: performance.now() - started, grantMs });
 }
 
 async function closeAndExit(): Promise<void> {

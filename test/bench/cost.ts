@@ -177,7 +177,9 @@ export async function simulateRenewal(opts: {
   await pool(batches, 8, async (b) => {
     const items = [];
     for (let i = b * 25; i < Math.min(opts.streams, (b + 1) * 25); i++) {
-      items.push({ PutRequest: { Item: { pk: { S: pk(i) }, holder: { S: `h${i}` }, expiresAt: { N: String(Date.now() + 3 * opts.periodS * 1000) } } } });
+      items.push({
+        PutRequest: { Item: { pk: { S: pk(i) }, holder: { S: `h${i}` }, expiresAt: { N: String(Date.now() + 3 * opts.periodS * 1000) } } },
+      });
     }
     await opts.client.send(new BatchWriteItemCommand({ RequestItems: { [opts.table]: items } }));
   });

@@ -36,7 +36,8 @@ export async function measureFreeing(opts: { endpoint: string; table: string; tr
   const pollMs = 50;
   const dead = { PING_INTERVAL_MS: 1000, PONG_TIMEOUT_MS: 500 };
   const crash = { INSTANCE_HEARTBEAT_MS: 500, INSTANCE_TTL_MS: 3000, FENCING_MARGIN_MS: 1000 };
-  const strings = (o: Record<string, number>): Record<string, string> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, String(v)]));
+  const strings = (o: Record<string, number>): Record<string, string> =>
+    Object.fromEntries(Object.entries(o).map(([k, v]) => [k, String(v)]));
   const deadBound = dead.PING_INTERVAL_MS + dead.PONG_TIMEOUT_MS + 1000;
   const crashBound = crash.INSTANCE_TTL_MS + 2000;
 
@@ -50,9 +51,16 @@ export async function measureFreeing(opts: { endpoint: string; table: string; tr
         await sleep((i * dead.PING_INTERVAL_MS) / opts.trials);
         const token = await mintToken(`dead-${i}`, { maxStreams: 1 });
         const grantedAt = await new Promise<number>((resolve, reject) => {
-          const ws = new WebSocket(`${g.url}/v1/lease?device=tv`, ['sigma-stream.v1'], { headers: { Authorization: `Bearer ${token}` }, autoPong: false });
+          const ws = new WebSocket(`${g.url}/v1/lease?device=tv`, ['sigma-stream.v1'], {
+            headers: { Authorization: `Bearer ${token}` },
+            autoPong: false,
+          });
           ws.on('error', () => {});
-          ws.once('message', (d) => ((JSON.parse(d.toString()) as { type: string }).type === 'granted' ? resolve(performance.now()) : reject(new Error('dead device not granted'))));
+          ws.once('message', (d: Buffer) =>
+            (JSON.parse(d.toString()) as { type: string }).type === 'granted'
+              ? resolve(performance.now())
+              : reject(new Error('dead device not granted')),
+          );
         });
         return (await pollUntilGranted(g.url, token, pollMs, deadBound * 4)) - grantedAt;
       }),
@@ -82,7 +90,13 @@ export async function measureFreeing(opts: { endpoint: string; table: string; tr
   return {
     trials: opts.trials,
     pollMs,
-    deadDevice: { pingIntervalMs: dead.PING_INTERVAL_MS, pongTimeoutMs: dead.PONG_TIMEOUT_MS, boundMs: deadBound, ms: summarize(deadSamples), samples: deadSamples },
+    deadDevice: {
+      pingIntervalMs: dead.PING_INTERVAL_MS,
+      pongTimeoutMs: dead.PONG_TIMEOUT_MS,
+      boundMs: deadBound,
+      ms: summarize(deadSamples),
+      samples: deadSamples,
+    },
     crashedGateway: {
       heartbeatMs: crash.INSTANCE_HEARTBEAT_MS,
       instanceTtlMs: crash.INSTANCE_TTL_MS,

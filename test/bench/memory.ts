@@ -104,9 +104,16 @@ async function bareProbe(pingIntervalMs: number): Promise<Probe> {
     pid: bare.proc.pid!,
     snapshot: async () => {
       const s = await bare.stats();
-      return { lagMs: { p50Ms: s.lagMs.p50, p99Ms: s.lagMs.p99, maxMs: s.lagMs.max }, heapUsedBytes: s.heapUsedBytes, heapTotalBytes: s.heapTotalBytes, fencings: 0, streams: s.connections, requests: {} };
+      return {
+        lagMs: { p50Ms: s.lagMs.p50, p99Ms: s.lagMs.p99, maxMs: s.lagMs.max },
+        heapUsedBytes: s.heapUsedBytes,
+        heapTotalBytes: s.heapTotalBytes,
+        fencings: 0,
+        streams: s.connections,
+        requests: {},
+      };
     },
-    stop: bare.stop,
+    stop: () => bare.stop(),
   };
 }
 
@@ -147,7 +154,7 @@ async function gatewayProbe(opts: { proxy: CountingProxy; table: string; pingInt
         requests,
       };
     },
-    stop: gw.stop,
+    stop: () => gw.stop(),
   };
 }
 

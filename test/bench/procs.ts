@@ -41,7 +41,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 
 export async function dynamoLocal(): Promise<DynamoLocal> {
   const local = await startDynamoLocal();
-  stoppers.add(local.stop);
+  stoppers.add(() => local.stop());
   return local;
 }
 
@@ -95,8 +95,8 @@ export interface BenchGateway {
   readonly env: Record<string, string>;
   metrics(): Promise<string>;
   rssBytes(): number;
-  /** SIGTERM (graceful drain) and wait for the exit. */
-  stop(): Promise<void>;
+  /** SIGTERM (graceful drain) and wait for the exit; SIGKILL after `killAfterMs` (default 15 s). */
+  stop(killAfterMs?: number): Promise<void>;
 }
 
 /**
@@ -104,7 +104,17 @@ export interface BenchGateway {
  * built once at bench start), its own process, ports chosen here so the logs
  * can go to /dev/null at the production level (info).
  */
-export async function startGateway(opts: { endpoint: string; table: string; env?: Record<string, string>; gcProbe?: boolean }): Promise<BenchGateway> {
+export async function startGateway(opts: {
+  endpoint: string;
+  table: string;
+  env?: Record<string, string>;
+  gcProbe?: boolean;
+  /** Extra node flags (e.g. `--cpu-prof`), and a command prefix such as `['taskset', '-c', '0']`. */
+  execArgv?: string[];
+  prefix?: string[];
+  /** Script to run instead of dist/main.js (another build, test/bench/ab.ts). */
+  entry?: string;
+}): Promise<BenchGateway> {
   const [port, opsPort] = [await freePort(), await freePort()];
   const env = await gatewayEnv({
     endpoint: opts.endpoint,
@@ -112,11 +122,20 @@ export async function startGateway(opts: { endpoint: string; table: string; env?
     env: { NODE_ENV: 'production', LOG_LEVEL: 'info', PORT: String(port), OPS_PORT: String(opsPort), ...opts.env },
   });
   const proc = track(
-    spawn(process.execPath, [...(opts.gcProbe ? GC_PROBE_ARGS : []), 'dist/main.js'], {
-      cwd: ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    }),
+    spawn(
+      opts.prefix?.[0] ?? process.execPath,
+      [
+        ...(opts.prefix ? [...opts.prefix.slice(1), process.execPath] : []),
+        ...(opts.gcProbe ? GC_PROBE_ARGS : []),
+        ...(opts.execArgv ?? []),
+        opts.entry ?? 'dist/main.js',
+      ],
+      {
+        cwd: ROOT,
+        env: { ...process.env, ...env },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    ),
   );
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
@@ -126,7 +145,7 @@ export async function startGateway(opts: { endpoint: string; table: string; env?
     await waitFor('gateway', async () => ((await fetch(`${opsUrl}/healthz`)).ok ? true : undefined), proc);
   } catch (err) {
     proc.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}\n${stderr}`);
+    throw new Error(`${(err as Error).message}\n${stderr}`, { cause: err });
   }
   return {
     proc,
@@ -135,12 +154,12 @@ export async function startGateway(opts: { endpoint: string; table: string; env?
     env,
     metrics,
     rssBytes: () => rssBytes(proc.pid!),
-    stop: () =>
+    stop: (killAfterMs = 15_000) =>
       new Promise<void>((resolve) => {
         if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
         proc.once('exit', () => resolve());
         proc.kill('SIGTERM');
-        setTimeout(() => proc.kill('SIGKILL'), 15_000).unref();
+        setTimeout(() => proc.kill('SIGKILL'), killAfterMs).unref();
       }),
   };
 }
@@ -148,7 +167,13 @@ export async function startGateway(opts: { endpoint: string; table: string; env?
 export interface BareServer {
   readonly proc: ChildProcess;
   readonly url: string;
-  stats(): Promise<{ rssBytes: number; heapUsedBytes: number; heapTotalBytes: number; connections: number; lagMs: { p50: number; p99: number; max: number } }>;
+  stats(): Promise<{
+    rssBytes: number;
+    heapUsedBytes: number;
+    heapTotalBytes: number;
+    connections: number;
+    lagMs: { p50: number; p99: number; max: number };
+  }>;
   stop(): Promise<void>;
 }
 
@@ -156,7 +181,11 @@ export interface BareServer {
 export async function startBareServer(pingIntervalMs: number, gcProbe = false): Promise<BareServer> {
   const script = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url));
   const proc = track(
-    fork(script, [], { env: { ...process.env, PING_INTERVAL_MS: String(pingIntervalMs) }, execArgv: gcProbe ? GC_PROBE_ARGS : [], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] }),
+    fork(script, [], {
+      env: { ...process.env, PING_INTERVAL_MS: String(pingIntervalMs) },
+      execArgv: gcProbe ? GC_PROBE_ARGS : [],
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    }),
   );
   const port = await new Promise<number>((resolve, reject) => {
     proc.stdout!.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));
@@ -179,10 +208,44 @@ export async function startBareServer(pingIntervalMs: number, gcProbe = false): 
   };
 }
 
+export interface MinimalGateway {
+  readonly proc: ChildProcess;
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+/** The minimal gateway (minimal-gateway.mjs): plain node, its own process, the CPU floor of an admission. */
+export async function startMinimalGateway(endpoint: string, table: string, secret: string): Promise<MinimalGateway> {
+  const script = fileURLToPath(new URL('./minimal-gateway.mjs', import.meta.url));
+  const proc = track(
+    fork(script, [], {
+      cwd: ROOT,
+      env: { ...process.env, DYNAMODB_ENDPOINT: endpoint, DYNAMODB_TABLE: table, JWT_SECRET: secret },
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    }),
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.stdout!.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));
+    proc.once('exit', () => reject(new Error('minimal gateway exited before listening')));
+  });
+  return {
+    proc,
+    url: `ws://127.0.0.1:${port}`,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (proc.exitCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill('SIGTERM');
+      }),
+  };
+}
+
 export interface ClientGroup {
   /** Sockets granted (the first frame was `granted`). */
   readonly granted: number;
   readonly failed: number;
+  /** Socket open to `granted` of every granted socket, ms. */
+  readonly grantMs: number[];
   close(): Promise<void>;
 }
 
@@ -192,16 +255,23 @@ const PER_PROCESS = 2500;
  * Opens `count` idle leased sockets from child processes of at most 2500
  * sockets each (the open-files limit is per process), users `<prefix>-<i>`.
  */
-export async function openClients(url: string, prefix: string, count: number, concurrency = 64): Promise<ClientGroup> {
+export async function openClients(url: string, prefix: string, count: number, concurrency = 64, ratePerSec?: number): Promise<ClientGroup> {
   const script = fileURLToPath(new URL('./clients.ts', import.meta.url));
   const procs = Math.ceil(count / PER_PROCESS);
   const results = await Promise.all(
     Array.from({ length: procs }, async (_, p) => {
       const share = Math.floor(count / procs) + (p < count % procs ? 1 : 0);
       const proc = track(fork(script, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-      const order: OpenOrder & { cmd: string } = { cmd: 'open', url, userPrefix: `${prefix}-${p}`, count: share, concurrency: Math.ceil(concurrency / procs) };
-      const opened = await new Promise<{ granted: number; failed: number }>((resolve, reject) => {
-        proc.once('message', (m) => resolve(m as { granted: number; failed: number }));
+      const order: OpenOrder & { cmd: string } = {
+        cmd: 'open',
+        url,
+        userPrefix: `${prefix}-${p}`,
+        count: share,
+        concurrency: Math.ceil(concurrency / procs),
+        ratePerSec: ratePerSec === undefined ? undefined : ratePerSec / procs,
+      };
+      const opened = await new Promise<{ granted: number; failed: number; grantMs: number[] }>((resolve, reject) => {
+        proc.once('message', (m) => resolve(m as { granted: number; failed: number; grantMs: number[] }));
         proc.once('exit', (code) => reject(new Error(`client process exited (${code}) while opening`)));
         proc.send(order);
       });
@@ -211,6 +281,7 @@ export async function openClients(url: string, prefix: string, count: number, co
   return {
     granted: results.reduce((s, r) => s + r.granted, 0),
     failed: results.reduce((s, r) => s + r.failed, 0),
+    grantMs: results.flatMap((r) => r.grantMs),
     close: async () => {
       await Promise.all(
         results.map(

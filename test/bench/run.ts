@@ -5,12 +5,15 @@
  * (default out: bench-output/).
  *
  * Order: build dist/ once, start DynamoDB Local and a counting proxy, then
- * 1+2 latency and throughput, 3 memory (+ steady-state writes), 4 per-step
- * request counts and the renewal simulation, 5 slot freeing. Child processes
- * are killed on every exit path (procs.ts).
+ * 1+2 latency and throughput, 1b latency with the gateway pinned to a core,
+ * 3 memory (+ steady-state writes), 4 per-step request counts and the
+ * renewal simulation, 5 slot freeing, 6 the ping sweep, 7 the reconnect
+ * storm, 8 the throttled store, 9 kick-off. Child processes are killed on
+ * every exit path (procs.ts).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ensureTable } from '../../src/dynamo.js';
 import { ROOT } from '../helpers/gateway.js';
@@ -21,8 +24,11 @@ import { measureFreeing } from './freeing.js';
 import { machine, progress } from './measure.js';
 import { measureMemory } from './memory.js';
 import { measurePlayback, writePlaybackReport } from './playback.js';
-import { dynamoLocal, javaChildPid, startGateway, stopAll } from './procs.js';
+import { dynamoLocal, javaChildPid, startGateway, startMinimalGateway, stopAll } from './procs.js';
+import { TEST_SECRET } from '../helpers/tokens.js';
 import { markdown, targets, type Results } from './report.js';
+import { measureKickoff, measureStorm, measureThrottled } from './storm.js';
+import { measureSweep } from './sweep.js';
 import { cdfSvg } from './svg.js';
 
 const args = process.argv.slice(2);
@@ -30,10 +36,49 @@ const quick = args.includes('--quick');
 const outArg = args.indexOf('--out');
 const outDir = resolve(ROOT, outArg >= 0 ? args[outArg + 1] : 'bench-output');
 
-/** Counts for each mode: full stays under 10 minutes on 2 cores, quick under 2. */
+/**
+ * Counts for each mode: quick stays under 2.5 minutes on 2 cores (CI), full under 10. The 20 000 level of the sweep holds
+ * 19 800 sockets: the gateway's open-files limit (20 000 here) also counts its own descriptors.
+ */
 const PLAN = quick
-  ? { latency: 250, warmup: 30, throughput: 300, concurrency: 32, levels: [300, 1000], holdS: 3, perOp: 30, simWindowS: 1.5, trials: 3 }
-  : { latency: 3000, warmup: 200, throughput: 4000, concurrency: 32, levels: [1000, 5000, 10000], holdS: 30, perOp: 200, simWindowS: 6, trials: 6 };
+  ? {
+      latency: 250,
+      warmup: 30,
+      throughput: 300,
+      concurrency: 32,
+      levels: [300, 1000],
+      holdS: 3,
+      perOp: 30,
+      simWindowS: 1.5,
+      trials: 3,
+      pinned: 150,
+      sweepLevels: [100, 2000],
+      sweepWindowS: 3,
+      sweepSettleMs: 2000,
+      storm: 500,
+      stormDrainMs: 1000,
+      throttle: { admissions: 200, allowedWritesPerSec: 100, concurrency: 100 },
+      kickoff: { users: 400, windowS: 2 },
+    }
+  : {
+      latency: 3000,
+      warmup: 200,
+      throughput: 4000,
+      concurrency: 32,
+      levels: [1000, 5000, 10000],
+      holdS: 30,
+      perOp: 200,
+      simWindowS: 6,
+      trials: 6,
+      pinned: 2000,
+      sweepLevels: [100, 10000, 19800],
+      sweepWindowS: 20,
+      sweepSettleMs: 4000,
+      storm: 10000,
+      stormDrainMs: 5000,
+      throttle: { admissions: 3000, allowedWritesPerSec: 300, concurrency: 300 },
+      kickoff: { users: 5000, windowS: 5 },
+    };
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 /**
@@ -43,8 +88,55 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const PATIENT = { ADMISSION_TIMEOUT_MS: '10000', DYNAMODB_REQUEST_TIMEOUT_MS: '5000' };
 const table = (name: string): string => `bench-${name}-${Date.now()}`;
 
+/** Pins every thread of `pid` to `cpus` (taskset list syntax). */
+function pin(pid: number, cpus: string): void {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+}
+
+/**
+ * Phase 1 again with the gateway on core 0 alone (`taskset -c 0`) and DynamoDB Local and this process on
+ * core 1: what the gateway adds when it does not queue behind the store for a core. Other work on the
+ * machine is not pinned away, so core 0 is the gateway's only among our own processes.
+ */
+async function measurePinnedLatency(endpoint: string, client: ReturnType<typeof rawClient>): Promise<Results['pinnedLatency']> {
+  const java = javaChildPid();
+  const all = `0-${cpus().length - 1}`;
+  if (java === undefined || cpus().length < 2) return undefined;
+  const pinTable = table('pinned');
+  pin(java, '1');
+  pin(process.pid, '1');
+  try {
+    const gw = await startGateway({
+      endpoint,
+      table: pinTable,
+      prefix: ['taskset', '-c', '0'],
+      env: { PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '10000', ...PATIENT },
+    });
+    try {
+      progress(
+        `pinned latency: ${PLAN.pinned} admissions alternating with raw UpdateItems, gateway on core 0, DynamoDB Local and the client on core 1`,
+      );
+      return await measureLatency({
+        url: gw.url,
+        client,
+        table: pinTable,
+        count: PLAN.pinned,
+        warmup: PLAN.warmup,
+        gatewayPid: gw.proc.pid!,
+        metrics: () => gw.metrics(),
+      });
+    } finally {
+      await gw.stop();
+    }
+  } finally {
+    pin(java, all);
+    pin(process.pid, all);
+  }
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
+  const loadBefore = loadavg();
   progress(`mode ${quick ? 'quick' : 'full'}; building dist/ (npm run build)`);
   execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' });
   // `java -version` writes to stderr.
@@ -56,20 +148,83 @@ async function main(): Promise<void> {
   try {
     // 1 + 2: one gateway straight on DynamoDB Local (no proxy in the path), default timings.
     const admTable = table('admission');
-    const gw = await startGateway({ endpoint: local.endpoint, table: admTable, env: { PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '10000', INSTANCE_HEARTBEAT_MS: '5000', INSTANCE_TTL_MS: '20000', FENCING_MARGIN_MS: '5000', ...PATIENT } });
+    const gw = await startGateway({
+      endpoint: local.endpoint,
+      table: admTable,
+      env: {
+        PING_INTERVAL_MS: '20000',
+        PONG_TIMEOUT_MS: '10000',
+        INSTANCE_HEARTBEAT_MS: '5000',
+        INSTANCE_TTL_MS: '20000',
+        FENCING_MARGIN_MS: '5000',
+        ...PATIENT,
+      },
+    });
     let latency;
     let throughput;
     try {
       progress(`latency: ${PLAN.latency} admissions alternating with ${PLAN.latency} raw UpdateItems`);
-      latency = await measureLatency({ url: gw.url, client, table: admTable, count: PLAN.latency, warmup: PLAN.warmup, gatewayPid: gw.proc.pid!, metrics: gw.metrics });
+      latency = await measureLatency({
+        url: gw.url,
+        client,
+        table: admTable,
+        count: PLAN.latency,
+        warmup: PLAN.warmup,
+        gatewayPid: gw.proc.pid!,
+        metrics: () => gw.metrics(),
+      });
       progress(`throughput: ${PLAN.throughput} admissions against ${PLAN.throughput} raw UpdateItems at concurrency ${PLAN.concurrency}`);
-      throughput = await measureThroughput({ url: gw.url, client, table: admTable, count: PLAN.throughput, rounds: quick ? 2 : 4, warmup: PLAN.warmup * 2, concurrency: PLAN.concurrency, gatewayPid: gw.proc.pid!, dynamodbPid: javaChildPid() });
+      throughput = await measureThroughput({
+        url: gw.url,
+        client,
+        table: admTable,
+        count: PLAN.throughput,
+        rounds: quick ? 2 : 4,
+        warmup: PLAN.warmup * 2,
+        concurrency: PLAN.concurrency,
+        gatewayPid: gw.proc.pid!,
+        dynamodbPid: javaChildPid(),
+      });
     } finally {
       await gw.stop();
     }
 
+    // 2b: the same closed loop against the minimal gateway (minimal-gateway.mjs), the CPU floor of an admission.
+    const minTable = table('minimal');
+    await ensureTable(client, minTable);
+    const mg = await startMinimalGateway(local.endpoint, minTable, TEST_SECRET);
+    let minimal;
+    try {
+      progress(`throughput: minimal gateway, ${PLAN.throughput / 2} admissions against as many raw UpdateItems`);
+      // A fresh process's first ~750 admissions cost 2-3x the later ones (test/bench/ab.ts): warm the minimal
+      // gateway as long as the gateway had been by now, or the comparison flatters the gateway.
+      minimal = await measureThroughput({
+        url: mg.url,
+        client,
+        table: minTable,
+        count: PLAN.throughput / 2,
+        rounds: 2,
+        warmup: PLAN.throughput / 2,
+        concurrency: PLAN.concurrency,
+        gatewayPid: mg.proc.pid!,
+        dynamodbPid: javaChildPid(),
+      });
+    } finally {
+      await mg.stop();
+    }
+
+    // 1b: the same latency measurement with the gateway on core 0 and DynamoDB Local + this process on core 1.
+    const pinnedLatency = await measurePinnedLatency(local.endpoint, client);
+
     // 3 (+ steady state of 4): memory at each level, gateway behind the proxy.
-    const memory = await measureMemory({ proxy, table: table('memory'), levels: PLAN.levels, holdSeconds: PLAN.holdS, pingIntervalMs: 2000, pongTimeoutMs: 1000 });
+    const memory = await measureMemory({
+      proxy,
+      table: table('memory'),
+      levels: PLAN.levels,
+      holdSeconds: PLAN.holdS,
+      pingIntervalMs: 2000,
+      pongTimeoutMs: 1000,
+    });
 
     // 4: per-step counts, then the per-stream renewal design on the same store.
     progress(`cost: ${PLAN.perOp} admissions, releases and denials through the counting proxy`);
@@ -94,19 +249,48 @@ async function main(): Promise<void> {
     // 5: slot freeing with shrunk timings.
     const freeing = await measureFreeing({ endpoint: local.endpoint, table: table('freeing'), trials: PLAN.trials });
 
-    // 6: playback tokens on the media path (its own report: playback.md, playback.json).
+    // 6-9: the ping sweep, the reconnect storm, the throttled store, kick-off.
+    const sweep = await measureSweep({
+      endpoint: local.endpoint,
+      table: table('sweep'),
+      levels: PLAN.sweepLevels,
+      windowS: PLAN.sweepWindowS,
+      settleMs: PLAN.sweepSettleMs,
+      env: PATIENT,
+    });
+    const storm = await measureStorm({
+      endpoint: local.endpoint,
+      table: table('storm'),
+      devices: PLAN.storm,
+      drainMs: PLAN.stormDrainMs,
+      rawPerSec: throughput.rawPerSec,
+      env: PATIENT,
+    });
+    const throttled = await measureThrottled({ proxy, table: table('throttle'), ...PLAN.throttle });
+    const kickTable = table('kickoff');
+    await ensureTable(client, kickTable);
+    const kickoff = await measureKickoff({ endpoint: local.endpoint, table: kickTable, client, ...PLAN.kickoff, env: PATIENT });
+
+    // 10: playback tokens on the media path (its own report: playback.md, playback.json).
     writePlaybackReport(outDir, await measurePlayback({ endpoint: local.endpoint, proxy, quick }));
 
     const results: Results = {
       mode: quick ? 'quick' : 'full',
       machine: machine(java),
+      loadAverage: { before: loadBefore, after: loadavg() },
       durationS: (performance.now() - started) / 1000,
       latency,
       throughput,
+      minimal,
+      pinnedLatency,
       memory,
       perOperation,
       renewal,
       freeing,
+      sweep,
+      storm,
+      throttled,
+      kickoff,
     };
     mkdirSync(outDir, { recursive: true });
     const svgName = 'latency-cdf.svg';
@@ -118,9 +302,16 @@ async function main(): Promise<void> {
       ]),
     );
     writeFileSync(join(outDir, 'report.md'), markdown(results, svgName));
-    const json = JSON.stringify({ ...results, targets: targets(results) }, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? +v.toFixed(3) : v), 2);
+    const json = JSON.stringify(
+      { ...results, targets: targets(results) },
+      (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? +v.toFixed(3) : v),
+      2,
+    );
     // Sample arrays on one line each: thousands of numbers one per line would swamp every diff of the committed copy.
-    writeFileSync(join(outDir, 'report.json'), json.replace(/\[\s*(-?[\d.]+(?:,\s*-?[\d.]+)*)\s*\]/g, (_m, inner: string) => `[${inner.split(/,\s*/).join(', ')}]`) + '\n');
+    writeFileSync(
+      join(outDir, 'report.json'),
+      json.replace(/\[\s*(-?[\d.]+(?:,\s*-?[\d.]+)*)\s*\]/g, (_m, inner: string) => `[${inner.split(/,\s*/).join(', ')}]`) + '\n',
+    );
     for (const t of targets(results)) progress(`${t.pass ? 'pass' : 'MISS'}  ${t.what}: ${t.value} (target ${t.target})`);
     progress(`report: ${join(outDir, 'report.md')} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
   } finally {

@@ -1,0 +1,77 @@
+/**
+ * `node --import tsx test/bench/sdk-config.ts [ops]`: client CPU per
+ * conditional UpdateItem (the gateway's fast path, test/bench/admission.ts
+ * rawAcquire) for SDK client configurations, in alternating rounds against
+ * one DynamoDB Local, concurrency 32. Used to decide src/dynamo.ts
+ * createClient's options; the figures are quoted in docs/bench/notes.md.
+ */
+import { UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { createClient, ensureTable } from '../../src/dynamo.js';
+import { startDynamoLocal } from '../helpers/dynamodb-local.js';
+import { pool } from './measure.js';
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+const OPS = Number(process.argv[2] ?? 3000);
+const local = await startDynamoLocal();
+const table = `sdkcfg-${Date.now()}`;
+
+async function acquire(client: DynamoDBClient, user: string, withSignal: boolean): Promise<void> {
+  const cmd = new UpdateItemCommand({
+    TableName: table,
+    Key: { pk: { S: `user#${user}` } },
+    UpdateExpression: 'SET #lease = :lease ADD #n :one, #v :one',
+    ConditionExpression: 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)',
+    ExpressionAttributeNames: { '#lease': 'lease:tv', '#n': 'n', '#v': 'v' },
+    ExpressionAttributeValues: { ':lease': { M: { leaseId: { S: user } } }, ':one': { N: '1' }, ':limit': { N: '3' } },
+    ReturnValues: 'UPDATED_NEW',
+    ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+  });
+  // The gateway's send() always passes an abort signal (src/dynamo.ts).
+  await (withSignal ? client.send(cmd, { abortSignal: AbortSignal.timeout(5000) }) : client.send(cmd));
+}
+
+type Variant = { name: string; client: DynamoDBClient; withSignal: boolean };
+const variants: Variant[] = [
+  {
+    name: 'createClient, send(cmd, {abortSignal})',
+    client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3 }),
+    withSignal: true,
+  },
+  {
+    name: 'createClient, send(cmd) (no options)',
+    client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3 }),
+    withSignal: false,
+  },
+  {
+    name: 'createClient + cacheMiddleware, send(cmd)',
+    client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3, cacheMiddleware: true }),
+    withSignal: false,
+  },
+  {
+    name: 'createClient + cacheMiddleware, {abortSignal}',
+    client: createClient({ endpoint: local.endpoint, requestTimeoutMs: 5000, maxAttempts: 3, cacheMiddleware: true }),
+    withSignal: true,
+  },
+];
+try {
+  await ensureTable(variants[0].client, table);
+  const cpu = new Map(variants.map((v) => [v.name, 0]));
+  for (const v of variants) await pool(500, 32, (i) => acquire(v.client, `warm-${v.name}-${i}`, v.withSignal));
+  const rounds = 4;
+  for (let r = 0; r < rounds; r++) {
+    for (const v of r % 2 === 0 ? variants : [...variants].reverse()) {
+      const c0 = process.cpuUsage();
+      await pool(OPS / rounds, 32, (i) => acquire(v.client, `r${r}-${v.name}-${i}`, v.withSignal));
+      const c = process.cpuUsage(c0);
+      cpu.set(v.name, cpu.get(v.name)! + (c.user + c.system) / 1000);
+    }
+  }
+  const base = cpu.get(variants[0].name)! / OPS;
+  for (const v of variants) {
+    const ms = cpu.get(v.name)! / OPS;
+    process.stdout.write(`${v.name.padEnd(48)} ${ms.toFixed(3)} CPU-ms per UpdateItem (ratio ${(ms / base).toFixed(2)})\n`);
+  }
+} finally {
+  for (const v of variants) v.client.destroy();
+  await local.stop();
+}
