@@ -12,16 +12,20 @@
  *   error500    500 InternalServerError
  *   drop-reply  forward (the write commits), then drop the connection instead of replying
  *   hold-reply  forward (the write commits), then hold the reply for `delayMs` before sending it
+ *   duplicate   forward and reply now, and forward the same request again after `delayMs`
+ *               (its reply discarded): a copy that lingered in the network and lands late
  *
  * A fault can be limited to some operations (`only: ['UpdateItem']`), to
  * requests on user items (`usersOnly`), and to the next `times` matching requests; after that the proxy passes again.
+ * With `probability`, each matching request is faulted only with that chance (drawn from `random`, so a
+ * seeded run draws the same sequence); `times` then counts faulted requests only.
  * Every request is counted by operation, which is how cost tests see what
  * really reached the store.
  */
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-export type FaultMode = 'pass' | 'delay' | 'blackhole' | 'reset' | 'throttle' | 'error500' | 'drop-reply' | 'hold-reply';
+export type FaultMode = 'pass' | 'delay' | 'blackhole' | 'reset' | 'throttle' | 'error500' | 'drop-reply' | 'hold-reply' | 'duplicate';
 
 export interface FaultOptions {
   delayMs?: number;
@@ -29,12 +33,18 @@ export interface FaultOptions {
   /** Only requests that touch a user item (lease reads and writes), never heartbeats. */
   usersOnly?: boolean;
   times?: number;
+  /** Chance (0-1) that a matching request is faulted; the others pass. Default 1. */
+  probability?: number;
+  /** Source of the `probability` draws (a seeded PRNG in randomized runs). Default Math.random. */
+  random?: () => number;
 }
 
 export interface FaultProxy {
   readonly endpoint: string;
   /** Requests seen, by operation (UpdateItem, GetItem, ...), faults included. */
   readonly counts: Map<string, number>;
+  /** Requests faulted, by mode (delay, duplicate, drop-reply, ...). */
+  readonly faulted: Map<string, number>;
   /** Requests that touched a user item (lease reads and writes, not heartbeats). */
   userRequests(): number;
   set(mode: FaultMode, opts?: FaultOptions): void;
@@ -61,6 +71,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   let opts: FaultOptions = {};
   let remaining = Number.POSITIVE_INFINITY;
   const counts = new Map<string, number>();
+  const faulted = new Map<string, number>();
   let userRequests = 0;
   const sockets = new Set<Socket>();
   const held = new Set<ServerResponse>();
@@ -70,13 +81,19 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     if (opts.only && !opts.only.includes(op)) return 'pass';
     if (opts.usersOnly && !userItem) return 'pass';
     if (remaining <= 0) return 'pass';
+    if (opts.probability !== undefined && (opts.random ?? Math.random)() >= opts.probability) return 'pass';
     remaining--;
     const chosen = mode;
     if (remaining <= 0) mode = 'pass';
     return chosen;
   }
 
-  function forward(req: IncomingMessage, body: Buffer, onResponse: (status: number, headers: IncomingMessage['headers'], data: Buffer) => void, onError: () => void): void {
+  function forward(
+    req: IncomingMessage,
+    body: Buffer,
+    onResponse: (status: number, headers: IncomingMessage['headers'], data: Buffer) => void,
+    onError: () => void,
+  ): void {
     const up = request(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } },
       (upRes) => {
@@ -95,11 +112,15 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      const op = String(req.headers['x-amz-target'] ?? 'unknown').split('.').pop() ?? 'unknown';
+      const op =
+        String(req.headers['x-amz-target'] ?? 'unknown')
+          .split('.')
+          .pop() ?? 'unknown';
       const userItem = body.includes('"user#');
       counts.set(op, (counts.get(op) ?? 0) + 1);
       if (userItem) userRequests++;
       const fault = faultFor(op, userItem);
+      if (fault !== 'pass') faulted.set(fault, (faulted.get(fault) ?? 0) + 1);
       const reply = (status: number, headers: IncomingMessage['headers'], data: Buffer): void => {
         if (res.destroyed) return;
         res.writeHead(status, headers);
@@ -129,11 +150,31 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
           sendError(res, 500, 'InternalServerError', 'Internal server error');
           return;
         case 'drop-reply':
-          forward(req, body, () => req.socket.destroy(), () => req.socket.destroy());
+          forward(
+            req,
+            body,
+            () => req.socket.destroy(),
+            () => req.socket.destroy(),
+          );
           return;
         case 'hold-reply': {
           const delayMs = opts.delayMs ?? 1000;
           forward(req, body, (...r) => setTimeout(() => reply(...r), delayMs), fail);
+          return;
+        }
+        case 'duplicate': {
+          forward(req, body, reply, fail);
+          const later = setTimeout(
+            () =>
+              forward(
+                req,
+                body,
+                () => {},
+                () => {},
+              ),
+            opts.delayMs ?? 1000,
+          );
+          later.unref();
           return;
         }
       }
@@ -148,6 +189,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   return {
     endpoint: `http://127.0.0.1:${port}`,
     counts,
+    faulted,
     userRequests: () => userRequests,
     set(next, nextOpts = {}) {
       mode = next;
@@ -158,6 +200,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     total: () => [...counts.values()].reduce((a, b) => a + b, 0),
     resetCounts: () => {
       counts.clear();
+      faulted.clear();
       userRequests = 0;
     },
     close: () =>
