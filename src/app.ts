@@ -12,6 +12,7 @@ import { LeaseStore } from './lease-store.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { createOpsServer } from './ops-server.js';
+import { Playback } from './playback.js';
 
 export interface App {
   readonly port: number;
@@ -67,7 +68,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   let instance: InstanceLease | undefined;
   const store = new LeaseStore(client, metrics, { table: config.table, selfInstanceId: () => instance!.id });
   instance = new InstanceLease(store, config, log, metrics);
-  const gateway = new Gateway({ config, store, instance, auth, metrics, log });
+  const playback = config.playback && new Playback(config.playback, metrics);
+  if (playback === undefined) log.warn('playback tokens are off: set PLAYBACK_SIGNING_KEY to enforce the limit at the media path');
+  else if (config.playback?.generated) log.warn('playback tokens signed with a key generated at start (development only): set PLAYBACK_SIGNING_KEY', { kid: playback.kid });
+  const gateway = new Gateway({ config, store, instance, auth, metrics, log, playback });
   gateway.start();
 
   // The demo page and its dev-only token route, never in production.
@@ -79,7 +83,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       requestTimeout: config.handshakeTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, config.handshakeTimeoutMs),
     },
-    createApiHandler({ config, auth, store, gateway, log, fallback }),
+    createApiHandler({ config, auth, store, gateway, log, metrics, playback, fallback }),
   );
   publicServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
   const readiness = {
