@@ -11,6 +11,7 @@ import type { Lease } from './lease-store.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { DenialReason, Plan } from './plan.js';
+import type { PlaybackRefresh } from './playback-refresh.js';
 import type { KeyedLimiter } from './rate-limit.js';
 import type { Regions } from './regions.js';
 import type { Session } from './session.js';
@@ -25,6 +26,8 @@ export interface AdmissionDeps {
   readonly hub: Hub;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** Playback tokens, when a signing key is configured. */
+  readonly playback?: PlaybackRefresh;
   /** The gateway: new grants only while it runs. */
   readonly gateway: { readonly state: 'running' | 'draining' | 'closed' };
 }
@@ -214,7 +217,8 @@ async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: 
     return;
   }
   if (!hub.grant(session, outcome.lease)) return;
-  const frame: GrantedFrame = { type: 'granted', leaseId, userId: request.userId, deviceId: request.deviceId, limit: plan.limit, active: outcome.active };
+  const playback = deps.playback?.issueFor(session);
+  const frame: GrantedFrame = { type: 'granted', leaseId, userId: request.userId, deviceId: request.deviceId, limit: plan.limit, active: outcome.active, ...(playback && { playback }) };
   session.send(frame);
   deps.log.info('granted', { userId: request.userId, deviceId: request.deviceId, leaseId, active: outcome.active });
 }

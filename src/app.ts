@@ -12,6 +12,7 @@ import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { createOpsServer } from './ops-server.js';
 import { openRegions, type Regions } from './regions.js';
+import { Playback } from './playback.js';
 
 export interface App {
   readonly port: number;
@@ -62,7 +63,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   );
   auth.start();
   const instance = regions.own.instance;
-  const gateway = new Gateway({ config, regions, auth, metrics, log });
+  const playback = config.playback && new Playback(config.playback, metrics);
+  if (playback === undefined) log.warn('playback tokens are off: set PLAYBACK_SIGNING_KEY to enforce the limit at the media path');
+  else if (config.playback?.generated) log.warn('playback tokens signed with a key generated at start (development only): set PLAYBACK_SIGNING_KEY', { kid: playback.kid });
+  const gateway = new Gateway({ config, regions, auth, metrics, log, playback });
   gateway.start();
 
   // The demo page and its dev-only token route, never in production.
@@ -74,7 +78,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       requestTimeout: config.handshakeTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, config.handshakeTimeoutMs),
     },
-    createApiHandler({ config, auth, regions, gateway, log, fallback }),
+    createApiHandler({ config, auth, regions, gateway, log, metrics, playback, fallback }),
   );
   publicServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
   const readiness = {

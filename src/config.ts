@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { MAX_CAP, parseClassCaps, STREAM_POLICIES, type StreamPolicy } from './plan.js';
 
 /**
@@ -31,6 +31,22 @@ export interface AuthConfig {
   readonly audience?: string;
   /** True when no key was configured and the well-known development secret is used. */
   readonly devSecret: boolean;
+}
+
+/** Playback tokens (src/playback.ts): the lease on the media path. */
+export interface PlaybackConfig {
+  /** Private key that signs playback tokens (P-256: ES256, Ed25519: EdDSA). */
+  readonly signingKey: KeyObject;
+  /** Previous public keys still published in the JWKS during a rotation. */
+  readonly previousKeys: readonly KeyObject[];
+  /** `iss` of every token. @default 'sigma-stream' */
+  readonly issuer: string;
+  /** `aud` of every token, when set. */
+  readonly audience?: string;
+  /** Longest token lifetime (exp - iat); the fencing deadline may cut it shorter. @default 60000 */
+  readonly ttlMs: number;
+  /** True when no PLAYBACK_SIGNING_KEY was set and a key was generated at start (development only). */
+  readonly generated: boolean;
 }
 
 export interface Config {
@@ -122,6 +138,8 @@ export interface Config {
   readonly jwksMaxStaleMs: number;
   /** At most one refetch per this period when a token names an unknown `kid`. @default 30000 */
   readonly jwksCooldownMs: number;
+  /** Playback tokens; undefined when off (production without PLAYBACK_SIGNING_KEY). */
+  readonly playback?: PlaybackConfig;
   readonly logLevel: LogLevel;
 }
 
@@ -204,6 +222,65 @@ function parseRegions(raw: string, awsRegion: string | undefined): RegionConfig[
     regions.push({ name, endpoint, awsRegion: AWS_REGION_NAME.test(name) ? name : awsRegion });
   }
   return regions;
+}
+
+/** P-256 (ES256) and Ed25519 (EdDSA) are what playback tokens are signed with. */
+function playbackKeyKind(key: KeyObject): 'p256' | 'ed25519' | undefined {
+  if (key.asymmetricKeyType === 'ed25519') return 'ed25519';
+  if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return 'p256';
+  return undefined;
+}
+
+const PEM_PUBLIC_KEY = /-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g;
+
+function loadPlayback(env: Env, production: boolean): PlaybackConfig | undefined {
+  const pem = read(env, 'PLAYBACK_SIGNING_KEY')?.replace(/\\n/g, '\n');
+  const publicRaw = read(env, 'PLAYBACK_PUBLIC_KEYS')?.replace(/\\n/g, '\n');
+  const issuer = read(env, 'PLAYBACK_ISSUER') ?? 'sigma-stream';
+  const audience = read(env, 'PLAYBACK_AUDIENCE');
+  // At least 2 s: iat and exp are whole seconds, so a shorter lifetime could leave a token almost nothing.
+  const ttlMs = int(env, 'PLAYBACK_TOKEN_TTL_MS', 60000, 2000, 3600000);
+  let signingKey: KeyObject;
+  if (pem !== undefined) {
+    if (!/-----BEGIN PRIVATE KEY-----/.test(pem)) {
+      throw new ConfigError('PLAYBACK_SIGNING_KEY must be a PEM PKCS#8 private key ("-----BEGIN PRIVATE KEY-----"; convert with openssl pkcs8 -topk8 -nocrypt)');
+    }
+    try {
+      signingKey = createPrivateKey(pem);
+    } catch (err) {
+      throw new ConfigError(`PLAYBACK_SIGNING_KEY is not a PEM private key (${(err as Error).message})`);
+    }
+    if (playbackKeyKind(signingKey) === undefined) {
+      throw new ConfigError(`PLAYBACK_SIGNING_KEY must be a P-256 EC key (ES256) or an Ed25519 key (EdDSA), got ${signingKey.asymmetricKeyType}`);
+    }
+  } else if (production) {
+    // Off until a key is configured: a generated key differs per replica, so no replica could verify another's tokens.
+    if (publicRaw !== undefined) throw new ConfigError('PLAYBACK_PUBLIC_KEYS is set without PLAYBACK_SIGNING_KEY');
+    return undefined;
+  } else {
+    signingKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+  }
+  const previousKeys: KeyObject[] = [];
+  if (publicRaw !== undefined) {
+    if (/PRIVATE KEY-----/.test(publicRaw)) {
+      throw new ConfigError('PLAYBACK_PUBLIC_KEYS holds a private key; it publishes public keys only (openssl pkey -pubout)');
+    }
+    const blocks = publicRaw.match(PEM_PUBLIC_KEY) ?? [];
+    if (blocks.length === 0) throw new ConfigError('PLAYBACK_PUBLIC_KEYS must hold one or more PEM public keys ("-----BEGIN PUBLIC KEY-----")');
+    for (const [i, block] of blocks.entries()) {
+      let key: KeyObject;
+      try {
+        key = createPublicKey(block);
+      } catch (err) {
+        throw new ConfigError(`PLAYBACK_PUBLIC_KEYS key ${i + 1} is not a PEM public key (${(err as Error).message})`);
+      }
+      if (playbackKeyKind(key) === undefined) {
+        throw new ConfigError(`PLAYBACK_PUBLIC_KEYS key ${i + 1} must be a P-256 EC key or an Ed25519 key, got ${key.asymmetricKeyType}`);
+      }
+      previousKeys.push(key);
+    }
+  }
+  return Object.freeze({ signingKey, previousKeys: Object.freeze(previousKeys), issuer, audience, ttlMs, generated: pem === undefined });
 }
 
 /** Reads and validates the whole configuration; throws {@link ConfigError} on the first bad variable. */
@@ -364,6 +441,7 @@ export function loadConfig(env: Env = process.env): Config {
     jwksRefreshMs: int(env, 'JWKS_REFRESH_MS', 300000, 100),
     jwksMaxStaleMs: int(env, 'JWKS_MAX_STALE_MS', 3600000, 100),
     jwksCooldownMs: int(env, 'JWKS_COOLDOWN_MS', 30000, 0),
+    playback: loadPlayback(env, production),
     logLevel,
   });
 }

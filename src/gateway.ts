@@ -16,6 +16,8 @@ import type { Logger } from './log.js';
 import { Messages } from './messages.js';
 import type { Metrics, RejectionReason } from './metrics.js';
 import { Pending } from './pending.js';
+import type { Playback } from './playback.js';
+import { PlaybackRefresh } from './playback-refresh.js';
 import { clientIp, KeyedLimiter } from './rate-limit.js';
 import type { Region, Regions } from './regions.js';
 import { Session, type Ending, type SessionOwner } from './session.js';
@@ -29,6 +31,8 @@ export interface GatewayDeps {
   readonly auth: Authenticator;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** Playback tokens, when a signing key is configured (src/playback.ts). */
+  readonly playback?: Playback;
 }
 
 /** Writes a plain HTTP error on a socket that never became a WebSocket. */
@@ -103,6 +107,7 @@ export class Gateway {
   readonly #keeper: LeaseKeeper;
   readonly #hub: Hub;
   readonly #liveness: Liveness;
+  readonly #playback: PlaybackRefresh | undefined;
   readonly #messages: Messages;
   readonly #admission: AdmissionDeps;
   /** One object every session reports to. */
@@ -144,7 +149,8 @@ export class Gateway {
     this.#keeper = new LeaseKeeper(parts);
     this.#hub = new Hub({ ...parts, keeper: this.#keeper });
     this.#liveness = new Liveness({ hub: this.#hub, config, metrics, log });
-    this.#admission = { config, auth, userLimiter, regions, keeper: this.#keeper, hub: this.#hub, metrics, log, gateway: this };
+    this.#playback = deps.playback && new PlaybackRefresh({ playback: deps.playback, hub: this.#hub, config });
+    this.#admission = { config, auth, userLimiter, regions, keeper: this.#keeper, hub: this.#hub, metrics, log, playback: this.#playback, gateway: this };
     this.#messages = new Messages({ config, auth, metrics, log, admission: this.#admission });
     const hub = this.#hub;
     const messages = this.#messages;
@@ -178,7 +184,13 @@ export class Gateway {
     this.#keeper.on('lost', this.#onLost);
     this.#keeper.on('taken', this.#onTaken);
     this.#liveness.start();
+    this.#playback?.start();
     this.#keeper.start();
+  }
+
+  /** True when a socket on this gateway holds `leaseId` now (the `live=1` playback check). */
+  holdsLease(leaseId: string): boolean {
+    return this.#hub.holder(leaseId) !== undefined;
   }
 
   /** Is this browser origin allowed? Requests without Origin are native players: allowed. */
@@ -294,6 +306,7 @@ export class Gateway {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
     this.#liveness.stop();
+    this.#playback?.stop();
     this.#keeper.close();
     for (const { instance } of this.#regions) this.#listen(instance, 'off');
     this.#wss.close();

@@ -8,6 +8,9 @@ import type { HttpErrorName } from './http-errors.js';
 import { HTTP_ERRORS } from './http-errors.js';
 import type { Lease } from './lease-store.js';
 import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import { createPlaybackHandler } from './playback-api.js';
+import type { Playback } from './playback.js';
 import type { Region, Regions } from './regions.js';
 
 /**
@@ -33,6 +36,9 @@ export interface ApiDeps {
   readonly regions: Regions;
   readonly gateway: Gateway;
   readonly log: Logger;
+  readonly metrics: Metrics;
+  /** Playback tokens (JWKS and the media-path authorize check), when a signing key is configured. */
+  readonly playback?: Playback;
   /** Extra routes served before the API (the demo page in development). */
   readonly fallback?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
@@ -89,7 +95,11 @@ function match(path: string): { route: Route; method: 'GET' | 'DELETE' } | undef
 }
 
 export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const playback = createPlaybackHandler({ ...deps, storesFor: (userId) => deps.regions.likeliestFor(userId).map((r) => r.store) });
   return (req, res) => {
+    // The media path's routes come first: asked by proxies for every segment, with the player's Origin
+    // forwarded, answered while draining (they hold no state), and public (the key set).
+    if (playback(req, res, (req.url ?? '/').split('?')[0])) return;
     handle(deps, req, res).catch((err: unknown) => {
       if (err instanceof HttpError) {
         sendJson(res, err.status, { error: { code: err.code, message: err.message } }, err.headers);

@@ -59,6 +59,12 @@ export class Hub {
     return this.#sessions.values();
   }
 
+  /** The leased session holding `leaseId` on this gateway, if any. */
+  holder(leaseId: string): Session | undefined {
+    const session = this.#byLease.get(leaseId);
+    return session?.state === 'leased' ? session : undefined;
+  }
+
   add(session: Session): void {
     this.#sessions.add(session);
     this.#metrics.wsConnections.inc();

@@ -80,6 +80,20 @@ export class InstanceLease extends EventEmitter<InstanceEvents> {
     return performance.now() - this.#lastOkSentAt;
   }
 
+  /**
+   * Wall-clock time (ms since the epoch) at which this gateway fences unless
+   * another beat is acknowledged: the send time of the last acknowledged beat
+   * + INSTANCE_TTL_MS - FENCING_MARGIN_MS. Other gateways count our leases
+   * live until at least FENCING_MARGIN_MS later, so anything that expires by
+   * then (a playback token) is dead before our slots can be handed out.
+   * Measured on the monotonic clock, converted at the moment of the call.
+   * Undefined while not live.
+   */
+  get fencingDeadline(): number | undefined {
+    if (!this.live) return undefined;
+    return Date.now() + (this.#lastOkSentAt + this.#dangerAfterMs - performance.now());
+  }
+
   /** True while leases attached to this instance are certainly live everywhere. */
   get live(): boolean {
     return this.#registered && !this.#stopped && this.heartbeatAgeMs() < this.#dangerAfterMs;

@@ -22,6 +22,10 @@ export const REJECTION_REASONS = [
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 export type ReleaseReason = (typeof RELEASE_REASONS)[number];
 
+/** Answers of /v1/playback/authorize; bounded, so safe as a label. */
+export const PLAYBACK_RESULTS = ['ok', 'missing', 'invalid', 'expired', 'lease_gone'] as const;
+export type PlaybackResult = (typeof PLAYBACK_RESULTS)[number];
+
 export type AcquireResult = 'granted' | 'denied' | 'error';
 
 /**
@@ -59,6 +63,8 @@ export class Metrics {
   readonly reconcileRounds: Counter<'result'>;
   readonly leaseRepairs: Counter<'kind'>;
   readonly uncertainLeases: Gauge;
+  readonly playbackTokensIssued: Counter;
+  readonly playbackAuthorize: Counter<'result'>;
 
   /** Set by the instance lease once it exists; read at scrape time. */
   heartbeatAgeSeconds: () => number = () => 0;
@@ -201,6 +207,18 @@ export class Metrics {
         this.set(self.uncertainLeasesSource());
       },
     });
+    this.playbackTokensIssued = new Counter({
+      name: 'sigma_playback_tokens_issued_total',
+      help: 'Playback tokens signed (in granted frames and refreshes).',
+      registers,
+    });
+    this.playbackAuthorize = new Counter({
+      name: 'sigma_playback_authorize_total',
+      help: 'Media-path checks at /v1/playback/authorize by result: ok, missing, invalid, expired, lease_gone.',
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of PLAYBACK_RESULTS) this.playbackAuthorize.inc({ result }, 0);
     this.revocationsTotal = new Counter({
       name: 'sigma_revocations_total',
       help: 'Sockets closed because their lease was taken away, by close code and by path (local, mailbox, reconcile).',

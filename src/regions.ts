@@ -89,6 +89,15 @@ export class Regions implements Iterable<Region> {
     return this.#byName.get(hashedHome(userId, this.#names));
   }
 
+  /**
+   * Every region, the hashed home of `userId` first: where to look for a
+   * lease when the user's claim is not at hand (a playback token's live check).
+   */
+  likeliestFor(userId: string): Region[] {
+    const home = this.forUser(userId)!;
+    return [home, ...this.#list.filter((r) => r !== home)];
+  }
+
   /** The sentence a refused `home_region` claim gets (close reason, HTTP message). */
   unknownClaim(claim: string): string {
     return `token names home_region "${claim.slice(0, 32)}", not one of ${this.#names.join(', ')}`;

@@ -60,6 +60,8 @@ export class Session {
   awaitingPong = false;
   /** Token expiry (seconds since the epoch); 0 until authenticated. */
   exp = 0;
+  /** Wall-clock ms when the next playback token is due (src/playback-refresh.ts); 0: at the next sweep. */
+  playbackDueAt = 0;
   /** Monotonic ms of the last re-authentication attempt. */
   reauthAt = Number.NEGATIVE_INFINITY;
   /** Message rate bucket (app pings count). */

@@ -33,6 +33,23 @@ export interface GrantedFrame {
   readonly limit: number;
   /** Streams of this user now playing, this one included. */
   readonly active: number;
+  /** The first playback token for the media path (absent when the gateway has no signing key). */
+  readonly playback?: PlaybackToken;
+}
+
+/** A playback token: a compact JWS whose `sid` is the lease id, and its expiry. */
+export interface PlaybackToken {
+  readonly token: string;
+  /** Seconds since the epoch. */
+  readonly exp: number;
+}
+
+/** A fresh playback token, sent while the lease is held, before half of the previous one's lifetime. */
+export interface PlaybackFrame {
+  readonly type: 'playback';
+  readonly token: string;
+  /** Seconds since the epoch. */
+  readonly exp: number;
 }
 
 /**
@@ -91,7 +108,7 @@ export interface ErrorFrame {
 }
 
 /** Every frame the gateway sends. */
-export type ServerFrame = GrantedFrame | DeniedFrame | ReleasedFrame | PongFrame | ReauthedFrame | ErrorFrame;
+export type ServerFrame = GrantedFrame | DeniedFrame | ReleasedFrame | PongFrame | ReauthedFrame | ErrorFrame | PlaybackFrame;
 
 /** Every frame a player may send. */
 export type ClientFrame =

@@ -4,7 +4,18 @@ import { defaultStorage, resolveDeviceId, type KeyValueStorage } from './device-
 import { Emitter } from './emitter.js';
 import { InvalidOptionError, LeaseStoppedError, StreamLimitError, TerminalCloseError, UnauthorizedError } from './errors.js';
 import { viewerMessage } from './messages.js';
-import { CODES, ID_PATTERN, ID_RULE, LEASE_PATH, reconnectRule, type ActiveStream, type DeniedFrame, type DenialReason, type GrantedFrame } from './protocol.js';
+import {
+  CODES,
+  ID_PATTERN,
+  ID_RULE,
+  LEASE_PATH,
+  reconnectRule,
+  type ActiveStream,
+  type DeniedFrame,
+  type DenialReason,
+  type GrantedFrame,
+  type PlaybackToken,
+} from './protocol.js';
 import { listStreams, stopStream, type StreamsList } from './rest.js';
 import { tokenExpiryMs } from './token.js';
 
@@ -91,6 +102,13 @@ export interface StreamLeaseEvents extends Record<string, unknown> {
   revoked: CloseEvent;
   /** 4409: this device id connected again elsewhere. Terminal. */
   replaced: CloseEvent;
+  /** A playback token for the media path: with every grant and each refresh while the lease is held. */
+  playback: PlaybackEvent;
+}
+
+/** A playback token and the lease it belongs to (its `sid` claim). */
+export interface PlaybackEvent extends PlaybackToken {
+  readonly leaseId: string;
 }
 
 interface Deferred<T> {
@@ -155,6 +173,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   /** Token sent in a reauth frame, awaiting the gateway's answer. */
   #reauthToken: string | undefined;
   #grant: Grant | undefined;
+  /** The playback token of the held lease; dropped the moment the lease ends. */
+  #playback: PlaybackToken | undefined;
   #grantedAt = 0;
   /** Consecutive retries since the last stable lease: drives the backoff. */
   #attempt = 0;
@@ -226,6 +246,45 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   /** The lease while granted. */
   get grant(): Grant | undefined {
     return this.#state === 'granted' ? this.#grant : undefined;
+  }
+
+  /**
+   * The current playback token while the lease is held and the token has not
+   * expired, else undefined: media requests made after the lease ended carry
+   * none (the player adapters in src/client/adapters/ read it on
+   * every request).
+   */
+  get playbackToken(): string | undefined {
+    const p = this.#playback;
+    return this.#state === 'granted' && p !== undefined && p.exp * 1000 > Date.now() ? p.token : undefined;
+  }
+
+  /**
+   * The playback token for a media request about to go out: the current
+   * one; while the lease is (re)connecting (a deploy's 1012, a lost
+   * gateway), the next one as soon as the lease is granted again, waiting at
+   * most `timeoutMs`; undefined when the lease has ended, or no token came in
+   * time. The adapters use it so that a reconnect stalls requests for a
+   * moment instead of sending them without a token (401). Never an old token.
+   */
+  playbackTokenSoon(timeoutMs = 10_000): Promise<string | undefined> {
+    const now = this.playbackToken;
+    if (now !== undefined || (this.#state !== 'connecting' && this.#state !== 'reconnecting')) return Promise.resolve(now);
+    return new Promise((resolve) => {
+      const done = (token: string | undefined): void => {
+        clearTimeout(timer);
+        offPlayback();
+        offState();
+        resolve(token);
+      };
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      const offPlayback = this.on('playback', (e) => done(e.token));
+      // Granted without a token (the gateway has no signing key), or a terminal state: stop waiting.
+      // The token of a grant is set right after the state changes, hence the microtask.
+      const offState = this.on('state', (state) => {
+        if (state !== 'connecting' && state !== 'reconnecting') queueMicrotask(() => done(this.playbackToken));
+      });
+    });
   }
 
   /**
@@ -340,6 +399,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     clearTimeout(this.#retryTimer);
     clearTimeout(this.#refreshTimer);
     this.#reauthToken = undefined;
+    this.#playback = undefined;
     this.#conn?.close(CODES.NORMAL, reason);
     this.#refreshConn?.close(CODES.NORMAL, reason);
     this.#conn = this.#refreshConn = undefined;
@@ -364,6 +424,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       this.#refreshConn = undefined;
       this.#grant = grant;
       this.#scheduleRefresh(conn.token);
+      this.#setPlayback(frame.playback);
       return;
     }
     if (conn !== this.#conn) return;
@@ -376,8 +437,15 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     // A new socket after a reconnect: the gateway must hear about a pause again.
     if (this.#paused) conn.send({ type: 'pause' });
     this.emit('granted', grant);
+    this.#setPlayback(frame.playback);
     for (const waiting of [this.#pending, this.#resuming]) waiting?.resolve(grant);
     this.#pending = this.#resuming = undefined;
+  }
+
+  #setPlayback(playback: PlaybackToken | undefined): void {
+    if (playback === undefined || typeof playback.token !== 'string' || typeof playback.exp !== 'number' || this.#grant === undefined) return;
+    this.#playback = { token: playback.token, exp: playback.exp };
+    this.emit('playback', { token: playback.token, exp: playback.exp, leaseId: this.#grant.leaseId });
   }
 
   #onDenied(conn: Connection, frame: DeniedFrame): void {
@@ -399,6 +467,10 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   }
 
   #onFrame(conn: Connection, frame: { type: string; [key: string]: unknown }): void {
+    if (frame.type === 'playback') {
+      if (conn === this.#conn && this.#state === 'granted') this.#setPlayback(frame as unknown as PlaybackToken);
+      return;
+    }
     // After a release, the same socket is admitted again on resume: granted or denied a second time.
     if (conn === this.#conn && this.#state === 'released') {
       if (frame.type === 'granted') return this.#onGranted(conn, frame as unknown as GrantedFrame);
@@ -406,6 +478,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     }
     if (conn === this.#conn && frame.type === 'released' && this.#state === 'granted') {
       clearTimeout(this.#refreshTimer);
+      // A paused stream gave its slot back: its media requests carry no token until it is granted again.
+      this.#playback = undefined;
       this.#setState('released');
       this.emit('released', { reason: 'paused', viewerMessage: viewerMessage({ kind: 'released' }) });
       return;
@@ -443,6 +517,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   /** The socket holding (or asking for) the lease ended: reconnect or finish, by the close code's rule. */
   #lose(code: number, reason: string): void {
     clearTimeout(this.#refreshTimer);
+    this.#playback = undefined;
     this.#reauthToken = undefined;
     const wasGranted = this.#state === 'granted';
     if (wasGranted && Date.now() - this.#grantedAt >= this.#backoff.stableAfterMs) this.#attempt = 0;

@@ -5,6 +5,8 @@
  *   GET  /                       demo.html
  *   GET  /demo/demo.css          demo.css
  *   GET  /demo/page.js           page.ts and the player SDK, bundled by esbuild on first request
+ *   GET  /demo/player.html       a real player (hls.js in a <video>) behind the media path: player.ts
+ *   GET  /demo/player.js         player.ts with the SDK and hls.js, bundled the same way
  *   POST /demo/token?user=<id>&plan=<block|last|tv-mobile|event>   a token for any user: ONLY with the development secret
  *
  * The token route is the dangerous one: it mints tokens for whoever asks. It
@@ -30,10 +32,17 @@ const DEMO_PLANS: Record<string, Record<string, unknown>> = {
 /** Lifetime of a demo token, s: short, so the page also shows the SDK's refresh before expiry. */
 const DEMO_TOKEN_TTL_S = 600;
 
-const STATIC: Record<string, { file: string; type: string }> = {
-  '/': { file: 'demo.html', type: 'text/html; charset=utf-8' },
+const PAGE_CSP = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'";
+/** The player fetches media from another origin (the media path) and feeds MSE from blob: URLs. */
+const PLAYER_CSP = "default-src 'self'; connect-src 'self' ws: wss: http: https:; media-src 'self' blob:; style-src 'self'; script-src 'self'";
+
+const STATIC: Record<string, { file: string; type: string; csp?: string }> = {
+  '/': { file: 'demo.html', type: 'text/html; charset=utf-8', csp: PAGE_CSP },
+  '/demo/player.html': { file: 'player.html', type: 'text/html; charset=utf-8', csp: PLAYER_CSP },
   '/demo/demo.css': { file: 'demo.css', type: 'text/css; charset=utf-8' },
 };
+/** Scripts bundled by esbuild on first request. */
+const SCRIPTS: Record<string, string> = { '/demo/page.js': 'page.ts', '/demo/player.js': 'player.ts' };
 
 /**
  * Files next to this module: src/demo when run from the sources (tsx), and
@@ -50,10 +59,10 @@ async function readAsset(name: string): Promise<string> {
   throw new Error(`demo asset ${name} not found next to ${import.meta.url}`);
 }
 
-/** page.ts with the SDK, as one browser script. esbuild is a dev tool: imported only when the page asks. */
-async function bundlePage(): Promise<string> {
+/** A demo script with the SDK (and hls.js for the player), as one browser script. esbuild is a dev tool: imported only when a page asks. */
+async function bundle(name: string): Promise<string> {
   const esbuild = await import('esbuild');
-  const entry = [new URL('./page.ts', import.meta.url), new URL('../../src/demo/page.ts', import.meta.url)];
+  const entry = [new URL(`./${name}`, import.meta.url), new URL(`../../src/demo/${name}`, import.meta.url)];
   let lastErr: unknown;
   for (const url of entry) {
     try {
@@ -81,7 +90,7 @@ function send(res: ServerResponse, status: number, type: string, body: string, h
 
 export function createDemoHandler(config: Config, log: Logger): (req: IncomingMessage, res: ServerResponse) => boolean {
   const mintsTokens = !config.production && config.auth.devSecret && config.auth.secret !== undefined;
-  let script: Promise<string> | undefined;
+  const scripts = new Map<string, Promise<string>>();
 
   const fail = (res: ServerResponse, what: string) => (err: unknown) => {
     log.error('demo page failed', { err, what });
@@ -95,20 +104,19 @@ export function createDemoHandler(config: Config, log: Logger): (req: IncomingMe
     const asset = STATIC[url.pathname];
     if (asset && req.method === 'GET') {
       readAsset(asset.file).then(
-        (body) =>
-          send(res, 200, asset.type, body, {
-            'Content-Security-Policy': "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'",
-          }),
+        (body) => send(res, 200, asset.type, body, asset.csp === undefined ? {} : { 'Content-Security-Policy': asset.csp }),
         fail(res, asset.file),
       );
       return true;
     }
-    if (url.pathname === '/demo/page.js' && req.method === 'GET') {
-      script ??= bundlePage();
+    const entry = SCRIPTS[url.pathname];
+    if (entry !== undefined && req.method === 'GET') {
+      let script = scripts.get(entry);
+      if (script === undefined) scripts.set(entry, (script = bundle(entry)));
       script.then(
         (body) => send(res, 200, 'text/javascript; charset=utf-8', body),
         (err: unknown) => {
-          script = undefined;
+          scripts.delete(entry);
           fail(res, 'bundling page.ts (is esbuild installed? it is a devDependency)')(err);
         },
       );

@@ -23,6 +23,7 @@ import { measurePerOperation, simulateRenewal, type RenewalRun } from './cost.js
 import { measureFreeing } from './freeing.js';
 import { machine, progress } from './measure.js';
 import { measureMemory } from './memory.js';
+import { measurePlayback, writePlaybackReport } from './playback.js';
 import { dynamoLocal, javaChildPid, startGateway, startMinimalGateway, stopAll } from './procs.js';
 import { TEST_SECRET } from '../helpers/tokens.js';
 import { markdown, targets, type Results } from './report.js';
@@ -269,6 +270,9 @@ async function main(): Promise<void> {
     const kickTable = table('kickoff');
     await ensureTable(client, kickTable);
     const kickoff = await measureKickoff({ endpoint: local.endpoint, table: kickTable, client, ...PLAN.kickoff, env: PATIENT });
+
+    // 10: playback tokens on the media path (its own report: playback.md, playback.json).
+    writePlaybackReport(outDir, await measurePlayback({ endpoint: local.endpoint, proxy, quick }));
 
     const results: Results = {
       mode: quick ? 'quick' : 'full',

@@ -504,6 +504,27 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
                 `count:${user}`,
               );
             }
+            // The content and class counts beside n (c:<content>, k:<class>) equal what the entries say.
+            const want = new Map<string, number>();
+            for (const k of entries) {
+              const m = item[k].M ?? {};
+              for (const attr of [m.contentId?.S && `c:${m.contentId.S}`, m.class?.S && `k:${m.class.S}`]) if (attr) want.set(attr, (want.get(attr) ?? 0) + 1);
+            }
+            const drift = Object.keys(item)
+              .filter((k) => k.startsWith('c:') || k.startsWith('k:'))
+              .concat([...want.keys()])
+              .filter((k, i, all) => all.indexOf(k) === i && (num(item[k]) ?? 0) !== (want.get(k) ?? 0));
+            if (drift.length > 0) {
+              violate(
+                {
+                  kind: 'store-count',
+                  user,
+                  atMs: at,
+                  detail: `counts drifted from the entries: ${drift.map((k) => `${k}=${num(item[k]) ?? 0} (entries ${want.get(k) ?? 0})`).join(', ')}`,
+                },
+                `plan-count:${user}`,
+              );
+            }
           }
         } catch (err) {
           log(`fault-run: store poll failed: ${String(err)}`);
@@ -540,7 +561,13 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
       if (replaces) aims.push({ device });
       if (takeover === 'oldest') aims.push({ oldest: true, except: device });
       else if (takeover !== undefined) aims.push({ device: takeover });
-      const dev = connect(gateway.url, { token: tokens[u], device, takeover });
+      // Each device watches one of two contents and most have a class, so the content and class counts on the
+      // user item move with every admission, release, takeover and prune (no caps: they must only never drift).
+      const slot = Number(device.replace(/\D+/g, '')) || 0;
+      const query = new URLSearchParams({ device, content: `c${slot % 2}` });
+      if (slot % 3 !== 2) query.set('class', slot % 3 === 0 ? 'tv' : 'mobile');
+      if (takeover !== undefined) query.set('takeover', takeover);
+      const dev = connect(gateway.url, { token: tokens[u], device, takeover, query: query.toString() });
       const sock: Sock = { id: socks.length, user: u, device, node: node.index, gen: node.gen, dev, startedAt: performance.now() };
       socks.push(sock);
       count(summary.ops, what);
