@@ -20,6 +20,7 @@ import {
   type RegionalGateway,
   type RegionName,
 } from './helpers/regions.js';
+import { newKeyPair } from './helpers/playback.js';
 import { mintToken } from './helpers/tokens.js';
 
 const HEARTBEAT_MS = Number(FAST_TIMINGS.INSTANCE_HEARTBEAT_MS);
@@ -312,6 +313,35 @@ describe('several regions: every user has one home region', () => {
       const n = beats(gw.proxies[region]);
       assert.ok(n >= 8 && n <= 12, `${region}: ${n} heartbeats in ${windowMs} ms at one per ${HEARTBEAT_MS} ms`);
     }
+  });
+
+  test('playback live check on a gateway that does not hold the lease: found in the hashed home, else in the claimed region', async (t) => {
+    const env = { PLAYBACK_SIGNING_KEY: newKeyPair('ed25519').privatePem };
+    const table = newTable();
+    const eu = await startRegionalGateway('eu', table, { ...ENV, ...env });
+    t.after(() => eu.stop());
+    const us = await startRegionalGateway('us', table, { ...ENV, ...env });
+    t.after(() => us.stop());
+    // Homed in us by claim while the hash says eu: the check must look past the hashed home.
+    const user = hashedUser('claimed', 'eu');
+    const device = await granted(connect(us.url, { token: await mintToken(user, { claims: { home_region: 'us' } }), device: 'tv' }));
+    const token = (device.frames[0].playback as { token: string }).token;
+    const live = (): Promise<Response> =>
+      fetch(`${httpUrl(eu)}/v1/playback/authorize?live=1`, { headers: { Authorization: `Bearer ${token}` } });
+    for (const p of Object.values(eu.proxies)) p.resetCounts();
+    assert.equal((await live()).status, 204);
+    assert.equal(eu.proxies.eu.userRequests(), 1, 'the hashed home first');
+    assert.equal(eu.proxies.us.userRequests(), 1, 'then the claimed region, where the lease is');
+    await device.close();
+    await eventually(async () => (await live()).status === 403);
+    // A hashed user: one read, in its home.
+    const plain = await granted(connect(us.url, { token: await mintToken(hashedUser('plain', 'eu')), device: 'tv' }));
+    t.after(() => plain.close());
+    const plainToken = (plain.frames[0].playback as { token: string }).token;
+    for (const p of Object.values(eu.proxies)) p.resetCounts();
+    const res = await fetch(`${httpUrl(eu)}/v1/playback/authorize?live=1`, { headers: { Authorization: `Bearer ${plainToken}` } });
+    assert.equal(res.status, 204);
+    assert.equal(eu.proxies.eu.userRequests() + eu.proxies.us.userRequests(), 1);
   });
 
   test('a token naming an unknown home_region is refused with 4401 and a reason; REST says 401, and an operator naming no region 400', async (t) => {
