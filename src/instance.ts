@@ -59,7 +59,13 @@ export class InstanceLease extends EventEmitter<InstanceEvents> {
   /** The region whose table holds this instance item (one instance lease per region). */
   readonly region: string;
 
-  constructor(store: LeaseStore, timings: InstanceTimings, log: Logger, metrics: Metrics, region: InstanceRegion = { name: 'local', labelled: false }) {
+  constructor(
+    store: LeaseStore,
+    timings: InstanceTimings,
+    log: Logger,
+    metrics: Metrics,
+    region: InstanceRegion = { name: 'local', labelled: false },
+  ) {
     super();
     this.#store = store;
     this.#t = timings;
