@@ -252,9 +252,9 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
    * starts where it stopped. Returns the sockets it closed.
    */
   async reconcile(): Promise<number> {
+    // Doubts and victims past their horizon are forgotten in #checkUsers, after a read that began once
+    // the horizon had passed: dropping them here would miss a copy that landed since the previous read.
     const now = performance.now();
-    for (const [id, d] of this.#doubts) if (d.until < now && !this.#held.has(id)) this.#doubts.delete(id);
-    for (const [id, v] of this.#victims) if (v.until < now) this.#victims.delete(id);
     const users = [...this.#users()].sort();
     if (users.length === 0) return 0;
     // Start after where the last unfinished round stopped, then wrap around.
@@ -305,6 +305,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   async #checkUsers(userIds: readonly string[]): Promise<number> {
     // Snapshot before the read: a lease granted after it began may not be in what the read returns.
     const heldBefore = [...this.#held.entries()].filter(([, h]) => userIds.includes(h.userId));
+    const readAt = performance.now();
     const items = await this.#store.readUsers(userIds, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
     let closed = 0;
     for (const [leaseId, h] of heldBefore) {
@@ -324,6 +325,10 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
         this.#log.warn('reconcile: repaired a user count that differed from its entries', { userId });
       }
     }
+    // Read (and acted on) after their horizon: no copy can land any more.
+    const read = new Set(userIds);
+    for (const [id, d] of this.#doubts) if (d.until < readAt && read.has(d.userId) && !this.#held.has(id)) this.#doubts.delete(id);
+    for (const [id, v] of this.#victims) if (v.until < readAt && read.has(v.userId)) this.#victims.delete(id);
     return closed;
   }
 
