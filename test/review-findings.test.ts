@@ -59,3 +59,53 @@ describe('doubts', () => {
     await next.close();
   });
 });
+
+describe('SDK: a paused stream whose slot went back', () => {
+  test('its socket ends (token expiry 4401): the SDK does not take a slot again while the player stays paused', async (t) => {
+    const gw = await startGateway({ env: { PAUSE_RELEASE_MS: '300' } });
+    t.after(() => gw.stop());
+    const plan = { maxStreams: 1, claims: { stream_policy: 'evict_oldest' } };
+    // The paused device's first token expires 3 s from now; the refreshed one lasts an hour.
+    const shortToken = await mintToken('rv-paused', { ...plan, expiresIn: 3 });
+    const longToken = await mintToken('rv-paused', plan);
+    const tv = new StreamLease({
+      url: gw.url,
+      getToken: ({ refresh }) => (refresh ? longToken : shortToken),
+      deviceId: 'tv',
+      WebSocket: WebSocket as never,
+      backoff: { initialMs: 50, maxMs: 200, stableAfterMs: 500 },
+    });
+    t.after(() => tv.stop());
+    await tv.start();
+    const released = new Promise((r) => tv.on('released', r));
+    tv.pause();
+    await released;
+    // The viewer watches on the phone now: the paused TV gave its slot back.
+    const phone = connect(gw.url, { token: longToken, device: 'phone' });
+    assert.equal((await phone.decision).type, 'granted');
+    // The TV's token expires (4401). The player is still paused and never called resume() or start().
+    await sleep(4500);
+    const closed = await Promise.race([phone.closed, sleep(0).then(() => undefined)]);
+    assert.equal(closed, undefined, `the playing phone was stopped by the paused TV: ${JSON.stringify(closed)}`);
+    assert.deepEqual(await leaseEntries(gw.endpoint, gw.table, 'rv-paused'), ['phone'], 'only the playing device holds a slot');
+    assert.notEqual(tv.state, 'granted', 'a paused player is not granted behind its back');
+    await phone.close();
+  });
+
+  test('start() on a released lease does not open a second socket beside the open one', async (t) => {
+    const gw = await startGateway({ env: { PAUSE_RELEASE_MS: '300' } });
+    t.after(() => gw.stop());
+    const token = await mintToken('rv-restart', { maxStreams: 2 });
+    const tv = new StreamLease({ url: gw.url, getToken: () => token, deviceId: 'tv', WebSocket: WebSocket as never });
+    t.after(() => tv.stop());
+    await tv.start();
+    const released = new Promise((r) => tv.on('released', r));
+    tv.pause();
+    await released;
+    await tv.start();
+    await sleep(300);
+    assert.equal(gw.app.gateway.connections, 1, 'one socket per device');
+    tv.stop();
+    await eventually(() => gw.app.gateway.connections === 0, 2000);
+  });
+});
