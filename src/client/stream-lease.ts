@@ -236,6 +236,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
    */
   start(): Promise<Grant> {
     if (this.#state === 'granted' && this.#grant) return Promise.resolve(this.#grant);
+    // The slot went back while paused: asking again is a resume (on the open socket, if any).
+    if (this.#state === 'released') return this.resume();
     if (this.#pending) return this.#pending.promise;
     // Already on its way back after a loss: wait for that attempt, do not start a second one.
     if (this.#state === 'connecting' || this.#state === 'reconnecting') return (this.#pending = deferred()).promise;
@@ -272,8 +274,13 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
    */
   resume(): Promise<Grant> {
     this.#paused = false;
+    if (this.#state === 'released') {
+      // The released socket ended meanwhile (token expiry, drain): admit on a new one.
+      if (this.#conn === undefined) return this.#begin(undefined);
+      this.#conn.send({ type: 'resume' });
+      return (this.#resuming ??= deferred()).promise;
+    }
     this.#conn?.send({ type: 'resume' });
-    if (this.#state === 'released') return (this.#resuming ??= deferred()).promise;
     if (this.#state === 'granted' && this.#grant) return Promise.resolve(this.#grant);
     return this.start();
   }
@@ -444,6 +451,9 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   #lose(code: number, reason: string): void {
     clearTimeout(this.#refreshTimer);
     this.#reauthToken = undefined;
+    // Paused and released: no slot to get back. Stay released without a socket until resume() asks,
+    // rather than be admitted again (and, under evict_oldest, stop a device the viewer is watching).
+    if (this.#state === 'released' && this.#resuming === undefined) return;
     const wasGranted = this.#state === 'granted';
     if (wasGranted && Date.now() - this.#grantedAt >= this.#backoff.stableAfterMs) this.#attempt = 0;
     const rule = reconnectRule(code);
