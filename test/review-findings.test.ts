@@ -7,10 +7,11 @@
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
+import { PutItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import WebSocket from 'ws';
 import { StreamLease } from '../src/client/index.js';
 import { connect, eventually } from './helpers/devices.js';
-import { dynamoEndpoint } from './helpers/dynamodb-local.js';
+import { dynamoEndpoint, localClient } from './helpers/dynamodb-local.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import { leaseEntries, startGateway, type GatewayEnvOptions } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
@@ -92,6 +93,27 @@ describe('SDK: a paused stream whose slot went back', () => {
     await phone.close();
   });
 
+  test('a token refresh (make before break) during a pause: the new socket is paused too, and the slot still goes back', async (t) => {
+    const gw = await startGateway({ env: { PAUSE_RELEASE_MS: '1500' } });
+    t.after(() => gw.stop());
+    // A 2 s token: the SDK swaps sockets about halfway through its life, before the pause has lasted 1.5 s.
+    const shortToken = await mintToken('rv-refresh', { maxStreams: 1, expiresIn: 2 });
+    const longToken = await mintToken('rv-refresh', { maxStreams: 1 });
+    const tv = new StreamLease({
+      url: gw.url,
+      getToken: ({ refresh }) => (refresh ? longToken : shortToken),
+      deviceId: 'tv',
+      WebSocket: WebSocket as never,
+    });
+    t.after(() => tv.stop());
+    await tv.start();
+    const released = new Promise((r) => tv.on('released', r));
+    tv.pause();
+    const outcome = await Promise.race([released.then(() => 'released'), sleep(5000).then(() => 'still counting 5 s into a 1.5 s pause')]);
+    assert.equal(outcome, 'released');
+    assert.deepEqual(await leaseEntries(gw.endpoint, gw.table, 'rv-refresh'), [], 'the paused player gave its slot back');
+  });
+
   test('start() on a released lease does not open a second socket beside the open one', async (t) => {
     const gw = await startGateway({ env: { PAUSE_RELEASE_MS: '300' } });
     t.after(() => gw.stop());
@@ -107,5 +129,41 @@ describe('SDK: a paused stream whose slot went back', () => {
     assert.equal(gw.app.gateway.connections, 1, 'one socket per device');
     tv.stop();
     await eventually(() => gw.app.gateway.connections === 0, 2000);
+  });
+});
+
+describe('one write with the most the slow path ever puts in it', () => {
+  test('150 dead entries, each on its own content and class: the prune write (100 removals, 200 count deltas) is accepted', async (t) => {
+    const gw = await startGateway({ env: { ADMISSION_TIMEOUT_MS: '5000' } }); // a loaded machine: the point is the expression, not the time
+    t.after(() => gw.stop());
+    const item: Record<string, AttributeValue> = { pk: { S: 'user#rv-wide' }, n: { N: '150' }, v: { N: '1' } };
+    for (let i = 0; i < 150; i++) {
+      const content = `content-${String(i).padStart(3, '0')}-${'x'.repeat(100)}`;
+      const cls = `class-${String(i).padStart(3, '0')}-${'y'.repeat(100)}`;
+      item[`lease:device-${i}-${'z'.repeat(100)}`] = {
+        M: {
+          leaseId: { S: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}` },
+          instanceId: { S: 'instance-long-gone' },
+          acquiredAt: { N: String(Date.now() - 60_000) },
+          contentId: { S: content },
+          class: { S: cls },
+          counted: { BOOL: true },
+        },
+      };
+      item[`c:${content}`] = { N: '1' };
+      item[`k:${cls}`] = { N: '1' };
+    }
+    const client = localClient(gw.endpoint);
+    try {
+      await client.send(new PutItemCommand({ TableName: gw.table, Item: item }));
+    } finally {
+      client.destroy();
+    }
+    const token = await mintToken('rv-wide', { maxStreams: 1, claims: { max_streams_per_content: 1, max_streams_by_class: { tv: 1 } } });
+    const d = connect(gw.url, { token, device: 'tv', query: 'device=tv&content=news&class=tv' });
+    const decision = await d.decision.catch((e: Error) => ({ type: e.message }));
+    assert.equal(decision.type, 'granted', 'the viewer plays once the dead entries are pruned');
+    assert.equal((await leaseEntries(gw.endpoint, gw.table, 'rv-wide')).length, 51, '100 pruned, 50 left for the next write');
+    await d.close();
   });
 });
