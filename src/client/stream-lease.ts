@@ -371,6 +371,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       this.#refreshConn = undefined;
       this.#grant = grant;
       this.#scheduleRefresh(conn.token);
+      // The gateway's new session must hear about a pause too, or a paused player keeps its slot.
+      if (this.#paused) conn.send({ type: 'pause' });
       return;
     }
     if (conn !== this.#conn) return;
