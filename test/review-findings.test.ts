@@ -13,7 +13,7 @@ import { StreamLease } from '../src/client/index.js';
 import { connect, eventually } from './helpers/devices.js';
 import { dynamoEndpoint, localClient } from './helpers/dynamodb-local.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
-import { leaseEntries, startGateway, type GatewayEnvOptions } from './helpers/gateway.js';
+import { leaseEntries, newTable, startGateway, type GatewayEnvOptions } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -165,5 +165,27 @@ describe('one write with the most the slow path ever puts in it', () => {
     assert.equal(decision.type, 'granted', 'the viewer plays once the dead entries are pruned');
     assert.equal((await leaseEntries(gw.endpoint, gw.table, 'rv-wide')).length, 51, '100 pruned, 50 left for the next write');
     await d.close();
+  });
+});
+
+describe('evict_oldest when the evicting write\'s reply is lost', () => {
+  test('the evicted device is told why (another device started playing), as when the reply arrives', async (t) => {
+    const table = newTable();
+    const victimGw = await startGateway({ table, env: { RECONCILE_INTERVAL_MS: '60000' } });
+    t.after(() => victimGw.stop());
+    const { proxy, gw: takerGw } = await gatewayBehindProxy(t, { table, env: { DYNAMODB_REQUEST_TIMEOUT_MS: '5000' } });
+    const token = await mintToken('rv-evict', { maxStreams: 1, claims: { stream_policy: 'evict_oldest' } });
+    const victim = connect(victimGw.url, { token, device: 'tv' });
+    assert.equal((await victim.decision).type, 'granted');
+    // The fast path is refused at once; the instance read is slowed so the proxy can switch to holding
+    // the reply of the slow path's write (it commits: tv removed, phone added) past the 1.5 s deadline.
+    proxy.set('delay', { only: ['BatchGetItem'], times: 1, delayMs: 300 });
+    const taker = connect(takerGw.url, { token, device: 'phone' });
+    await eventually(() => (proxy.counts.get('BatchGetItem') ?? 0) >= 1, 3000, 2);
+    proxy.set('hold-reply', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: 2500 });
+    assert.equal((await taker.closed).code, 1013);
+    const close = await Promise.race([victim.closed, sleep(5000).then(() => ({ code: 0, reason: 'still playing' }))]);
+    assert.equal(close.code, 4403);
+    assert.match(close.reason, /another device started playing/, 'the same words as an eviction whose reply arrived');
   });
 });
