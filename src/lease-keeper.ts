@@ -21,7 +21,7 @@ export interface KeeperEvents {
    * A write whose outcome was unknown meant to revoke `lease`, and a read now
    * shows that lease gone: its socket, wherever it is, must be told.
    */
-  taken: [lease: Lease, code: number];
+  taken: [lease: Lease, code: number, why: 'evicted' | undefined];
 }
 
 /** A lease id that may be in the store although no socket here holds it. */
@@ -36,6 +36,8 @@ interface Victim {
   readonly userId: string;
   readonly lease: Lease;
   readonly code: number;
+  /** Revoked by `evict_oldest`: the close reason says another device started playing. */
+  readonly why: 'evicted' | undefined;
   readonly until: number;
 }
 
@@ -144,7 +146,9 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     // has settled (no more SDK retries after that), then on every reconcile round until the horizon.
     this.#doubt(req.userId, req.leaseId);
     for (const victim of trace.victims) {
-      this.#suspectVictim(req.userId, victim, victim.deviceId === req.deviceId ? CLOSE.REPLACED.code : CLOSE.REVOKED.code);
+      if (victim.deviceId === req.deviceId) this.#suspectVictim(req.userId, victim, CLOSE.REPLACED.code);
+      // Without a takeover, the only other lease a write revokes is the one evict_oldest chose.
+      else this.#suspectVictim(req.userId, victim, CLOSE.REVOKED.code, req.takeover === undefined ? 'evicted' : undefined);
     }
     const check = (): void => this.#pending.add(this.#checkUsers([req.userId]));
     attempt.then(check, check);
@@ -228,8 +232,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     else this.#doubts.set(leaseId, { userId, until });
   }
 
-  #suspectVictim(userId: string, lease: Lease, code: number): void {
-    this.#victims.set(lease.leaseId, { userId, lease, code, until: performance.now() + this.#cfg.uncertainWriteHorizonMs });
+  #suspectVictim(userId: string, lease: Lease, code: number, why?: 'evicted'): void {
+    this.#victims.set(lease.leaseId, { userId, lease, code, why, until: performance.now() + this.#cfg.uncertainWriteHorizonMs });
   }
 
   // ---- reconcile ----------------------------------------------------------
@@ -351,7 +355,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
       if (v.userId !== userId || entries.get(v.lease.deviceId)?.leaseId === leaseId) continue;
       this.#victims.delete(leaseId);
       this.#metrics.leaseRepairs.inc({ kind: 'victim' });
-      this.emit('taken', v.lease, v.code);
+      this.emit('taken', v.lease, v.code, v.why);
     }
   }
 }
