@@ -38,7 +38,12 @@ describe('doubts', () => {
     const HORIZON_MS = 1500;
     const LATE_MS = 1500;
     const { proxy, gw } = await gatewayBehindProxy(t, {
-      env: { DYNAMODB_REQUEST_TIMEOUT_MS: '300', ADMISSION_TIMEOUT_MS: '3000', RECONCILE_INTERVAL_MS: '60000', UNCERTAIN_WRITE_HORIZON_MS: String(HORIZON_MS) },
+      env: {
+        DYNAMODB_REQUEST_TIMEOUT_MS: '300',
+        ADMISSION_TIMEOUT_MS: '3000',
+        RECONCILE_INTERVAL_MS: '60000',
+        UNCERTAIN_WRITE_HORIZON_MS: String(HORIZON_MS),
+      },
     });
     const keeper = gw.app.gateway.keeper;
     const token = await mintToken('rv-doubt', { maxStreams: 1 });
@@ -51,7 +56,10 @@ describe('doubts', () => {
     await keeper.reconcile(); // the last round before the copy lands: nothing to release
     const landed = await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'rv-doubt')).includes('tv'), 2000, 10);
     const landedAfterMs = performance.now() - closedAt;
-    assert.ok(landed && landedAfterMs < HORIZON_MS, `the late copy landed ${Math.round(landedAfterMs)} ms after the release, inside the horizon`);
+    assert.ok(
+      landed && landedAfterMs < HORIZON_MS,
+      `the late copy landed ${Math.round(landedAfterMs)} ms after the release, inside the horizon`,
+    );
     await sleep(closedAt + HORIZON_MS + 100 - performance.now());
     await keeper.reconcile(); // the first round after the copy landed
     await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'rv-doubt')).length === 0, 2000, 50);
@@ -73,7 +81,7 @@ describe('SDK: a paused stream whose slot went back', () => {
       url: gw.url,
       getToken: ({ refresh }) => (refresh ? longToken : shortToken),
       deviceId: 'tv',
-      WebSocket: WebSocket as never,
+      WebSocket: WebSocket,
       backoff: { initialMs: 50, maxMs: 200, stableAfterMs: 500 },
     });
     t.after(() => tv.stop());
@@ -103,7 +111,7 @@ describe('SDK: a paused stream whose slot went back', () => {
       url: gw.url,
       getToken: ({ refresh }) => (refresh ? longToken : shortToken),
       deviceId: 'tv',
-      WebSocket: WebSocket as never,
+      WebSocket: WebSocket,
     });
     t.after(() => tv.stop());
     await tv.start();
@@ -118,7 +126,7 @@ describe('SDK: a paused stream whose slot went back', () => {
     const gw = await startGateway({ env: { PAUSE_RELEASE_MS: '300' } });
     t.after(() => gw.stop());
     const token = await mintToken('rv-restart', { maxStreams: 2 });
-    const tv = new StreamLease({ url: gw.url, getToken: () => token, deviceId: 'tv', WebSocket: WebSocket as never });
+    const tv = new StreamLease({ url: gw.url, getToken: () => token, deviceId: 'tv', WebSocket: WebSocket });
     t.after(() => tv.stop());
     await tv.start();
     const released = new Promise((r) => tv.on('released', r));
@@ -168,7 +176,7 @@ describe('one write with the most the slow path ever puts in it', () => {
   });
 });
 
-describe('evict_oldest when the evicting write\'s reply is lost', () => {
+describe("evict_oldest when the evicting write's reply is lost", () => {
   test('the evicted device is told why (another device started playing), as when the reply arrives', async (t) => {
     const table = newTable();
     const victimGw = await startGateway({ table, env: { RECONCILE_INTERVAL_MS: '60000' } });
