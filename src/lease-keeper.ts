@@ -258,7 +258,14 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   async reconcile(): Promise<number> {
     // Doubts and victims past their horizon are forgotten in #checkUsers, after a read that began once
     // the horizon had passed: dropping them here would miss a copy that landed since the previous read.
+    // Only those that could not be read for a whole second horizon (the store refusing reads) go unread,
+    // so a long outage cannot grow them without bound.
     const now = performance.now();
+    const giveUpBefore = now - this.#cfg.uncertainWriteHorizonMs;
+    let abandoned = 0;
+    for (const [id, d] of this.#doubts) if (d.until < giveUpBefore && !this.#held.has(id) && this.#doubts.delete(id)) abandoned++;
+    for (const [id, v] of this.#victims) if (v.until < giveUpBefore && this.#victims.delete(id)) abandoned++;
+    if (abandoned > 0) this.#log.warn('reconcile: forgot uncertain writes that could not be re-checked for two horizons', { abandoned });
     const users = [...this.#users()].sort();
     if (users.length === 0) return 0;
     // Start after where the last unfinished round stopped, then wrap around.
