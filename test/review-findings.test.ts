@@ -197,3 +197,17 @@ describe("evict_oldest when the evicting write's reply is lost", () => {
     assert.match(close.reason, /another device started playing/, 'the same words as an eviction whose reply arrived');
   });
 });
+
+describe('class caps are looked up as own properties', () => {
+  test('a device of class "constructor" (or "toString") under a plan with class caps is admitted like any uncapped class', async (t) => {
+    const gw = await startGateway();
+    t.after(() => gw.stop());
+    const token = await mintToken('rv-proto', { maxStreams: 3, claims: { max_streams_by_class: { tv: 1 } } });
+    for (const cls of ['constructor', 'toString', '__proto__']) {
+      const d = connect(gw.url, { token, device: `d-${cls}`, query: `device=d-${cls}&class=${cls}` });
+      const decision = await d.decision.catch((e: Error) => ({ type: e.message }));
+      assert.equal(decision.type, 'granted', `class ${cls}`);
+      await d.close();
+    }
+  });
+});
