@@ -441,7 +441,7 @@ export class LeaseStore {
     const counts = deltaClauses(new Map(countsOf(lease).map((attr) => [attr, -1])), names, countValues);
     const mine: Item = { ':leaseId': { S: lease.leaseId }, ':one': { N: '1' }, ...countValues };
     try {
-      await this.#send(
+      const out = await this.#send<UpdateItemCommandOutput>(
         'UpdateItem',
         new UpdateItemCommand({
           TableName: this.#table,
@@ -450,10 +450,13 @@ export class LeaseStore {
           ConditionExpression: '#lease.leaseId = :leaseId AND #n > :zero',
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: { ...mine, ':minus': { N: '-1' }, ':zero': { N: '0' } },
+          // The item after the release (same request): lets the release tidy counts left at 0.
+          ReturnValues: counts === '' ? 'NONE' : 'ALL_NEW',
           ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
         }),
         signal,
       );
+      await this.#tidyZeros(userId, out.Attributes, signal);
       return true;
     } catch (err) {
       if (!isConditionFailure(err)) throw err;
@@ -484,6 +487,25 @@ export class LeaseStore {
       }
       throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
     }
+  }
+
+  /**
+   * Counts left at 0 (one per content that stopped playing) would otherwise
+   * pile up on the user item until a reconcile round happens to read that
+   * user: only a user with a lease or a doubt on a gateway at round time is
+   * read, so a viewer of short streams on many contents grows the item
+   * without bound (and every write costs write units by item size). Once more
+   * than ZERO_COUNTS_KEPT pile up, the release that sees them removes them:
+   * one extra write every few contents. Best effort: reconcile still repairs.
+   */
+  async #tidyZeros(userId: string, item: Item | undefined, signal?: AbortSignal): Promise<void> {
+    if (item === undefined) return;
+    let zeros = 0;
+    for (const [attr, value] of Object.entries(item)) {
+      if ((attr.startsWith(CONTENT_PREFIX) || attr.startsWith(CLASS_PREFIX)) && num(value) === 0) zeros++;
+    }
+    if (zeros <= ZERO_COUNTS_KEPT) return;
+    await this.repairCount(userId, item, signal).catch(() => false);
   }
 
   /**
