@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 import { GetItemCommand, PutItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import WebSocket from 'ws';
-import { StreamLease } from '../src/client/index.js';
+import { LeaseStoppedError, StreamLease } from '../src/client/index.js';
 import { connect, eventually } from './helpers/devices.js';
 import { dynamoEndpoint, localClient } from './helpers/dynamodb-local.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
@@ -120,6 +120,24 @@ describe('SDK: a paused stream whose slot went back', () => {
     const outcome = await Promise.race([released.then(() => 'released'), sleep(5000).then(() => 'still counting 5 s into a 1.5 s pause')]);
     assert.equal(outcome, 'released');
     assert.deepEqual(await leaseEntries(gw.endpoint, gw.table, 'rv-refresh'), [], 'the paused player gave its slot back');
+  });
+
+  test('stop() while a resume() is on its way settles the resume promise', async (t) => {
+    const gw = await startGateway({ env: { PAUSE_RELEASE_MS: '300' } });
+    t.after(() => gw.stop());
+    const token = await mintToken('rv-stop-resume', { maxStreams: 1 });
+    const tv = new StreamLease({ url: gw.url, getToken: () => token, deviceId: 'tv', WebSocket });
+    await tv.start();
+    const released = new Promise((r) => tv.on('released', r));
+    tv.pause();
+    await released;
+    const resumed = tv.resume().then(
+      () => 'granted',
+      (err: Error) => (err instanceof LeaseStoppedError ? 'LeaseStoppedError' : String(err)),
+    );
+    tv.stop();
+    const outcome = await Promise.race([resumed, sleep(2000).then(() => 'still pending 2 s after stop()')]);
+    assert.equal(outcome, 'LeaseStoppedError');
   });
 
   test('start() on a released lease does not open a second socket beside the open one', async (t) => {
