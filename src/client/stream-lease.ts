@@ -289,9 +289,9 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   stop(): void {
     this.#teardown('player stopped');
     this.#setState('stopped');
-    const pending = this.#pending;
-    this.#pending = undefined;
-    pending?.reject(new LeaseStoppedError());
+    const waiting = [this.#pending, this.#resuming];
+    this.#pending = this.#resuming = undefined;
+    for (const w of waiting) w?.reject(new LeaseStoppedError());
   }
 
   /** The user's streams playing now, on any device (`GET /v1/streams`). */
