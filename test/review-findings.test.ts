@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 import { GetItemCommand, PutItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import { LeaseStoppedError, StreamLease } from '../src/client/index.js';
 import { connect, eventually } from './helpers/devices.js';
 import { dynamoEndpoint, localClient } from './helpers/dynamodb-local.js';
@@ -138,6 +138,50 @@ describe('SDK: a paused stream whose slot went back', () => {
     tv.stop();
     const outcome = await Promise.race([resumed, sleep(2000).then(() => 'still pending 2 s after stop()')]);
     assert.equal(outcome, 'LeaseStoppedError');
+  });
+
+  test('the slot goes back while a token-refresh socket is on its way: resume() still gets an answer', async (t) => {
+    // A scripted gateway (real sockets) replays the race: the refresh socket arrives, the old socket is
+    // released (the pause lasted PAUSE_RELEASE_MS just then), then the refresh socket is granted. The real
+    // gateway answers `resume` only on a released session; on a leased one it keeps the lease, silently.
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    const sockets: WebSocket[] = [];
+    t.after(() => {
+      for (const ws of sockets) ws.terminate();
+      return new Promise<void>((r) => wss.close(() => r()));
+    });
+    const leased = new Set<WebSocket>();
+    wss.on('connection', (ws) => {
+      sockets.push(ws);
+      const grant = (leaseId: string) => {
+        leased.add(ws);
+        ws.send(JSON.stringify({ type: 'granted', leaseId, userId: 'u', deviceId: 'tv', limit: 1, active: 1 }));
+      };
+      ws.on('message', (data) => {
+        const frame = JSON.parse((data as Buffer).toString()) as { type: string };
+        if (frame.type === 'resume' && !leased.has(ws)) grant(`resumed-${sockets.indexOf(ws)}`);
+      });
+      if (sockets.length === 1) return grant('l1');
+      // The refresh socket: release the first one now, grant this one a moment later.
+      leased.delete(sockets[0]);
+      sockets[0].send(JSON.stringify({ type: 'released', reason: 'paused' }));
+      setTimeout(() => ws.readyState === ws.OPEN && grant('l2'), 30);
+    });
+    await new Promise((r) => wss.once('listening', r));
+    const url = `ws://127.0.0.1:${(wss.address() as { port: number }).port}`;
+    // A token that expires in 2 s: the SDK opens the refresh socket about 1 s in.
+    const token = await mintToken('u', { expiresIn: 2 });
+    const tv = new StreamLease({ url, getToken: () => token, deviceId: 'tv', WebSocket });
+    t.after(() => tv.stop());
+    await tv.start();
+    tv.pause();
+    await eventually(() => tv.state === 'released', 4000, 10);
+    await sleep(200); // the refresh socket's grant has arrived by now
+    const outcome = await Promise.race([
+      tv.resume().then(() => 'granted'),
+      sleep(1500).then(() => `resume() unanswered, state ${tv.state}`),
+    ]);
+    assert.equal(outcome, 'granted');
   });
 
   test('start() on a released lease does not open a second socket beside the open one', async (t) => {
