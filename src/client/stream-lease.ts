@@ -415,6 +415,11 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     }
     if (conn === this.#conn && frame.type === 'released' && this.#state === 'granted') {
       clearTimeout(this.#refreshTimer);
+      // A token-refresh socket on its way would take a slot for a paused player and leave this state
+      // 'released' on a leased socket: drop it (the gateway gives back whatever it was granted).
+      this.#refreshConn?.close();
+      this.#refreshConn = undefined;
+      this.#reauthToken = undefined;
       this.#setState('released');
       this.emit('released', { reason: 'paused', viewerMessage: viewerMessage({ kind: 'released' }) });
       return;
