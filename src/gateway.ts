@@ -114,7 +114,7 @@ export class Gateway {
   readonly #onRevoked = (leaseId: string, code: number, why: string | undefined): void => void this.#hub.revoke(leaseId, code, 'mailbox', why);
   readonly #onFenced = (oldInstanceId: string): void => this.#hub.fence(oldInstanceId);
   readonly #onLost = (leaseId: string, code: number): void => void this.#hub.revoke(leaseId, code, 'reconcile');
-  readonly #onTaken = (lease: Lease, code: number): void => this.#hub.takeAway(lease, code, 'reconcile');
+  readonly #onTaken = (lease: Lease, code: number, why: 'evicted' | undefined): void => this.#hub.takeAway(lease, code, 'reconcile', why);
 
   constructor(deps: GatewayDeps) {
     const { config, store, instance, auth, metrics, log } = deps;
