@@ -166,7 +166,8 @@ async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: 
     instanceId,
     limit: plan.limit,
     contentCap: contentId === undefined ? undefined : plan.perContent,
-    classCap: deviceClass === undefined ? undefined : plan.byClass?.[deviceClass],
+    // Own properties only: a class named "constructor" or "toString" must not find Object.prototype's.
+    classCap: deviceClass !== undefined && plan.byClass !== undefined && Object.hasOwn(plan.byClass, deviceClass) ? plan.byClass[deviceClass] : undefined,
     policy: plan.policy,
     takeover,
   };

@@ -115,7 +115,8 @@ export class Gateway {
   readonly #onRevoked = (leaseId: string, code: number, why: string | undefined): void => void this.#hub.revoke(leaseId, code, 'mailbox', why);
   readonly #onFenced = (oldInstanceId: string, _reason: string, region: string): void => this.#hub.fence(oldInstanceId, region);
   readonly #onLost = (leaseId: string, code: number): void => void this.#hub.revoke(leaseId, code, 'reconcile');
-  readonly #onTaken = (lease: Lease, code: number, region: Region): void => this.#hub.takeAway(region, lease, code, 'reconcile');
+  readonly #onTaken = (lease: Lease, code: number, why: 'evicted' | undefined, region: Region): void =>
+    this.#hub.takeAway(region, lease, code, 'reconcile', why);
 
   constructor(deps: GatewayDeps) {
     const { config, regions, auth, metrics, log } = deps;

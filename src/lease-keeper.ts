@@ -21,7 +21,7 @@ export interface KeeperEvents {
    * A write whose outcome was unknown meant to revoke `lease`, and a read now
    * shows that lease gone: its socket, wherever it is, must be told.
    */
-  taken: [lease: Lease, code: number, region: Region];
+  taken: [lease: Lease, code: number, why: 'evicted' | undefined, region: Region];
 }
 
 /** A lease id that may be in the store although no socket here holds it. */
@@ -38,6 +38,8 @@ interface Victim {
   readonly userId: string;
   readonly lease: Lease;
   readonly code: number;
+  /** Revoked by `evict_oldest`: the close reason says another device started playing. */
+  readonly why: 'evicted' | undefined;
   readonly until: number;
 }
 
@@ -156,7 +158,9 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     // has settled (no more SDK retries after that), then on every reconcile round until the horizon.
     this.#doubt(region, req.userId, req.leaseId);
     for (const victim of trace.victims) {
-      this.#suspectVictim(region, req.userId, victim, victim.deviceId === req.deviceId ? CLOSE.REPLACED.code : CLOSE.REVOKED.code);
+      if (victim.deviceId === req.deviceId) this.#suspectVictim(region, req.userId, victim, CLOSE.REPLACED.code);
+      // Without a takeover, the only other lease a write revokes is the one evict_oldest chose.
+      else this.#suspectVictim(region, req.userId, victim, CLOSE.REVOKED.code, req.takeover === undefined ? 'evicted' : undefined);
     }
     const check = (): void => this.#pending.add(this.#checkUsers(region, [req.userId]));
     attempt.then(check, check);
@@ -253,8 +257,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     else this.#doubts.set(leaseId, { region, userId, until });
   }
 
-  #suspectVictim(region: Region, userId: string, lease: Lease, code: number): void {
-    this.#victims.set(lease.leaseId, { region, userId, lease, code, until: performance.now() + this.#cfg.uncertainWriteHorizonMs });
+  #suspectVictim(region: Region, userId: string, lease: Lease, code: number, why?: 'evicted'): void {
+    this.#victims.set(lease.leaseId, { region, userId, lease, code, why, until: performance.now() + this.#cfg.uncertainWriteHorizonMs });
   }
 
   // ---- reconcile ----------------------------------------------------------
@@ -278,9 +282,16 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
    * starts where it stopped. Returns the sockets it closed.
    */
   async reconcile(): Promise<number> {
+    // Doubts and victims past their horizon are forgotten in #checkUsers, after a read that began once
+    // the horizon had passed: dropping them here would miss a copy that landed since the previous read.
+    // Only those that could not be read for a whole second horizon (the store refusing reads) go unread,
+    // so a long outage cannot grow them without bound.
     const now = performance.now();
-    for (const [id, d] of this.#doubts) if (d.until < now && !this.#held.has(id)) this.#doubts.delete(id);
-    for (const [id, v] of this.#victims) if (v.until < now) this.#victims.delete(id);
+    const giveUpBefore = now - this.#cfg.uncertainWriteHorizonMs;
+    let abandoned = 0;
+    for (const [id, d] of this.#doubts) if (d.until < giveUpBefore && !this.#held.has(id) && this.#doubts.delete(id)) abandoned++;
+    for (const [id, v] of this.#victims) if (v.until < giveUpBefore && this.#victims.delete(id)) abandoned++;
+    if (abandoned > 0) this.#log.warn('reconcile: forgot uncertain writes that could not be re-checked for two horizons', { abandoned });
     const users = [...this.#users().values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     if (users.length === 0) return 0;
     // Start after where the last unfinished round stopped, then wrap around.
@@ -337,6 +348,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   async #checkUsers(region: Region, userIds: readonly string[]): Promise<number> {
     // Snapshot before the read: a lease granted after it began may not be in what the read returns.
     const heldBefore = userIds.flatMap((userId) => [...(this.#heldByUser.get(userId) ?? [])].filter((h) => h.region === region));
+    const readAt = performance.now();
     const items = await region.store.readUsers(userIds, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
     let closed = 0;
     for (const h of heldBefore) {
@@ -357,6 +369,10 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
         this.#log.warn('reconcile: repaired a user count that differed from its entries', { userId });
       }
     }
+    // Read (and acted on) after their horizon, in their home region: no copy can land any more.
+    const read = new Set(userIds);
+    for (const [id, d] of this.#doubts) if (d.until < readAt && d.region === region && read.has(d.userId) && !this.#held.has(id)) this.#doubts.delete(id);
+    for (const [id, v] of this.#victims) if (v.until < readAt && v.region === region && read.has(v.userId)) this.#victims.delete(id);
     return closed;
   }
 
@@ -379,7 +395,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
       if (v.region !== region || v.userId !== userId || entries.get(v.lease.deviceId)?.leaseId === leaseId) continue;
       this.#victims.delete(leaseId);
       this.#metrics.leaseRepairs.inc({ kind: 'victim' });
-      this.emit('taken', v.lease, v.code, region);
+      this.emit('taken', v.lease, v.code, v.why, region);
     }
   }
 }

@@ -122,8 +122,8 @@ interface UserWrite {
   readonly condition: string;
   readonly names: Record<string, string>;
   readonly values: Item;
-  /** Return the updated attributes (the fast path reads the new `n`). */
-  readonly returnNew?: boolean;
+  /** Return attributes after the write: the updated ones (the fast path reads the new `n`) or the whole item. */
+  readonly returns?: 'UPDATED_NEW' | 'ALL_NEW';
 }
 
 /** What a release needs of a lease: which entry, and which counts it is on. */
@@ -303,7 +303,7 @@ export class LeaseStore {
         ConditionExpression: w.condition,
         ExpressionAttributeNames: w.names,
         ExpressionAttributeValues: w.values,
-        ReturnValues: w.returnNew ? 'UPDATED_NEW' : undefined,
+        ReturnValues: w.returns,
         ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
       }),
       signal,
@@ -357,7 +357,7 @@ export class LeaseStore {
         condition += ` AND (attribute_not_exists(#${key}) OR #${key} < :${key}cap)`;
       }
       try {
-        const out = await this.#updateUser(req.userId, { update: `SET #lease = :lease ${add}`, condition, names, values, returnNew: true }, signal);
+        const out = await this.#updateUser(req.userId, { update: `SET #lease = :lease ${add}`, condition, names, values, returns: 'UPDATED_NEW' }, signal);
         if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
         return { kind: 'granted', lease, active: num(out.Attributes?.n) };
       } catch (err) {
@@ -460,16 +460,19 @@ export class LeaseStore {
     const counts = deltaClauses(new Map(countsOf(lease).map((attr) => [attr, -1])), names, countValues);
     const mine: Item = { ':leaseId': { S: lease.leaseId }, ':one': { N: '1' }, ...countValues };
     try {
-      await this.#updateUser(
+      const out = await this.#updateUser(
         userId,
         {
           update: `REMOVE #lease ADD #n :minus, #v :one${counts}`,
           condition: '#lease.leaseId = :leaseId AND #n > :zero',
           names,
           values: { ...mine, ':minus': { N: '-1' }, ':zero': { N: '0' } },
+          // The item after the release (same request): lets the release tidy counts left at 0.
+          returns: counts === '' ? undefined : 'ALL_NEW',
         },
         signal,
       );
+      await this.#tidyZeros(userId, out.Attributes, signal);
       return true;
     } catch (err) {
       if (!isConditionFailure(err)) throw err;
@@ -497,6 +500,25 @@ export class LeaseStore {
       }
       throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
     }
+  }
+
+  /**
+   * Counts left at 0 (one per content that stopped playing) would otherwise
+   * pile up on the user item until a reconcile round happens to read that
+   * user: only a user with a lease or a doubt on a gateway at round time is
+   * read, so a viewer of short streams on many contents grows the item
+   * without bound (and every write costs write units by item size). Once more
+   * than ZERO_COUNTS_KEPT pile up, the release that sees them removes them:
+   * one extra write every few contents. Best effort: reconcile still repairs.
+   */
+  async #tidyZeros(userId: string, item: Item | undefined, signal?: AbortSignal): Promise<void> {
+    if (item === undefined) return;
+    let zeros = 0;
+    for (const [attr, value] of Object.entries(item)) {
+      if ((attr.startsWith(CONTENT_PREFIX) || attr.startsWith(CLASS_PREFIX)) && num(value) === 0) zeros++;
+    }
+    if (zeros <= ZERO_COUNTS_KEPT) return;
+    await this.repairCount(userId, item, signal).catch(() => false);
   }
 
   /**

@@ -295,6 +295,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
    */
   start(): Promise<Grant> {
     if (this.#state === 'granted' && this.#grant) return Promise.resolve(this.#grant);
+    // The slot went back while paused: asking again is a resume (on the open socket, if any).
+    if (this.#state === 'released') return this.resume();
     if (this.#pending) return this.#pending.promise;
     // Already on its way back after a loss: wait for that attempt, do not start a second one.
     if (this.#state === 'connecting' || this.#state === 'reconnecting') return (this.#pending = deferred()).promise;
@@ -331,8 +333,13 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
    */
   resume(): Promise<Grant> {
     this.#paused = false;
+    if (this.#state === 'released') {
+      // The released socket ended meanwhile (token expiry, drain): admit on a new one.
+      if (this.#conn === undefined) return this.#begin(undefined);
+      this.#conn.send({ type: 'resume' });
+      return (this.#resuming ??= deferred()).promise;
+    }
     this.#conn?.send({ type: 'resume' });
-    if (this.#state === 'released') return (this.#resuming ??= deferred()).promise;
     if (this.#state === 'granted' && this.#grant) return Promise.resolve(this.#grant);
     return this.start();
   }
@@ -341,9 +348,9 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   stop(): void {
     this.#teardown('player stopped');
     this.#setState('stopped');
-    const pending = this.#pending;
-    this.#pending = undefined;
-    pending?.reject(new LeaseStoppedError());
+    const waiting = [this.#pending, this.#resuming];
+    this.#pending = this.#resuming = undefined;
+    for (const w of waiting) w?.reject(new LeaseStoppedError());
   }
 
   /** The user's streams playing now, on any device (`GET /v1/streams`). */
@@ -425,6 +432,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       this.#grant = grant;
       this.#scheduleRefresh(conn.token);
       this.#setPlayback(frame.playback);
+      // The gateway's new session must hear about a pause too, or a paused player keeps its slot.
+      if (this.#paused) conn.send({ type: 'pause' });
       return;
     }
     if (conn !== this.#conn) return;
@@ -480,6 +489,11 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       clearTimeout(this.#refreshTimer);
       // A paused stream gave its slot back: its media requests carry no token until it is granted again.
       this.#playback = undefined;
+      // A token-refresh socket on its way would take a slot for a paused player and leave this state
+      // 'released' on a leased socket: drop it (the gateway gives back whatever it was granted).
+      this.#refreshConn?.close();
+      this.#refreshConn = undefined;
+      this.#reauthToken = undefined;
       this.#setState('released');
       this.emit('released', { reason: 'paused', viewerMessage: viewerMessage({ kind: 'released' }) });
       return;
@@ -519,6 +533,9 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     clearTimeout(this.#refreshTimer);
     this.#playback = undefined;
     this.#reauthToken = undefined;
+    // Paused and released: no slot to get back. Stay released without a socket until resume() asks,
+    // rather than be admitted again (and, under evict_oldest, stop a device the viewer is watching).
+    if (this.#state === 'released' && this.#resuming === undefined) return;
     const wasGranted = this.#state === 'granted';
     if (wasGranted && Date.now() - this.#grantedAt >= this.#backoff.stableAfterMs) this.#attempt = 0;
     const rule = reconnectRule(code);
