@@ -32,7 +32,10 @@ describe('admission at the stream limit', () => {
     assert.equal(denied.limit, 3);
     const active = denied.active as Array<{ deviceId: string; contentId: string; since: string }>;
     assert.deepEqual(active.map((a) => a.deviceId).sort(), ['laptop', 'phone', 'tv']);
-    assert.ok(active.every((a) => /^\d{4}-\d\d-\d\dT.*Z$/.test(a.since)), 'since is ISO 8601 UTC');
+    assert.ok(
+      active.every((a) => /^\d{4}-\d\d-\d\dT.*Z$/.test(a.since)),
+      'since is ISO 8601 UTC',
+    );
     assert.ok(active.some((a) => a.contentId === 'match-0'));
     const close = await fourth.closed;
     assert.equal(close.code, 4429);
@@ -93,7 +96,10 @@ describe('admission at the stream limit', () => {
     d.ws.send(JSON.stringify({ type: 'dance' }));
     d.ws.send('not json');
     await eventually(() => d.frames.length >= 4);
-    assert.deepEqual(d.frames.slice(1).map((f) => f.type), ['pong', 'error', 'error']);
+    assert.deepEqual(
+      d.frames.slice(1).map((f) => f.type),
+      ['pong', 'error', 'error'],
+    );
     assert.equal(d.ws.readyState, d.ws.OPEN);
   });
 

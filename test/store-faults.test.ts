@@ -27,7 +27,13 @@ test('a write that lands after its admission gave up (and after its clean-up rel
   // Liveness is not under test: a loaded machine must not turn the 1013 into a ping timeout (1006).
   const gw = await startGateway({
     endpoint: lateProxy.endpoint,
-    env: { DYNAMODB_MAX_ATTEMPTS: '1', DYNAMODB_REQUEST_TIMEOUT_MS: '5000', RECONCILE_INTERVAL_MS: '500', PING_INTERVAL_MS: '5000', PONG_TIMEOUT_MS: '3000' },
+    env: {
+      DYNAMODB_MAX_ATTEMPTS: '1',
+      DYNAMODB_REQUEST_TIMEOUT_MS: '5000',
+      RECONCILE_INTERVAL_MS: '500',
+      PING_INTERVAL_MS: '5000',
+      PONG_TIMEOUT_MS: '3000',
+    },
   });
   t.after(async () => {
     await gw.stop();

@@ -15,7 +15,8 @@ import { mintToken } from './helpers/tokens.js';
 async function userItem(gw: TestGateway, userId: string): Promise<Record<string, AttributeValue> | undefined> {
   const client = localClient(gw.endpoint);
   try {
-    return (await client.send(new GetItemCommand({ TableName: gw.table, Key: { pk: { S: `user#${userId}` } }, ConsistentRead: true }))).Item;
+    return (await client.send(new GetItemCommand({ TableName: gw.table, Key: { pk: { S: `user#${userId}` } }, ConsistentRead: true })))
+      .Item;
   } finally {
     client.destroy();
   }
@@ -122,7 +123,10 @@ describe('a plan lowered below the devices playing', () => {
     );
     assert.equal((await takeover.closed).code, 4429);
     assert.deepEqual(await leaseEntries(gw.endpoint, gw.table, 'down'), ['a', 'b', 'c']);
-    assert.ok(held.every((d) => d.ws.readyState === d.ws.OPEN), 'no playing device was stopped');
+    assert.ok(
+      held.every((d) => d.ws.readyState === d.ws.OPEN),
+      'no playing device was stopped',
+    );
     await Promise.all(held.map((d) => d.close()));
   });
 

@@ -33,10 +33,12 @@ export function renderKustomize(): Manifest[] {
 }
 
 export function yamlDocs(text: string): Manifest[] {
-  return parseAllDocuments(text).map((doc) => {
-    if (doc.errors.length > 0) throw new Error(`bad YAML: ${doc.errors[0].message}`);
-    return doc.toJS() as Manifest;
-  }).filter((m) => m !== null);
+  return parseAllDocuments(text)
+    .map((doc) => {
+      if (doc.errors.length > 0) throw new Error(`bad YAML: ${doc.errors[0].message}`);
+      return doc.toJS() as Manifest;
+    })
+    .filter((m) => m !== null);
 }
 
 export function readRepoFile(path: string): string {
@@ -79,7 +81,9 @@ export function selects(selector: Record<string, string> | undefined, labels: Re
 }
 
 /** Every PromQL expression of the PrometheusRule, by alert name. */
-export function alertRules(rule: Manifest): Array<{ alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }> {
+export function alertRules(
+  rule: Manifest,
+): Array<{ alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }> {
   return (rule.spec.groups as Array<{ rules: any[] }>).flatMap((g) => g.rules);
 }
 

@@ -177,9 +177,7 @@ export async function scanTable(endpoint: string, table: string): Promise<Array<
 export async function leaseEntries(endpoint: string, table: string, userId: string): Promise<string[]> {
   const client = localClient(endpoint);
   try {
-    const out = await client.send(
-      new GetItemCommand({ TableName: table, Key: { pk: { S: `user#${userId}` } }, ConsistentRead: true }),
-    );
+    const out = await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: `user#${userId}` } }, ConsistentRead: true }));
     return Object.keys(out.Item ?? {})
       .filter((k) => k.startsWith('lease:'))
       .map((k) => k.slice('lease:'.length))
