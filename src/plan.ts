@@ -56,9 +56,9 @@ export function planClaimsOf(payload: Record<string, unknown>): PlanClaims | str
   }
   return {
     policy: policy as StreamPolicy | undefined,
-    perContent: perContent as number | undefined,
+    perContent: perContent,
     byClass: byClass === undefined ? undefined : Object.freeze({ ...(byClass as Record<string, number>) }),
-    deviceClass: deviceClass as string | undefined,
+    deviceClass: deviceClass,
   };
 }
 

@@ -19,15 +19,14 @@ test('the admission deadline covers the token check: a slow JWKS refetch ends in
   const keys = [key('k1'), key('k2')];
   let published = ['k1'];
   let delayMs = 0;
-  const jwks = createServer(async (_req, res) => {
-    const body = {
-      keys: await Promise.all(
-        keys
-          .filter((k) => published.includes(k.kid))
-          .map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' })),
-      ),
-    };
-    setTimeout(() => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(body)), delayMs);
+  const jwks = createServer((_req, res) => {
+    void Promise.all(
+      keys
+        .filter((k) => published.includes(k.kid))
+        .map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' })),
+    ).then((set) =>
+      setTimeout(() => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ keys: set })), delayMs),
+    );
   });
   await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
   t.after(() => new Promise<void>((r) => jwks.close(() => r())));

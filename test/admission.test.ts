@@ -14,9 +14,9 @@ describe('admission at the stream limit', () => {
   test('grants up to the limit, then denies with the active devices and 4429', async (t) => {
     const token = await mintToken('alice');
     const devices = ['tv', 'phone', 'laptop'].map((device, i) => connect(gw.url, { token, device, content: `match-${i}` }));
-    t.after(() => devices.forEach((d) => d.close()));
+    t.after(() => Promise.all(devices.map((d) => d.close())));
     const granted = await Promise.all(devices.map((d) => d.decision));
-    for (const [i, frame] of granted.entries()) {
+    for (const frame of granted) {
       assert.equal(frame.type, 'granted');
       assert.equal(frame.userId, 'alice');
       assert.equal(frame.limit, 3);
@@ -46,7 +46,7 @@ describe('admission at the stream limit', () => {
   test('closing a socket frees its slot for another device', async (t) => {
     const token = await mintToken('bob');
     const devices = ['a', 'b', 'c'].map((device) => connect(gw.url, { token, device }));
-    t.after(() => devices.forEach((d) => d.close()));
+    t.after(() => Promise.all(devices.map((d) => d.close())));
     await Promise.all(devices.map((d) => d.decision));
     assert.equal((await connect(gw.url, { token, device: 'd' }).closed).code, 4429);
 

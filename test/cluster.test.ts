@@ -39,7 +39,7 @@ async function raceRounds(cluster: Cluster, rec: Recorder, rounds: number, prefi
       return rec.connect(cluster.nodes[node].gateway.url, node, user, { token, device: `d${i}` });
     });
     const decisions = await Promise.all(devices.map((d) => d.decision.catch(() => ({ type: 'closed' }))));
-    const closes = await Promise.all(devices.map((d) => (d.frames.length === 0 ? d.closed : undefined)));
+    const closes = await Promise.all(devices.map((d) => (d.frames.length === 0 ? d.closed : Promise.resolve(undefined))));
     await new Promise((r) => setTimeout(r, 100));
     const grantedAndGone = devices.filter((d) => d.frames[0]?.type === 'granted' && d.ws.readyState === d.ws.CLOSED);
     const fenced = (await Promise.all(grantedAndGone.map((d) => d.closed))).filter((c) => c.code === 4408).length;

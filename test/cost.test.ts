@@ -108,7 +108,7 @@ describe('DynamoDB requests per step', () => {
   test('denial: 1 UpdateItem when every lease is on this gateway, plus 1 BatchGetItem when others hold some', async (t) => {
     const token = await mintToken('zoe');
     const held = ['a', 'b', 'c'].map((device) => connect(gw.url, { token, device }));
-    t.after(() => held.forEach((d) => d.close()));
+    t.after(() => Promise.all(held.map((d) => d.close())));
     await Promise.all(held.map((d) => d.decision));
     assert.deepEqual(
       await cost(async () => {
@@ -159,7 +159,7 @@ describe('DynamoDB requests per step', () => {
       assert.equal((await d.decision).type, 'granted');
       devices.push(d);
     }
-    t.after(() => devices.forEach((d) => d.close()));
+    t.after(() => Promise.all(devices.map((d) => d.close())));
     const busy = await window();
     assert.ok(idle >= 4 && idle <= 8, `~6 beats in 2.4 s idle, saw ${idle}`);
     assert.ok(Math.abs(busy - idle) <= 1, `40 open streams cost no extra requests (idle ${idle}, busy ${busy})`);

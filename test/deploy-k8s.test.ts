@@ -114,7 +114,7 @@ describe('k8s/ kustomize base', () => {
   test('the schemas catch a broken manifest (this test can fail)', () => {
     const broken = structuredClone(deployment);
     broken.spec.template.spec.containers[0].ports[0].containerPort = 'http';
-    assert.throws(() => new Deployment(broken as any).validate(), /containerPort must be integer/);
+    assert.throws(() => new Deployment(broken).validate(), /containerPort must be integer/);
     const badRule = structuredClone(rule);
     badRule.spec.groups[0].rules[0].for = 'one minute';
     assert.throws(() => new PrometheusRule(badRule as any).validate(), /for must match pattern/);
@@ -287,7 +287,7 @@ describe('k8s/ kustomize base', () => {
       assert.ok((r.annotations?.runbook ?? '').length > 20, `${r.alert} has a runbook line`);
       assert.ok(r.annotations?.summary, `${r.alert} has a summary`);
       assert.ok(docs.includes(`### ${r.alert}`), `docs/deploying.md has a "### ${r.alert}" section`);
-      assert.ok(r.annotations!.runbook.includes(`#${r.alert.toLowerCase()}`), `${r.alert} runbook links its docs section`);
+      assert.ok(r.annotations.runbook.includes(`#${r.alert.toLowerCase()}`), `${r.alert} runbook links its docs section`);
     }
   });
 

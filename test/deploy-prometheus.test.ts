@@ -195,7 +195,7 @@ describe('Prometheus scrapes a gateway; dashboard and alerts evaluate', () => {
     for (const r of rules) assert.equal(r.health, 'ok', `${r.name}: ${r.lastError}`);
   });
 
-  test('sum(sigma_streams_active) in Prometheus follows devices opening and closing', async (t) => {
+  test('sum(sigma_streams_active) in Prometheus follows devices opening and closing', async () => {
     const token = await mintToken('prom-user', { maxStreams: 3 });
     const devices: Device[] = ['tv', 'phone', 'laptop'].map((device) => connect(gw.url, { token, device }));
     // No per-test cleanup: the dashboard test below relies on the laptop still playing; the suite's

@@ -239,7 +239,7 @@ describe('the SDK', () => {
     t.after(() => gw.stop());
     const token = await mintToken('sdk-plan', { maxStreams: 2, claims: { max_streams_per_content: 1, max_streams_by_class: { tv: 1 } } });
     const lease = (deviceId: string, contentId: string, deviceClass?: string) =>
-      new StreamLease({ url: gw.url, getToken: () => token, deviceId, contentId, deviceClass, WebSocket: WebSocket as never });
+      new StreamLease({ url: gw.url, getToken: () => token, deviceId, contentId, deviceClass, WebSocket: WebSocket });
     const tv = lease('tv', 'final', 'tv');
     t.after(() => tv.stop());
     await tv.start();

@@ -83,7 +83,7 @@ function upgradeStatus(url: string, headers: Record<string, string>): Promise<{ 
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, ['sigma-stream.v1'], { headers });
     ws.on('unexpected-response', (_req, res) => {
-      resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] as string | undefined });
+      resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] });
       res.resume();
       ws.terminate();
     });
@@ -424,20 +424,17 @@ describe('JWKS', () => {
   before(async () => {
     keys = [key('k1'), key('k2'), key('k3')];
     published = ['k1'];
-    server = createServer(async (_req, res) => {
+    server = createServer((_req, res) => {
       fetches++;
       if (failing) {
         res.writeHead(503).end();
         return;
       }
-      const jwks = {
-        keys: await Promise.all(
-          keys
-            .filter((k) => published.includes(k.kid))
-            .map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' })),
-        ),
-      };
-      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(jwks));
+      void Promise.all(
+        keys
+          .filter((k) => published.includes(k.kid))
+          .map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' })),
+      ).then((set) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ keys: set })));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     jwksPort = (server.address() as { port: number }).port;

@@ -26,8 +26,9 @@ export function renderKustomize(): Manifest[] {
     out = execFileSync('kubectl', ['kustomize', join(ROOT, 'k8s')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new Error('kubectl is not installed: the deploy tests render k8s/ with `kubectl kustomize`');
-    throw new Error(`kubectl kustomize k8s/ failed:\n${e.stderr ?? e.message}`);
+    if (e.code === 'ENOENT')
+      throw new Error('kubectl is not installed: the deploy tests render k8s/ with `kubectl kustomize`', { cause: err });
+    throw new Error(`kubectl kustomize k8s/ failed:\n${e.stderr ?? e.message}`, { cause: err });
   }
   return yamlDocs(out);
 }
