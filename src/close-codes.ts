@@ -43,5 +43,10 @@ export type CloseName = keyof typeof CLOSE;
 export function closeReason(text: string): string {
   const buf = Buffer.from(text, 'utf8');
   if (buf.length <= 123) return text;
-  return buf.subarray(0, 120).toString('utf8').replace(/\uFFFD*$/, '') + '...';
+  return (
+    buf
+      .subarray(0, 120)
+      .toString('utf8')
+      .replace(/\uFFFD*$/, '') + '...'
+  );
 }

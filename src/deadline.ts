@@ -7,9 +7,7 @@
  * caller hears back on time from calls that do not.
  */
 export type Settled<T> =
-  | { readonly kind: 'done'; readonly value: T }
-  | { readonly kind: 'failed'; readonly error: unknown }
-  | { readonly kind: 'gave-up' };
+  { readonly kind: 'done'; readonly value: T } | { readonly kind: 'failed'; readonly error: unknown } | { readonly kind: 'gave-up' };
 
 export class Deadline {
   readonly #abort = new AbortController();

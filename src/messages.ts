@@ -53,7 +53,8 @@ export class Messages {
     }
     let message: { type?: unknown; token?: unknown } | null;
     try {
-      message = JSON.parse(data.toString()) as typeof message;
+      // A text frame: ws hands it over as a Buffer (we never ask for fragments or array buffers).
+      message = JSON.parse((data as Buffer).toString('utf8')) as typeof message;
     } catch {
       message = null;
     }

@@ -56,9 +56,9 @@ export function planClaimsOf(payload: Record<string, unknown>): PlanClaims | str
   }
   return {
     policy: policy as StreamPolicy | undefined,
-    perContent: perContent as number | undefined,
+    perContent: perContent,
     byClass: byClass === undefined ? undefined : Object.freeze({ ...(byClass as Record<string, number>) }),
-    deviceClass: deviceClass as string | undefined,
+    deviceClass: deviceClass,
   };
 }
 
@@ -80,7 +80,10 @@ function classCapsError(value: unknown): string | undefined {
  */
 export function parseClassCaps(text: string): Record<string, number> | string {
   const out: Record<string, number> = {};
-  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const part of text
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const m = /^([^:\s]+)\s*:\s*(\d+)$/.exec(part);
     if (!m) return `entries must be class:count, got "${part}"`;
     out[m[1]] = Number(m[2]);

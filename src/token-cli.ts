@@ -30,11 +30,16 @@ async function main(): Promise<void> {
   const claims: Record<string, unknown> = {};
   if (values['max-streams'] !== undefined) {
     const n = Number(values['max-streams']);
-    if (!Number.isInteger(n) || n < 1) throw new ConfigError(`--max-streams must be a positive whole number, got "${values['max-streams']}"`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new ConfigError(`--max-streams must be a positive whole number, got "${values['max-streams']}"`);
     claims.max_streams = n;
   }
   if (values.scope !== undefined) claims.scope = values.scope;
-  let jwt = new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject(positionals[0]).setIssuedAt().setExpirationTime(`${ttl}s`);
+  let jwt = new SignJWT(claims)
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(positionals[0])
+    .setIssuedAt()
+    .setExpirationTime(`${ttl}s`);
   if (config.auth.issuer) jwt = jwt.setIssuer(config.auth.issuer);
   if (config.auth.audience) jwt = jwt.setAudience(config.auth.audience);
   process.stdout.write((await jwt.sign(new TextEncoder().encode(config.auth.secret))) + '\n');

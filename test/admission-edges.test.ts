@@ -19,15 +19,26 @@ test('the admission deadline covers the token check: a slow JWKS refetch ends in
   const keys = [key('k1'), key('k2')];
   let published = ['k1'];
   let delayMs = 0;
-  const jwks = createServer(async (_req, res) => {
-    const body = { keys: await Promise.all(keys.filter((k) => published.includes(k.kid)).map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' }))) };
-    setTimeout(() => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(body)), delayMs);
+  const jwks = createServer((_req, res) => {
+    void Promise.all(
+      keys
+        .filter((k) => published.includes(k.kid))
+        .map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' })),
+    ).then((set) =>
+      setTimeout(() => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ keys: set })), delayMs),
+    );
   });
   await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
   t.after(() => new Promise<void>((r) => jwks.close(() => r())));
   const port = (jwks.address() as { port: number }).port;
   const gw = await startGateway({
-    env: { JWT_SECRET: '', JWKS_URL: `http://127.0.0.1:${port}/jwks.json`, JWKS_COOLDOWN_MS: '0', JWKS_REFRESH_MS: '60000', ADMISSION_TIMEOUT_MS: '1000' },
+    env: {
+      JWT_SECRET: '',
+      JWKS_URL: `http://127.0.0.1:${port}/jwks.json`,
+      JWKS_COOLDOWN_MS: '0',
+      JWKS_REFRESH_MS: '60000',
+      ADMISSION_TIMEOUT_MS: '1000',
+    },
   });
   t.after(() => gw.stop());
   await eventually(async () => (await fetch(`${gw.opsUrl}/readyz`)).status === 200, 5000);
@@ -35,7 +46,11 @@ test('the admission deadline covers the token check: a slow JWKS refetch ends in
   published = ['k1', 'k2'];
   delayMs = 2500;
   const k2 = keys[1];
-  const token = await new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'k2' }).setSubject('slow-keys').setExpirationTime(Math.floor(Date.now() / 1000) + 60).sign(k2.privateKey);
+  const token = await new SignJWT({})
+    .setProtectedHeader({ alg: 'ES256', kid: 'k2' })
+    .setSubject('slow-keys')
+    .setExpirationTime(Math.floor(Date.now() / 1000) + 60)
+    .sign(k2.privateKey);
   const started = performance.now();
   const d = connect(gw.url, { token, device: 'tv' });
   const close = await d.closed;
@@ -67,7 +82,9 @@ test('a refused upgrade whose socket fails afterwards does not crash the gateway
   for (const path of ['/nope', '/v1/lease?device=tv']) {
     const sock = tcpConnect(port, '127.0.0.1');
     sock.on('error', () => {});
-    sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${path === '/nope' ? '' : 'Origin: http://evil.example\r\n'}\r\n`);
+    sock.write(
+      `GET ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${path === '/nope' ? '' : 'Origin: http://evil.example\r\n'}\r\n`,
+    );
     await eventually(() => outcomes.length > 0, 2000, 10);
     sock.destroy();
     assert.deepEqual(outcomes.splice(0), ['handled'], path);

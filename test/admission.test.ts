@@ -14,9 +14,9 @@ describe('admission at the stream limit', () => {
   test('grants up to the limit, then denies with the active devices and 4429', async (t) => {
     const token = await mintToken('alice');
     const devices = ['tv', 'phone', 'laptop'].map((device, i) => connect(gw.url, { token, device, content: `match-${i}` }));
-    t.after(() => devices.forEach((d) => d.close()));
+    t.after(() => Promise.all(devices.map((d) => d.close())));
     const granted = await Promise.all(devices.map((d) => d.decision));
-    for (const [i, frame] of granted.entries()) {
+    for (const frame of granted) {
       assert.equal(frame.type, 'granted');
       assert.equal(frame.userId, 'alice');
       assert.equal(frame.limit, 3);
@@ -32,7 +32,10 @@ describe('admission at the stream limit', () => {
     assert.equal(denied.limit, 3);
     const active = denied.active as Array<{ deviceId: string; contentId: string; since: string }>;
     assert.deepEqual(active.map((a) => a.deviceId).sort(), ['laptop', 'phone', 'tv']);
-    assert.ok(active.every((a) => /^\d{4}-\d\d-\d\dT.*Z$/.test(a.since)), 'since is ISO 8601 UTC');
+    assert.ok(
+      active.every((a) => /^\d{4}-\d\d-\d\dT.*Z$/.test(a.since)),
+      'since is ISO 8601 UTC',
+    );
     assert.ok(active.some((a) => a.contentId === 'match-0'));
     const close = await fourth.closed;
     assert.equal(close.code, 4429);
@@ -43,7 +46,7 @@ describe('admission at the stream limit', () => {
   test('closing a socket frees its slot for another device', async (t) => {
     const token = await mintToken('bob');
     const devices = ['a', 'b', 'c'].map((device) => connect(gw.url, { token, device }));
-    t.after(() => devices.forEach((d) => d.close()));
+    t.after(() => Promise.all(devices.map((d) => d.close())));
     await Promise.all(devices.map((d) => d.decision));
     assert.equal((await connect(gw.url, { token, device: 'd' }).closed).code, 4429);
 
@@ -93,7 +96,10 @@ describe('admission at the stream limit', () => {
     d.ws.send(JSON.stringify({ type: 'dance' }));
     d.ws.send('not json');
     await eventually(() => d.frames.length >= 4);
-    assert.deepEqual(d.frames.slice(1).map((f) => f.type), ['pong', 'error', 'error']);
+    assert.deepEqual(
+      d.frames.slice(1).map((f) => f.type),
+      ['pong', 'error', 'error'],
+    );
     assert.equal(d.ws.readyState, d.ws.OPEN);
   });
 

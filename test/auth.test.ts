@@ -26,7 +26,12 @@ describe('tokens: every bad token gets 4401 with a reason and writes nothing', (
     { name: 'alg none', token: async () => unsignedToken('mallory'), reason: /algorithm|malformed/ },
     {
       name: 'RS256 where HS256 is pinned',
-      token: () => new SignJWT({}).setProtectedHeader({ alg: 'RS256' }).setSubject('mallory').setExpirationTime(now() + 60).sign(rsa.privateKey),
+      token: () =>
+        new SignJWT({})
+          .setProtectedHeader({ alg: 'RS256' })
+          .setSubject('mallory')
+          .setExpirationTime(now() + 60)
+          .sign(rsa.privateKey),
       reason: /algorithm/,
     },
     {
@@ -36,12 +41,22 @@ describe('tokens: every bad token gets 4401 with a reason and writes nothing', (
     },
     {
       name: 'missing sub',
-      token: () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setExpirationTime(now() + 60).sign(key),
+      token: () =>
+        new SignJWT({})
+          .setProtectedHeader({ alg: 'HS256' })
+          .setExpirationTime(now() + 60)
+          .sign(key),
       reason: /"sub"/,
     },
     {
       name: 'not yet valid',
-      token: () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('mallory').setNotBefore(now() + 600).setExpirationTime(now() + 900).sign(key),
+      token: () =>
+        new SignJWT({})
+          .setProtectedHeader({ alg: 'HS256' })
+          .setSubject('mallory')
+          .setNotBefore(now() + 600)
+          .setExpirationTime(now() + 900)
+          .sign(key),
       reason: /not yet valid/,
     },
     { name: 'bad max_streams claim', token: () => mintToken('mallory', { claims: { max_streams: 'lots' } }), reason: /max_streams/ },
@@ -49,13 +64,27 @@ describe('tokens: every bad token gets 4401 with a reason and writes nothing', (
     { name: 'huge token', token: async () => 'a'.repeat(9000), reason: /too large/ },
     {
       name: 'wrong audience',
-      token: () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('mallory').setAudience('someone-else').setIssuer('https://id.example.com').setExpirationTime(now() + 60).sign(key),
+      token: () =>
+        new SignJWT({})
+          .setProtectedHeader({ alg: 'HS256' })
+          .setSubject('mallory')
+          .setAudience('someone-else')
+          .setIssuer('https://id.example.com')
+          .setExpirationTime(now() + 60)
+          .sign(key),
       reason: /"aud"/,
       target: 'audience',
     },
     {
       name: 'wrong issuer',
-      token: () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('mallory').setAudience('sigma-stream').setIssuer('https://evil.example.com').setExpirationTime(now() + 60).sign(key),
+      token: () =>
+        new SignJWT({})
+          .setProtectedHeader({ alg: 'HS256' })
+          .setSubject('mallory')
+          .setAudience('sigma-stream')
+          .setIssuer('https://evil.example.com')
+          .setExpirationTime(now() + 60)
+          .sign(key),
       reason: /"iss"/,
       target: 'audience',
     },
@@ -83,7 +112,13 @@ describe('tokens: every bad token gets 4401 with a reason and writes nothing', (
   });
 
   test('a valid token for the issuer and audience is admitted', async (t) => {
-    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('trent').setAudience('sigma-stream').setIssuer('https://id.example.com').setExpirationTime(now() + 60).sign(key);
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('trent')
+      .setAudience('sigma-stream')
+      .setIssuer('https://id.example.com')
+      .setExpirationTime(now() + 60)
+      .sign(key);
     const d = connect(audienceGw.url, { token, device: 'tv' });
     t.after(() => d.close());
     assert.equal((await d.decision).type, 'granted');
@@ -102,11 +137,19 @@ describe('asymmetric keys are pinned to their type', () => {
     const pem = ec.publicKey.export({ type: 'spki', format: 'pem' }).toString();
     const gw = await startGateway({ env: { JWT_SECRET: '', JWT_PUBLIC_KEY: pem } });
     t.after(() => gw.stop());
-    const good = await new SignJWT({}).setProtectedHeader({ alg: 'ES256' }).setSubject('ivan').setExpirationTime(now() + 60).sign(ec.privateKey);
+    const good = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256' })
+      .setSubject('ivan')
+      .setExpirationTime(now() + 60)
+      .sign(ec.privateKey);
     const d = connect(gw.url, { token: good, device: 'tv' });
     t.after(() => d.close());
     assert.equal((await d.decision).type, 'granted');
-    const confused = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('ivan').setExpirationTime(now() + 60).sign(new TextEncoder().encode(pem));
+    const confused = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('ivan')
+      .setExpirationTime(now() + 60)
+      .sign(new TextEncoder().encode(pem));
     const bad = connect(gw.url, { token: confused, device: 'phone' });
     const close = await bad.closed;
     assert.equal(close.code, 4401);

@@ -12,7 +12,15 @@ import { chromium, type Browser } from 'playwright-core';
 import { COLD_STORE } from './helpers/cold-store.js';
 import { leaseEntries, ROOT, startGateway, type TestGateway } from './helpers/gateway.js';
 
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
 const OUTPUT = join(ROOT, 'test-output');
 
 test('with a configured JWT_SECRET the demo page is served but its token route does not exist', { timeout: 20_000 }, async () => {
@@ -50,7 +58,11 @@ describe('demo page in headless Chromium', () => {
     const tokens: string[] = [];
     page.on('websocket', (ws) => socketUrls.push(ws.url()));
     page.on('response', (res) => {
-      if (new URL(res.url()).pathname === '/demo/token') void res.json().then((b: { token: string }) => tokens.push(b.token), () => {});
+      if (new URL(res.url()).pathname === '/demo/token')
+        void res.json().then(
+          (b: { token: string }) => tokens.push(b.token),
+          () => {},
+        );
     });
     const pageErrors: string[] = [];
     page.on('pageerror', (err) => pageErrors.push(String(err)));
@@ -64,14 +76,18 @@ describe('demo page in headless Chromium', () => {
 
     for (let i = 1; i <= 3; i++) {
       await page.click('#start');
-      await cards('granted').nth(i - 1).waitFor({ timeout: 10_000 });
+      await cards('granted')
+        .nth(i - 1)
+        .waitFor({ timeout: 10_000 });
     }
     await page.click('#start');
     await seen('.card[data-state="denied"]');
     await counterShows(3);
     const dialog = page.locator('dialog#denied');
     assert.equal(await dialog.isVisible(), true, 'the denial dialog is open');
-    const playing = await page.locator('.card[data-state="granted"]').evaluateAll((cards) => cards.map((c) => (c as HTMLElement).dataset.device!));
+    const playing = await page
+      .locator('.card[data-state="granted"]')
+      .evaluateAll((cards) => cards.map((c) => (c as HTMLElement).dataset.device!));
     const listed = await dialog.locator('li').evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.device!));
     assert.deepEqual([...listed].sort(), [...playing].sort(), 'the dialog lists the three playing devices');
     assert.match(await page.locator('#denied-message').innerText(), /already watching on 3 devices/);

@@ -36,7 +36,9 @@ function newLease(t: TestContext, opts: Partial<StreamLeaseOptions> & Pick<Strea
   });
   const events = { state: [], granted: [], denied: [], lost: [], reconnecting: [], revoked: [], replaced: [] } as unknown as Recorded;
   for (const type of Object.keys(events) as Array<keyof StreamLeaseEvents>) {
-    lease.on(type, (payload) => (events[type] as unknown[]).push(typeof payload === 'object' ? { ...payload, at: performance.now() } : payload));
+    lease.on(type, (payload) =>
+      (events[type] as unknown[]).push(typeof payload === 'object' ? { ...payload, at: performance.now() } : payload),
+    );
   }
   t.after(() => lease.stop());
   return { lease, events };
@@ -65,7 +67,10 @@ describe('StreamLease against one gateway', () => {
     assert.deepEqual(events.state, ['connecting', 'granted']);
     assert.deepEqual(await leaseEntries(gw.endpoint, gw.table, 'ann'), ['tv']);
     const list = await lease.listStreams();
-    assert.deepEqual(list.streams.map((s) => [s.deviceId, s.contentId, s.leaseId]), [['tv', 'match-1', grant.leaseId]]);
+    assert.deepEqual(
+      list.streams.map((s) => [s.deviceId, s.contentId, s.leaseId]),
+      [['tv', 'match-1', grant.leaseId]],
+    );
 
     lease.stop();
     assert.equal(lease.state, 'stopped');
@@ -74,10 +79,14 @@ describe('StreamLease against one gateway', () => {
   });
 
   test('at the limit start() rejects with StreamLimitError listing the active devices, and does not retry', BOUNDED, async (t) => {
-    for (const deviceId of ['a', 'b', 'c']) await newLease(t, { url: gw.url, getToken: tokenFor('ben'), deviceId, contentId: `film-${deviceId}` }).lease.start();
+    for (const deviceId of ['a', 'b', 'c'])
+      await newLease(t, { url: gw.url, getToken: tokenFor('ben'), deviceId, contentId: `film-${deviceId}` }).lease.start();
     const deniedBefore = metric(await gw.metrics(), 'sigma_lease_acquire_total{result="denied"}');
     const { lease, events } = newLease(t, { url: gw.url, getToken: tokenFor('ben'), deviceId: 'd' });
-    const err = await lease.start().then(() => assert.fail('granted over the limit'), (e: unknown) => e);
+    const err = await lease.start().then(
+      () => assert.fail('granted over the limit'),
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof StreamLimitError);
     assert.equal(err.code, 'ERR_STREAM_LIMIT');
     assert.equal(err.limit, 3);
@@ -103,7 +112,10 @@ describe('StreamLease against one gateway', () => {
     await eventually(() => b.events.revoked.length === 1);
     assert.equal(b.events.revoked[0].code, 4403);
     assert.equal(b.events.revoked[0].viewerMessage, 'Playback was stopped from another device.');
-    assert.deepEqual(b.events.lost.map((e) => [e.code, e.willReconnect]), [[4403, false]]);
+    assert.deepEqual(
+      b.events.lost.map((e) => [e.code, e.willReconnect]),
+      [[4403, false]],
+    );
     assert.equal(b.lease.state, 'revoked');
     assert.deepEqual(await leaseEntries(gw.endpoint, gw.table, 'cat'), ['a', 'c', 'd']);
     await sleep(500);
@@ -126,12 +138,18 @@ describe('StreamLease against one gateway', () => {
     assert.equal(first.lease.state, 'replaced');
     await sleep(500);
     assert.equal(first.events.reconnecting.length, 0);
-    assert.deepEqual((await second.lease.listStreams()).streams.map((s) => s.leaseId), [grant.leaseId]);
+    assert.deepEqual(
+      (await second.lease.listStreams()).streams.map((s) => s.leaseId),
+      [grant.leaseId],
+    );
   });
 
   test('a terminal close during start() (1008) rejects with TerminalCloseError and is not retried', BOUNDED, async (t) => {
     const { lease, events } = newLease(t, { url: gw.url, getToken: tokenFor('eve'), deviceId: 'tv' });
-    const err = await lease.takeover('tv').then(() => assert.fail('granted'), (e: unknown) => e);
+    const err = await lease.takeover('tv').then(
+      () => assert.fail('granted'),
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof TerminalCloseError);
     assert.equal(err.closeCode, 1008);
     assert.match(err.reason, /another device/);
@@ -148,7 +166,10 @@ describe('StreamLease against one gateway', () => {
       deviceId: 'tv',
       getToken: ({ refresh }) => (asked.push(refresh), mintToken('fay', { secret: 'not-the-gateway-secret-0123456789abcdef' })),
     });
-    const err = await bad.lease.start().then(() => assert.fail('granted'), (e: unknown) => e);
+    const err = await bad.lease.start().then(
+      () => assert.fail('granted'),
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof UnauthorizedError);
     assert.equal(err.closeCode, 4401);
     assert.deepEqual(asked, [false, true]);
@@ -176,7 +197,11 @@ describe('StreamLease against one gateway', () => {
     assert.deepEqual(asked.slice(0, 2), [false, true]);
     assert.deepEqual(events.state, ['connecting', 'granted'], 'never left granted');
     assert.equal(events.lost.length, 0);
-    assert.deepEqual((await lease.listStreams()).streams.map((s) => s.leaseId), [lease.grant!.leaseId], 'one lease, the new one');
+    assert.deepEqual(
+      (await lease.listStreams()).streams.map((s) => s.leaseId),
+      [lease.grant!.leaseId],
+      'one lease, the new one',
+    );
   });
 
   test('with the reauth flag the lease outlives its first token without a visible loss', BOUNDED, async (t) => {
@@ -189,7 +214,7 @@ describe('StreamLease against one gateway', () => {
       deviceId: 'tv',
       reauth: true,
       refreshBeforeExpiryMs: 2000,
-      getToken: async ({ refresh }) => (asked.push(refresh), tokens[tokens.length] = await mintToken('gus', { expiresIn: 3 })),
+      getToken: async ({ refresh }) => (asked.push(refresh), (tokens[tokens.length] = await mintToken('gus', { expiresIn: 3 }))),
     });
     await lease.start();
     const firstExpiry = tokenExpiryMs(tokens[0])!;
@@ -198,7 +223,10 @@ describe('StreamLease against one gateway', () => {
     assert.equal(lease.state, 'granted');
     assert.deepEqual(events.state, ['connecting', 'granted'], 'never left granted');
     assert.equal(events.lost.length, 0);
-    assert.deepEqual((await lease.listStreams()).streams.map((s) => s.leaseId), [lease.grant!.leaseId]);
+    assert.deepEqual(
+      (await lease.listStreams()).streams.map((s) => s.leaseId),
+      [lease.grant!.leaseId],
+    );
   });
 });
 
@@ -225,15 +253,24 @@ describe('backoff', () => {
     const stoppedAt = arrivals.length;
 
     const retries = events.reconnecting.slice(0, 8);
-    assert.deepEqual(retries.map((r) => r.attempt), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(
+      retries.map((r) => r.attempt),
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
     assert.ok(retries.every((r) => r.code === 1006));
     for (const [i, r] of retries.entries()) {
-      assert.ok(r.delayMs >= 0 && r.delayMs <= backoffCapMs(i, { ...opts }), `attempt ${r.attempt}: ${r.delayMs} ms within cap ${backoffCapMs(i, opts)}`);
+      assert.ok(
+        r.delayMs >= 0 && r.delayMs <= backoffCapMs(i, { ...opts }),
+        `attempt ${r.attempt}: ${r.delayMs} ms within cap ${backoffCapMs(i, opts)}`,
+      );
       const gap = arrivals[i + 1] - arrivals[i];
       assert.ok(gap >= r.delayMs - 2, `attempt ${r.attempt} came after its delay (${gap.toFixed(0)} >= ${r.delayMs})`);
       assert.ok(gap <= r.delayMs + 150, `attempt ${r.attempt} came soon after its delay (${gap.toFixed(0)} vs ${r.delayMs})`);
     }
-    assert.deepEqual([0, 1, 2, 3, 4].map((i) => backoffCapMs(i, opts)), [40, 80, 160, 160, 160]);
+    assert.deepEqual(
+      [0, 1, 2, 3, 4].map((i) => backoffCapMs(i, opts)),
+      [40, 80, 160, 160, 160],
+    );
     assert.ok(new Set(retries.map((r) => r.delayMs)).size > 2, `jittered: ${retries.map((r) => r.delayMs)}`);
     await sleep(400);
     assert.equal(arrivals.length, stoppedAt, 'no attempt after stop()');

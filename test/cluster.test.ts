@@ -39,7 +39,7 @@ async function raceRounds(cluster: Cluster, rec: Recorder, rounds: number, prefi
       return rec.connect(cluster.nodes[node].gateway.url, node, user, { token, device: `d${i}` });
     });
     const decisions = await Promise.all(devices.map((d) => d.decision.catch(() => ({ type: 'closed' }))));
-    const closes = await Promise.all(devices.map((d) => (d.frames.length === 0 ? d.closed : undefined)));
+    const closes = await Promise.all(devices.map((d) => (d.frames.length === 0 ? d.closed : Promise.resolve(undefined))));
     await new Promise((r) => setTimeout(r, 100));
     const grantedAndGone = devices.filter((d) => d.frames[0]?.type === 'granted' && d.ws.readyState === d.ws.CLOSED);
     const fenced = (await Promise.all(grantedAndGone.map((d) => d.closed))).filter((c) => c.code === 4408).length;
@@ -54,15 +54,27 @@ async function raceRounds(cluster: Cluster, rec: Recorder, rounds: number, prefi
   return results;
 }
 
-async function admitWhenPossible(rec: Recorder, url: string, node: number, user: string, token: string, device: string, timeoutMs: number): Promise<{ device: Device; at: number }> {
+async function admitWhenPossible(
+  rec: Recorder,
+  url: string,
+  node: number,
+  user: string,
+  token: string,
+  device: string,
+  timeoutMs: number,
+): Promise<{ device: Device; at: number }> {
   let admitted: { device: Device; at: number } | undefined;
-  await eventually(async () => {
-    const d = rec.connect(url, node, user, { token, device });
-    const frame = await d.decision.catch(() => ({ type: 'closed' }));
-    if (frame.type !== 'granted') return false;
-    admitted = { device: d, at: performance.now() };
-    return true;
-  }, timeoutMs, 50);
+  await eventually(
+    async () => {
+      const d = rec.connect(url, node, user, { token, device });
+      const frame = await d.decision.catch(() => ({ type: 'closed' }));
+      if (frame.type !== 'granted') return false;
+      admitted = { device: d, at: performance.now() };
+      return true;
+    },
+    timeoutMs,
+    50,
+  );
   return admitted!;
 }
 
@@ -105,7 +117,10 @@ describe('many gateways, one truth', { concurrency: false }, () => {
     for (const r of clean) assert.equal(r.granted, 3, summary);
     for (const r of rounds) assert.ok(r.granted <= 3 + r.fenced, summary);
     const cleanUsers = new Set(clean.map((r) => r.user));
-    assert.deepEqual(rec.violations(3).filter((v) => cleanUsers.has(v.user)), []);
+    assert.deepEqual(
+      rec.violations(3).filter((v) => cleanUsers.has(v.user)),
+      [],
+    );
   });
 
   test('negative control: the same run against a gateway without the limit condition is caught', async (t) => {
@@ -118,7 +133,10 @@ describe('many gateways, one truth', { concurrency: false }, () => {
     t.after(() => cluster.stop());
     const rec = new Recorder();
     const rounds = await raceRounds(cluster, rec, 2, 'mutant');
-    assert.ok(rounds.some((r) => r.granted > 3), `rounds: ${JSON.stringify(rounds)}`);
+    assert.ok(
+      rounds.some((r) => r.granted > 3),
+      `rounds: ${JSON.stringify(rounds)}`,
+    );
     assert.ok(rec.violations(3).length > 0, 'the checker sees more than 3 playing');
   });
 
@@ -134,7 +152,10 @@ describe('many gateways, one truth', { concurrency: false }, () => {
     a.gateway.kill('SIGCONT');
     const wokeAt = performance.now();
     const closes = await Promise.all(held.map((d) => d.closed));
-    assert.deepEqual(closes.map((c) => c.code), [4408, 4408, 4408]);
+    assert.deepEqual(
+      closes.map((c) => c.code),
+      [4408, 4408, 4408],
+    );
     const fencedAfter = Math.max(...held.map((d) => d.closedAt!)) - wokeAt;
     assert.ok(fencedAfter <= HEARTBEAT, `fenced ${Math.round(fencedAfter)} ms after waking`);
     // The overlap is the pause itself: a stopped process cannot close its sockets.
@@ -158,7 +179,10 @@ describe('many gateways, one truth', { concurrency: false }, () => {
 
     const taken = await admitWhenPossible(rec, b.gateway.url, 1, 'quinn', token, 'tablet', TTL + 3000);
     const closes = await Promise.all(held.map((d) => d.closed));
-    assert.deepEqual(closes.map((c) => c.code), [4408, 4408, 4408]);
+    assert.deepEqual(
+      closes.map((c) => c.code),
+      [4408, 4408, 4408],
+    );
     const lastFence = Math.max(...held.map((d) => d.closedAt!));
     assert.ok(lastFence < taken.at, 'fenced before another gateway could hand the slots out');
     assert.ok(lastFence - cutAt <= TTL - MARGIN + HEARTBEAT, `fenced ${Math.round(lastFence - cutAt)} ms after the cut`);
@@ -204,7 +228,10 @@ describe('many gateways, one truth', { concurrency: false }, () => {
     const next = rec.connect(b.gateway.url, 1, 'dropped', { token, device: 'phone' });
     assert.equal((await next.decision).type, 'granted', 'the single slot was released exactly once');
     await next.close();
-    assert.deepEqual(rec.violations(1).filter((v) => v.user === 'dropped'), []);
+    assert.deepEqual(
+      rec.violations(1).filter((v) => v.user === 'dropped'),
+      [],
+    );
   });
 
   test('kick and takeover across gateways close the right socket within heartbeat + 1 s', async (t) => {

@@ -228,7 +228,10 @@ describe('docs/openapi.yaml against the servers', () => {
     assert.equal((await phone.decision).type, 'granted');
     /** The freshest playback token a device holds (granted, then playback frames); read when a case runs. */
     const playbackOf = (d: Device) => (): string => {
-      const f = d.frames.filter((x) => x.type === 'playback' || x.type === 'granted').at(-1) as { token?: string; playback?: { token: string } };
+      const f = d.frames.filter((x) => x.type === 'playback' || x.type === 'granted').at(-1) as {
+        token?: string;
+        playback?: { token: string };
+      };
       return f.token ?? f.playback!.token;
     };
     const tvPlayback = playbackOf(tv);

@@ -48,7 +48,10 @@ describe('DynamoDB requests per step', () => {
     const after = requestsByOperation(await gw.metrics());
     const seen = Object.fromEntries([...proxy.counts].sort());
     const counted = Object.fromEntries(
-      [...after].map(([op, n]) => [op, n - (before.get(op) ?? 0)] as const).filter(([, n]) => n > 0).sort(),
+      [...after]
+        .map(([op, n]) => [op, n - (before.get(op) ?? 0)] as const)
+        .filter(([, n]) => n > 0)
+        .sort(),
     );
     assert.deepEqual(counted, seen, 'the gateway counts every request that reached the store');
     return seen;
@@ -63,45 +66,67 @@ describe('DynamoDB requests per step', () => {
     // The gateway books a request when its reply is back: wait for that too, or it lands in the next step.
     await eventually(async () => requestsByOperation(await gw.metrics()).get('UpdateItem') === 2);
 
-    assert.deepEqual(await cost(async () => {
-      d = connect(gw.url, { token, device: 'tv' });
-      await d.decision;
-    }), { UpdateItem: 1 });
-    assert.deepEqual(await cost(async () => {
-      await d.close();
-      await eventually(() => proxy.counts.get('UpdateItem') === 1);
-      await new Promise((r) => setTimeout(r, 100));
-    }), { UpdateItem: 1 });
+    assert.deepEqual(
+      await cost(async () => {
+        d = connect(gw.url, { token, device: 'tv' });
+        await d.decision;
+      }),
+      { UpdateItem: 1 },
+    );
+    assert.deepEqual(
+      await cost(async () => {
+        await d.close();
+        await eventually(() => proxy.counts.get('UpdateItem') === 1);
+        await new Promise((r) => setTimeout(r, 100));
+      }),
+      { UpdateItem: 1 },
+    );
   });
 
   test('a plan with every cap (total, per content, per class): still 1 UpdateItem per admission and per release', async () => {
-    const token = await mintToken('plan-cost', { claims: { max_streams_per_content: 2, max_streams_by_class: { tv: 1, mobile: 2 }, device_class: 'mobile' } });
+    const token = await mintToken('plan-cost', {
+      claims: { max_streams_per_content: 2, max_streams_by_class: { tv: 1, mobile: 2 }, device_class: 'mobile' },
+    });
     let d: Device | undefined;
-    assert.deepEqual(await cost(async () => {
-      d = connect(gw.url, { token, device: 'phone', content: 'match' });
-      assert.equal((await d.decision).type, 'granted');
-    }), { UpdateItem: 1 });
-    assert.deepEqual(await cost(async () => {
-      await d!.close();
-      await eventually(() => proxy.counts.get('UpdateItem') === 1);
-      await new Promise((r) => setTimeout(r, 100));
-    }), { UpdateItem: 1 });
+    assert.deepEqual(
+      await cost(async () => {
+        d = connect(gw.url, { token, device: 'phone', content: 'match' });
+        assert.equal((await d.decision).type, 'granted');
+      }),
+      { UpdateItem: 1 },
+    );
+    assert.deepEqual(
+      await cost(async () => {
+        await d!.close();
+        await eventually(() => proxy.counts.get('UpdateItem') === 1);
+        await new Promise((r) => setTimeout(r, 100));
+      }),
+      { UpdateItem: 1 },
+    );
   });
 
   test('denial: 1 UpdateItem when every lease is on this gateway, plus 1 BatchGetItem when others hold some', async (t) => {
     const token = await mintToken('zoe');
     const held = ['a', 'b', 'c'].map((device) => connect(gw.url, { token, device }));
-    t.after(() => held.forEach((d) => d.close()));
+    t.after(() => Promise.all(held.map((d) => d.close())));
     await Promise.all(held.map((d) => d.decision));
-    assert.deepEqual(await cost(async () => {
-      await connect(gw.url, { token, device: 'd' }).closed;
-    }), { UpdateItem: 1 });
+    assert.deepEqual(
+      await cost(async () => {
+        await connect(gw.url, { token, device: 'd' }).closed;
+      }),
+      { UpdateItem: 1 },
+    );
 
     await held[0].close();
-    await eventually(async () => (await connect(other.url, { token, device: 'remote' }).decision.catch(() => ({ type: 'x' }))).type === 'granted');
-    assert.deepEqual(await cost(async () => {
-      await connect(gw.url, { token, device: 'd' }).closed;
-    }), { BatchGetItem: 1, UpdateItem: 1 });
+    await eventually(
+      async () => (await connect(other.url, { token, device: 'remote' }).decision.catch(() => ({ type: 'x' }))).type === 'granted',
+    );
+    assert.deepEqual(
+      await cost(async () => {
+        await connect(gw.url, { token, device: 'd' }).closed;
+      }),
+      { BatchGetItem: 1, UpdateItem: 1 },
+    );
   });
 
   test('heartbeat: 1 UpdateItem per beat per gateway, whatever the number of open streams', async (t) => {
@@ -109,7 +134,14 @@ describe('DynamoDB requests per step', () => {
     const beatProxy = await startFaultProxy(endpoint);
     const beating = await startGateway({
       endpoint: beatProxy.endpoint,
-      env: { INSTANCE_HEARTBEAT_MS: '400', INSTANCE_TTL_MS: '4000', ADMISSION_TIMEOUT_MS: '5000', RECONCILE_INTERVAL_MS: '600000', PING_INTERVAL_MS: '60000', PONG_TIMEOUT_MS: '10000' },
+      env: {
+        INSTANCE_HEARTBEAT_MS: '400',
+        INSTANCE_TTL_MS: '4000',
+        ADMISSION_TIMEOUT_MS: '5000',
+        RECONCILE_INTERVAL_MS: '600000',
+        PING_INTERVAL_MS: '60000',
+        PONG_TIMEOUT_MS: '10000',
+      },
     });
     t.after(async () => {
       await beating.stop();
@@ -127,7 +159,7 @@ describe('DynamoDB requests per step', () => {
       assert.equal((await d.decision).type, 'granted');
       devices.push(d);
     }
-    t.after(() => devices.forEach((d) => d.close()));
+    t.after(() => Promise.all(devices.map((d) => d.close())));
     const busy = await window();
     assert.ok(idle >= 4 && idle <= 8, `~6 beats in 2.4 s idle, saw ${idle}`);
     assert.ok(Math.abs(busy - idle) <= 1, `40 open streams cost no extra requests (idle ${idle}, busy ${busy})`);

@@ -71,7 +71,10 @@ function dockerignored(patterns: string[], path: string): boolean {
 }
 
 const dockerfile = parseDockerfile(readRepoFile('Dockerfile'));
-const ignore = readRepoFile('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+const ignore = readRepoFile('.dockerignore')
+  .split('\n')
+  .map((l) => l.trim())
+  .filter((l) => l && !l.startsWith('#'));
 const runtime = dockerfile[dockerfile.length - 1];
 const stepsOf = (stage: Stage, op: string): Instruction[] => stage.steps.filter((s) => s.op === op);
 const envOf = (stage: Stage): Record<string, string> =>
@@ -102,12 +105,17 @@ describe('Dockerfile', () => {
     const user = stepsOf(runtime, 'USER').at(-1)?.args ?? '';
     assert.match(user, /^\d+(:\d+)?$/, 'numeric USER, so runAsNonRoot can verify it');
     assert.notEqual(Number(user.split(':')[0]), 0);
-    const exposed = stepsOf(runtime, 'EXPOSE').flatMap((s) => s.args.split(/\s+/)).map((p) => p.replace('/tcp', ''));
+    const exposed = stepsOf(runtime, 'EXPOSE')
+      .flatMap((s) => s.args.split(/\s+/))
+      .map((p) => p.replace('/tcp', ''));
     assert.deepEqual(exposed.sort(), ['3000', '3001']);
     const cmd = JSON.parse(stepsOf(runtime, 'CMD').at(-1)!.args) as string[];
     assert.deepEqual(cmd, ['node', 'dist/main.js'], 'exec form, no npm or shell between PID 1 and node');
     assert.equal(stepsOf(runtime, 'ENTRYPOINT').length, 0);
-    assert.ok(stepsOf(runtime, 'RUN').some((s) => /npm ci\b.*--omit=dev/.test(s.args)), 'runtime installs production deps only');
+    assert.ok(
+      stepsOf(runtime, 'RUN').some((s) => /npm ci\b.*--omit=dev/.test(s.args)),
+      'runtime installs production deps only',
+    );
     assert.ok(!stepsOf(runtime, 'COPY').some((s) => !s.flags.from && /\bsrc\b/.test(s.args)), 'runtime copies no sources');
   });
 
@@ -244,10 +252,14 @@ describe('Dockerfile', () => {
         if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
       });
 
-      await eventually(async () => {
-        if (proc.exitCode !== null) throw new Error(`exited ${proc.exitCode}`);
-        return (await fetch(`http://127.0.0.1:${opsPort}/readyz`)).status === 200;
-      }, 20_000, 100).catch((err: Error) => assert.fail(`never ready: ${err.message}\n${output}`));
+      await eventually(
+        async () => {
+          if (proc.exitCode !== null) throw new Error(`exited ${proc.exitCode}`);
+          return (await fetch(`http://127.0.0.1:${opsPort}/readyz`)).status === 200;
+        },
+        20_000,
+        100,
+      ).catch((err: Error) => assert.fail(`never ready: ${err.message}\n${output}`));
       assert.match(output, /"msg":"listening"/);
       // What the kubelet will ask: the Deployment's probes, on the ports they name.
       const container = only(renderKustomize(), 'Deployment').spec.template.spec.containers[0];

@@ -60,7 +60,10 @@ const REQUIRED_ALERTS = [
 function validate(m: Manifest): void {
   const Model = MODELS[`${m.apiVersion}/${m.kind}`];
   assert.ok(Model, `${m.apiVersion} ${m.kind} ${m.metadata.name}: no schema model registered in this test`);
-  assert.doesNotThrow(() => new Model(m).validate(), (err: Error) => `${m.kind} ${m.metadata.name}: ${err.message}`);
+  assert.doesNotThrow(
+    () => new Model(m).validate(),
+    (err: Error) => `${m.kind} ${m.metadata.name}: ${err.message}`,
+  );
 }
 
 /** Seconds of a duration like 10s / 1m. */
@@ -101,14 +104,17 @@ describe('k8s/ kustomize base', () => {
     }
     assert.equal(manifests.filter((m) => m.kind === 'Service').length, 2, 'a public Service and a metrics Service');
     assert.ok(manifests.every((m) => m.metadata.labels?.['app.kubernetes.io/part-of'] === 'sigma-stream'));
-    assert.ok(manifests.every((m) => !('namespace' in m.metadata)), 'the base is namespace-agnostic');
+    assert.ok(
+      manifests.every((m) => !('namespace' in m.metadata)),
+      'the base is namespace-agnostic',
+    );
     for (const m of manifests) validate(m);
   });
 
   test('the schemas catch a broken manifest (this test can fail)', () => {
     const broken = structuredClone(deployment);
     broken.spec.template.spec.containers[0].ports[0].containerPort = 'http';
-    assert.throws(() => new Deployment(broken as any).validate(), /containerPort must be integer/);
+    assert.throws(() => new Deployment(broken).validate(), /containerPort must be integer/);
     const badRule = structuredClone(rule);
     badRule.spec.groups[0].rules[0].for = 'one minute';
     assert.throws(() => new PrometheusRule(badRule as any).validate(), /for must match pattern/);
@@ -174,15 +180,25 @@ describe('k8s/ kustomize base', () => {
       for (const port of svc.spec.ports) containerPort(port.targetPort);
     }
     const publicSvc = only(manifests, 'Service', 'sigma-stream');
-    assert.deepEqual(publicSvc.spec.ports.map((p: { targetPort: string }) => containerPort(p.targetPort)), [3000]);
+    assert.deepEqual(
+      publicSvc.spec.ports.map((p: { targetPort: string }) => containerPort(p.targetPort)),
+      [3000],
+    );
     const metricsSvc = only(manifests, 'Service', 'sigma-stream-metrics');
-    assert.deepEqual(metricsSvc.spec.ports.map((p: { targetPort: string }) => containerPort(p.targetPort)), [3001]);
+    assert.deepEqual(
+      metricsSvc.spec.ports.map((p: { targetPort: string }) => containerPort(p.targetPort)),
+      [3001],
+    );
   });
 
   test('the ServiceMonitor selects the metrics Service, its ops port, and yields job="sigma-stream"', () => {
     const sm = only(manifests, 'ServiceMonitor');
     const matched = manifests.filter((m) => m.kind === 'Service' && selects(sm.spec.selector.matchLabels, m.metadata.labels));
-    assert.deepEqual(matched.map((m) => m.metadata.name), ['sigma-stream-metrics'], 'selects the metrics Service only');
+    assert.deepEqual(
+      matched.map((m) => m.metadata.name),
+      ['sigma-stream-metrics'],
+      'selects the metrics Service only',
+    );
     const svc = matched[0];
     for (const ep of sm.spec.endpoints) {
       const port = svc.spec.ports.find((p: { name: string }) => p.name === ep.port);
@@ -195,8 +211,10 @@ describe('k8s/ kustomize base', () => {
     const job = svc.metadata.labels?.[sm.spec.jobLabel];
     assert.equal(job, 'sigma-stream');
     const jobs = new Set(
-      [...alertRules(rule).map((r) => r.expr), ...dashboardQueries(JSON.parse(readRepoFile('k8s/grafana/sigma-stream.json'))).map((q) => q.expr)]
-        .flatMap((e) => [...e.matchAll(/job="([^"]*)"/g)].map((m) => m[1])),
+      [
+        ...alertRules(rule).map((r) => r.expr),
+        ...dashboardQueries(JSON.parse(readRepoFile('k8s/grafana/sigma-stream.json'))).map((q) => q.expr),
+      ].flatMap((e) => [...e.matchAll(/job="([^"]*)"/g)].map((m) => m[1])),
     );
     assert.deepEqual([...jobs], [job]);
   });
@@ -269,7 +287,7 @@ describe('k8s/ kustomize base', () => {
       assert.ok((r.annotations?.runbook ?? '').length > 20, `${r.alert} has a runbook line`);
       assert.ok(r.annotations?.summary, `${r.alert} has a summary`);
       assert.ok(docs.includes(`### ${r.alert}`), `docs/deploying.md has a "### ${r.alert}" section`);
-      assert.ok(r.annotations!.runbook.includes(`#${r.alert.toLowerCase()}`), `${r.alert} runbook links its docs section`);
+      assert.ok(r.annotations.runbook.includes(`#${r.alert.toLowerCase()}`), `${r.alert} runbook links its docs section`);
     }
   });
 
@@ -279,7 +297,9 @@ describe('k8s/ kustomize base', () => {
     const json = cm.data?.['sigma-stream.json'];
     assert.ok(json);
     assert.deepEqual(JSON.parse(json), JSON.parse(readRepoFile('k8s/grafana/sigma-stream.json')));
-    const queries = dashboardQueries(JSON.parse(json)).map((q) => q.expr).join('\n');
+    const queries = dashboardQueries(JSON.parse(json))
+      .map((q) => q.expr)
+      .join('\n');
     for (const metric of [
       'sigma_streams_active',
       'sigma_lease_acquire_total',

@@ -93,7 +93,13 @@ describe('Prometheus scrapes a gateway; dashboard and alerts evaluate', () => {
     // registers only once a write answers within INSTANCE_HEARTBEAT_MS (see the deploy report).
     const endpoint = await dynamoEndpoint();
     const table = await createTableFromCloudFormation(endpoint);
-    const defaults = ['INSTANCE_HEARTBEAT_MS', 'INSTANCE_TTL_MS', 'FENCING_MARGIN_MS', 'ADMISSION_TIMEOUT_MS', 'DYNAMODB_REQUEST_TIMEOUT_MS'];
+    const defaults = [
+      'INSTANCE_HEARTBEAT_MS',
+      'INSTANCE_TTL_MS',
+      'FENCING_MARGIN_MS',
+      'ADMISSION_TIMEOUT_MS',
+      'DYNAMODB_REQUEST_TIMEOUT_MS',
+    ];
     const production = envFile('k8s/gateway.env');
     gw = await startGateway({
       endpoint,
@@ -125,10 +131,14 @@ describe('Prometheus scrapes a gateway; dashboard and alerts evaluate', () => {
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     proc.stderr!.on('data', (d: Buffer) => (promLog += d.toString()));
-    await eventually(async () => {
-      if (proc!.exitCode !== null) throw new Error(`prometheus exited ${proc!.exitCode}:\n${promLog}`);
-      return (await fetch(`${api}/-/ready`)).ok;
-    }, 20_000, 100).catch((err: Error) => {
+    await eventually(
+      async () => {
+        if (proc!.exitCode !== null) throw new Error(`prometheus exited ${proc!.exitCode}:\n${promLog}`);
+        return (await fetch(`${api}/-/ready`)).ok;
+      },
+      20_000,
+      100,
+    ).catch((err: Error) => {
       throw new Error(`Prometheus did not get ready: ${err.message}\n${promLog}`);
     });
     await eventually(async () => (await scalar(`up{job="${JOB}"}`)) === 1, 10_000, 200);
@@ -144,36 +154,48 @@ describe('Prometheus scrapes a gateway; dashboard and alerts evaluate', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  test('promtool check metrics finds no problem at all (prom-client\'s misnamed *_total gauges are dropped)', async () => {
+  test("promtool check metrics finds no problem at all (prom-client's misnamed *_total gauges are dropped)", async () => {
     const text = await gw.metrics();
     assert.match(text, /^sigma_streams_active /m);
     assert.match(text, /^nodejs_active_handles\{/m, 'the per-type defaults stay');
     const run = spawnSync(promtool, ['check', 'metrics'], { input: text, encoding: 'utf8' });
-    const findings = `${run.stdout}\n${run.stderr}`.split('\n').map((l) => l.trim()).filter(Boolean);
+    const findings = `${run.stdout}\n${run.stderr}`
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
     assert.deepEqual(findings, []);
     assert.equal(run.status, 0);
   });
 
-  test('promtool check rules passes on the PrometheusRule\'s rules', () => {
+  test("promtool check rules passes on the PrometheusRule's rules", () => {
     const run = spawnSync(promtool, ['check', 'rules', join(dir, 'rules.yml')], { encoding: 'utf8' });
     assert.equal(run.status, 0, `${run.stdout}\n${run.stderr}`);
     assert.match(run.stdout, new RegExp(`SUCCESS: ${alertRules(rule).length} rules found`));
   });
 
   test('Prometheus loads and evaluates every alert rule without error', async () => {
-    const rules = await eventually(async () => {
-      const body = (await (await fetch(`${api}/api/v1/rules`)).json()) as {
-        data: { groups: Array<{ rules: Array<{ name: string; health: string; lastError?: string }> }> };
-      };
-      const all = body.data.groups.flatMap((g) => g.rules);
-      return all.length > 0 && all.every((r) => r.health !== 'unknown') ? all : undefined;
-    }, 10_000, 200);
+    const rules = await eventually(
+      async () => {
+        const body = (await (await fetch(`${api}/api/v1/rules`)).json()) as {
+          data: { groups: Array<{ rules: Array<{ name: string; health: string; lastError?: string }> }> };
+        };
+        const all = body.data.groups.flatMap((g) => g.rules);
+        return all.length > 0 && all.every((r) => r.health !== 'unknown') ? all : undefined;
+      },
+      10_000,
+      200,
+    );
     assert.ok(rules);
-    assert.deepEqual(rules.map((r) => r.name).sort(), alertRules(rule).map((r) => r.alert).sort());
+    assert.deepEqual(
+      rules.map((r) => r.name).sort(),
+      alertRules(rule)
+        .map((r) => r.alert)
+        .sort(),
+    );
     for (const r of rules) assert.equal(r.health, 'ok', `${r.name}: ${r.lastError}`);
   });
 
-  test('sum(sigma_streams_active) in Prometheus follows devices opening and closing', async (t) => {
+  test('sum(sigma_streams_active) in Prometheus follows devices opening and closing', async () => {
     const token = await mintToken('prom-user', { maxStreams: 3 });
     const devices: Device[] = ['tv', 'phone', 'laptop'].map((device) => connect(gw.url, { token, device }));
     // No per-test cleanup: the dashboard test below relies on the laptop still playing; the suite's
@@ -240,12 +262,19 @@ describe('Prometheus scrapes a gateway; dashboard and alerts evaluate', () => {
     assert.deepEqual(await active(), []);
 
     await gw.stop();
-    const names = await eventually(async () => {
-      const alerts = await active();
-      const set = new Set(alerts.map((a) => a.labels.alertname));
-      return set.has('SigmaStreamGatewayDown') && set.has('SigmaStreamAllGatewaysDown') ? alerts : undefined;
-    }, 15_000, 250);
+    const names = await eventually(
+      async () => {
+        const alerts = await active();
+        const set = new Set(alerts.map((a) => a.labels.alertname));
+        return set.has('SigmaStreamGatewayDown') && set.has('SigmaStreamAllGatewaysDown') ? alerts : undefined;
+      },
+      15_000,
+      250,
+    );
     assert.ok(names);
-    assert.ok(names.every((a) => a.state === 'pending'), 'pending until their `for:` elapses');
+    assert.ok(
+      names.every((a) => a.state === 'pending'),
+      'pending until their `for:` elapses',
+    );
   });
 });

@@ -18,7 +18,29 @@ const configSource = readFileSync(join(ROOT, 'src/config.ts'), 'utf8');
 const variables = [...new Set([...configSource.matchAll(/\(env, '([A-Z0-9_]+)'/g)].map((m) => m[1]))];
 
 test('config.ts reads the variables the interface contract names', () => {
-  for (const name of ['PORT', 'OPS_PORT', 'JWT_SECRET', 'JWT_PUBLIC_KEY', 'JWKS_URL', 'JWT_ISSUER', 'JWT_AUDIENCE', 'DYNAMODB_TABLE', 'DYNAMODB_ENDPOINT', 'AWS_REGION', 'STORE', 'CREATE_TABLE', 'MAX_STREAMS', 'PING_INTERVAL_MS', 'PONG_TIMEOUT_MS', 'INSTANCE_HEARTBEAT_MS', 'INSTANCE_TTL_MS', 'FENCING_MARGIN_MS', 'ADMISSION_TIMEOUT_MS', 'DRAIN_MS', 'RECONCILE_INTERVAL_MS']) {
+  for (const name of [
+    'PORT',
+    'OPS_PORT',
+    'JWT_SECRET',
+    'JWT_PUBLIC_KEY',
+    'JWKS_URL',
+    'JWT_ISSUER',
+    'JWT_AUDIENCE',
+    'DYNAMODB_TABLE',
+    'DYNAMODB_ENDPOINT',
+    'AWS_REGION',
+    'STORE',
+    'CREATE_TABLE',
+    'MAX_STREAMS',
+    'PING_INTERVAL_MS',
+    'PONG_TIMEOUT_MS',
+    'INSTANCE_HEARTBEAT_MS',
+    'INSTANCE_TTL_MS',
+    'FENCING_MARGIN_MS',
+    'ADMISSION_TIMEOUT_MS',
+    'DRAIN_MS',
+    'RECONCILE_INTERVAL_MS',
+  ]) {
     assert.ok(variables.includes(name), name);
   }
 });
@@ -48,7 +70,12 @@ function tableAfter(header: string): string[][] {
   const rows: string[][] = [];
   for (const line of lines.slice(start + 2)) {
     if (!line.startsWith('|')) break;
-    rows.push(line.split('|').slice(1, -1).map((c) => c.trim().replace(/^`|`$/g, '')));
+    rows.push(
+      line
+        .split('|')
+        .slice(1, -1)
+        .map((c) => c.trim().replace(/^`|`$/g, '')),
+    );
   }
   return rows;
 }
@@ -57,7 +84,9 @@ test('the README table of HTTP error codes is the catalog, status for status', (
   const rows = tableAfter('| code | status | meaning |');
   assert.deepEqual(
     rows.map(([code, status]) => [code, Number(status)]).sort(),
-    Object.entries(HTTP_ERRORS).map(([code, e]) => [code, e.status]).sort(),
+    Object.entries(HTTP_ERRORS)
+      .map(([code, e]) => [code, e.status])
+      .sort(),
   );
 });
 
@@ -67,6 +96,9 @@ test('the README table of error-frame codes is the catalog', () => {
 });
 
 test('every sigma_ metric the gateway registers is in the README metrics table', () => {
-  const names = new Metrics().registry.getMetricsAsArray().map((m) => m.name).filter((n) => n.startsWith('sigma_'));
+  const names = new Metrics().registry
+    .getMetricsAsArray()
+    .map((m) => m.name)
+    .filter((n) => n.startsWith('sigma_'));
   for (const name of names) assert.match(readme, new RegExp('`' + name + '(\\{[^`]*\\})?`'), `README misses ${name}`);
 });

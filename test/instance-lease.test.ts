@@ -32,7 +32,10 @@ describe('heartbeats near the fencing deadline', () => {
     const proxy = await startFaultProxy(await dynamoEndpoint());
     // Danger point 2 s after the last acknowledged beat; beats every 500 ms.
     // One attempt per request: the beat held when the outage ends fails, and a new one must be sent in time.
-    const gw = await startGateway({ endpoint: proxy.endpoint, env: { INSTANCE_HEARTBEAT_MS: '500', INSTANCE_TTL_MS: '3000', FENCING_MARGIN_MS: '1000', DYNAMODB_MAX_ATTEMPTS: '1' } });
+    const gw = await startGateway({
+      endpoint: proxy.endpoint,
+      env: { INSTANCE_HEARTBEAT_MS: '500', INSTANCE_TTL_MS: '3000', FENCING_MARGIN_MS: '1000', DYNAMODB_MAX_ATTEMPTS: '1' },
+    });
     t.after(async () => {
       proxy.set('pass');
       await gw.stop();
@@ -78,7 +81,9 @@ describe('a heartbeat that arrives after its instance expired', () => {
     await assert.rejects(store.heartbeat(a.instanceId, lateSentAt, 3000, []), { name: 'ConditionalCheckFailedException' });
     const client = localClient(endpoint);
     t.after(() => client.destroy());
-    const item = (await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: `instance#${a.instanceId}` } }, ConsistentRead: true }))).Item;
+    const item = (
+      await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: `instance#${a.instanceId}` } }, ConsistentRead: true }))
+    ).Item;
     assert.ok(item === undefined || Number(item.expiresAt.N) < Date.now(), 'A stays expired');
 
     a.kill('SIGCONT');

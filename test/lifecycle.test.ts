@@ -23,7 +23,10 @@ describe('process lifecycle', () => {
     const sentAt = performance.now();
     gw.kill('SIGTERM');
     const closes = await Promise.all(devices.map((d) => d.closed));
-    assert.deepEqual(closes.map((c) => c.code), [1012, 1012, 1012]);
+    assert.deepEqual(
+      closes.map((c) => c.code),
+      [1012, 1012, 1012],
+    );
     const { code } = await gw.exited;
     const tookMs = performance.now() - sentAt;
     assert.equal(code, 0);
@@ -32,7 +35,11 @@ describe('process lifecycle', () => {
     assert.ok(spread >= 200, `closes spread over the drain window (${Math.round(spread)} ms)`);
 
     const items = await scanTable(endpoint, gw.table);
-    assert.deepEqual(items.filter((i) => i.pk.S!.startsWith('instance#')), [], 'instance item deleted');
+    assert.deepEqual(
+      items.filter((i) => i.pk.S!.startsWith('instance#')),
+      [],
+      'instance item deleted',
+    );
     assert.deepEqual(await leaseEntries(endpoint, gw.table, 'tess'), [], 'no lease left');
     assert.ok(gw.lines.some((l) => l.includes('"msg":"stopped"')));
   });
@@ -52,11 +59,14 @@ describe('process lifecycle', () => {
     assert.equal(ready.status, 503);
     assert.match(await ready.text(), /draining/);
     assert.equal(await refused, 503);
-    assert.deepEqual((await Promise.all(devices.map((d) => d.closed))).map((c) => c.code), [1012, 1012]);
+    assert.deepEqual(
+      (await Promise.all(devices.map((d) => d.closed))).map((c) => c.code),
+      [1012, 1012],
+    );
     await stopping;
   });
 
-  test('a SIGKILLed gateway\'s slots are taken over by another gateway within the instance TTL', async () => {
+  test("a SIGKILLed gateway's slots are taken over by another gateway within the instance TTL", async () => {
     const table = newTable();
     const victim = await spawnGateway({ table });
     const token = await mintToken('kyle');
@@ -69,16 +79,20 @@ describe('process lifecycle', () => {
       const killedAt = performance.now();
       await victim.exited;
       let admittedAt = 0;
-      await eventually(async () => {
-        const d = connect(survivor.url, { token, device: 'd' });
-        const frame = await d.decision.catch(() => ({ type: 'closed' }));
-        if (frame.type === 'granted') {
-          admittedAt = performance.now();
-          await d.close();
-          return true;
-        }
-        return false;
-      }, TTL + 4000, 100);
+      await eventually(
+        async () => {
+          const d = connect(survivor.url, { token, device: 'd' });
+          const frame = await d.decision.catch(() => ({ type: 'closed' }));
+          if (frame.type === 'granted') {
+            admittedAt = performance.now();
+            await d.close();
+            return true;
+          }
+          return false;
+        },
+        TTL + 4000,
+        100,
+      );
       const after = admittedAt - killedAt;
       assert.ok(after >= TTL - MARGIN, `admitted ${Math.round(after)} ms after SIGKILL (not before TTL - margin)`);
       assert.ok(after <= TTL + 2000, `admitted ${Math.round(after)} ms after SIGKILL (TTL ${TTL} ms)`);
@@ -90,7 +104,13 @@ describe('process lifecycle', () => {
   test('a fresh clone serves on the embedded store with no configuration', async () => {
     const port = await freePort();
     const opsPort = await freePort();
-    const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: String(port), OPS_PORT: String(opsPort), HOST: '127.0.0.1' };
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      PORT: String(port),
+      OPS_PORT: String(opsPort),
+      HOST: '127.0.0.1',
+    };
     const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -99,7 +119,11 @@ describe('process lifecycle', () => {
       await eventually(() => out.includes('"msg":"listening"'), 20_000);
       assert.match(out, /"store":"embedded"/);
       assert.match(out, /npm run --silent token/, 'tells a newcomer how to try it');
-      const tokenProc = spawn(process.execPath, ['--import', 'tsx', 'src/token-cli.ts', 'newcomer'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+      const tokenProc = spawn(process.execPath, ['--import', 'tsx', 'src/token-cli.ts', 'newcomer'], {
+        cwd: ROOT,
+        env,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       let token = '';
       tokenProc.stdout.on('data', (d: Buffer) => (token += d.toString()));
       await new Promise((r) => tokenProc.on('exit', r));

@@ -18,14 +18,20 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function userItem(gw: TestGateway, userId: string): Promise<Record<string, AttributeValue>> {
   const client = localClient(gw.endpoint);
   try {
-    return (await client.send(new GetItemCommand({ TableName: gw.table, Key: { pk: { S: `user#${userId}` } }, ConsistentRead: true }))).Item ?? {};
+    return (
+      (await client.send(new GetItemCommand({ TableName: gw.table, Key: { pk: { S: `user#${userId}` } }, ConsistentRead: true }))).Item ??
+      {}
+    );
   } finally {
     client.destroy();
   }
 }
 
 /** The item's content and class counts, zero ones left out, against what its entries say they should be. */
-async function countsAgree(gw: TestGateway, userId: string): Promise<{ stored: Record<string, number>; fromEntries: Record<string, number> }> {
+async function countsAgree(
+  gw: TestGateway,
+  userId: string,
+): Promise<{ stored: Record<string, number>; fromEntries: Record<string, number> }> {
   const item = await userItem(gw, userId);
   const stored: Record<string, number> = {};
   const fromEntries: Record<string, number> = {};
@@ -112,7 +118,9 @@ describe('per-content and per-class caps', () => {
     const phones = ['p1', 'p2', 'p3'].map((device) => connect(gw.url, { token, device, query: `device=${device}&class=mobile` }));
     const decisions = await Promise.all(phones.map((d) => d.decision));
     assert.deepEqual(decisions.map((f) => f.type).sort(), ['denied', 'granted', 'granted']);
-    const listed = (decisions.find((f) => f.type === 'denied')!.active as Array<{ deviceId: string; class: string | null }>).map((a) => `${a.deviceId}:${a.class}`);
+    const listed = (decisions.find((f) => f.type === 'denied')!.active as Array<{ deviceId: string; class: string | null }>).map(
+      (a) => `${a.deviceId}:${a.class}`,
+    );
     assert.ok(listed.includes('tv:tv') && listed.includes('laptop:null'), `active lists classes: ${listed.join(',')}`);
     assert.deepEqual((await countsAgree(gw, 'family')).stored, (await countsAgree(gw, 'family')).fromEntries);
     await Promise.all([tv, noClass, ...phones].map((d) => d.close()));
@@ -135,7 +143,10 @@ describe('per-content and per-class caps', () => {
     t.after(() => Promise.all([a.stop(), b.stop()]));
     for (let round = 0; round < 4; round++) {
       const user = `race-plan-${round}`;
-      const token = await mintToken(user, { maxStreams: 5, claims: { max_streams_per_content: 2, max_streams_by_class: { tv: 1, mobile: 2 } } });
+      const token = await mintToken(user, {
+        maxStreams: 5,
+        claims: { max_streams_per_content: 2, max_streams_by_class: { tv: 1, mobile: 2 } },
+      });
       const devices: Array<{ d: Device; content: string; cls?: string }> = Array.from({ length: 20 }, (_, i) => {
         const content = i % 2 === 0 ? 'A' : 'B';
         const cls = i % 4 === 0 ? 'tv' : i % 4 === 1 ? 'mobile' : undefined;
@@ -145,8 +156,16 @@ describe('per-content and per-class caps', () => {
       const frames = await Promise.all(devices.map(({ d }) => d.decision.catch(() => ({ type: 'closed' }))));
       const granted = devices.filter((_, i) => frames[i].type === 'granted');
       const per = (f: (x: (typeof devices)[number]) => string | undefined, v: string) => granted.filter((x) => f(x) === v).length;
-      assert.equal(per((x) => x.content, 'A'), 2, `round ${round}: content A`);
-      assert.equal(per((x) => x.content, 'B'), 2, `round ${round}: content B`);
+      assert.equal(
+        per((x) => x.content, 'A'),
+        2,
+        `round ${round}: content A`,
+      );
+      assert.equal(
+        per((x) => x.content, 'B'),
+        2,
+        `round ${round}: content B`,
+      );
       assert.ok(per((x) => x.cls, 'tv') <= 1 && per((x) => x.cls, 'mobile') <= 2, `round ${round}: classes`);
       const { stored, fromEntries } = await countsAgree(a, user);
       assert.deepEqual(stored, fromEntries, `round ${round}: the counts never drift from the entries`);
@@ -220,7 +239,7 @@ describe('the SDK', () => {
     t.after(() => gw.stop());
     const token = await mintToken('sdk-plan', { maxStreams: 2, claims: { max_streams_per_content: 1, max_streams_by_class: { tv: 1 } } });
     const lease = (deviceId: string, contentId: string, deviceClass?: string) =>
-      new StreamLease({ url: gw.url, getToken: () => token, deviceId, contentId, deviceClass, WebSocket: WebSocket as never });
+      new StreamLease({ url: gw.url, getToken: () => token, deviceId, contentId, deviceClass, WebSocket: WebSocket });
     const tv = lease('tv', 'final', 'tv');
     t.after(() => tv.stop());
     await tv.start();

@@ -26,9 +26,7 @@ describe('simultaneous connects of one user', () => {
       for (let round = 0; round < 5; round++) {
         const user = `racer-${spread}-${round}`;
         const token = await mintToken(user);
-        const devices: Device[] = Array.from({ length: 20 }, (_, i) =>
-          connect(gateways[i % spread].url, { token, device: `d${i}` }),
-        );
+        const devices: Device[] = Array.from({ length: 20 }, (_, i) => connect(gateways[i % spread].url, { token, device: `d${i}` }));
         const decisions = await Promise.all(devices.map((d) => d.decision));
         const granted = decisions.filter((f) => f.type === 'granted').map((f) => f.deviceId as string);
         assert.equal(granted.length, 3, `round ${round}: granted ${granted.join(', ')}`);

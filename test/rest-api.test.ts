@@ -11,7 +11,13 @@ function http(gw: TestGateway): string {
   return gw.url.replace('ws://', 'http://');
 }
 
-async function api(gw: TestGateway, method: string, path: string, token?: string, init: RequestInit = {}): Promise<{ status: number; body: any; headers: Headers }> {
+async function api(
+  gw: TestGateway,
+  method: string,
+  path: string,
+  token?: string,
+  init: RequestInit = {},
+): Promise<{ status: number; body: any; headers: Headers }> {
   const res = await fetch(http(gw) + path, {
     method,
     ...init,
@@ -29,7 +35,7 @@ describe('REST: see and stop devices', () => {
   });
   after(() => Promise.all([a.stop(), b.stop()]));
 
-  test('GET /v1/streams lists the caller\'s live streams', async (t) => {
+  test("GET /v1/streams lists the caller's live streams", async (t) => {
     const token = await mintToken('lena', { maxStreams: 4 });
     const tv = connect(a.url, { token, device: 'tv', content: 'film-1' });
     const phone = connect(b.url, { token, device: 'phone' });
@@ -65,7 +71,7 @@ describe('REST: see and stop devices', () => {
     assert.equal((await api(b, 'DELETE', '/v1/streams/tv', token)).status, 404, 'already stopped');
   });
 
-  test('operators with sigma:admin see and stop any user\'s devices; others get 403', async (t) => {
+  test("operators with sigma:admin see and stop any user's devices; others get 403", async (t) => {
     const user = await mintToken('nina');
     const tv = connect(a.url, { token: user, device: 'tv' });
     await tv.decision;
@@ -74,7 +80,10 @@ describe('REST: see and stop devices', () => {
       const admin = await mintToken('support-1', { scope });
       const list = await api(b, 'GET', '/v1/users/nina/streams', admin);
       assert.equal(list.status, 200, JSON.stringify(scope));
-      assert.deepEqual(list.body.streams.map((s: any) => s.deviceId), ['tv']);
+      assert.deepEqual(
+        list.body.streams.map((s: any) => s.deviceId),
+        ['tv'],
+      );
     }
     const notAdmin = await mintToken('nosy', { scope: 'sigma:user sigma:administrator' });
     const denied = await api(b, 'GET', '/v1/users/nina/streams', notAdmin);

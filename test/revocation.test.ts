@@ -44,10 +44,17 @@ describe('revocation backstop and dead instances', () => {
     await client.send(
       new PutItemCommand({
         TableName: gw.table,
-        Item: { pk: { S: 'instance#ghost' }, expiresAt: { N: String(long) }, beatAt: { N: String(long - 20_000) }, ttl: { N: String(Math.floor(long / 1000)) } },
+        Item: {
+          pk: { S: 'instance#ghost' },
+          expiresAt: { N: String(long) },
+          beatAt: { N: String(long - 20_000) },
+          ttl: { N: String(Math.floor(long / 1000)) },
+        },
       }),
     );
-    const lease = (device: string) => ({ M: { leaseId: { S: `old-${device}` }, instanceId: { S: 'ghost' }, acquiredAt: { N: String(long - 60_000) } } });
+    const lease = (device: string) => ({
+      M: { leaseId: { S: `old-${device}` }, instanceId: { S: 'ghost' }, acquiredAt: { N: String(long - 60_000) } },
+    });
     await client.send(
       new PutItemCommand({
         TableName: gw.table,
@@ -62,7 +69,10 @@ describe('revocation backstop and dead instances', () => {
     assert.equal(frame.active, 1);
     assert.deepEqual(await leaseEntries(gw.endpoint, gw.table, 'xena'), ['new']);
     const list = await fetch(gw.url.replace('ws', 'http') + '/v1/streams', { headers: { Authorization: `Bearer ${token}` } });
-    assert.deepEqual((await list.json()).streams.map((s: { deviceId: string }) => s.deviceId), ['new']);
+    assert.deepEqual(
+      (await list.json()).streams.map((s: { deviceId: string }) => s.deviceId),
+      ['new'],
+    );
   });
 });
 
@@ -70,7 +80,10 @@ describe('reconcile at scale', () => {
   test('a round that cannot finish in one interval says so and the next round continues where it stopped', async (t) => {
     const proxy = await startFaultProxy(await dynamoEndpoint());
     // Each batch of 100 users takes 1.5 s to read; a round may take one 1 s interval: 5 batches cannot fit.
-    const gw = await startGateway({ endpoint: proxy.endpoint, env: { RECONCILE_INTERVAL_MS: '1000', ADMISSION_TIMEOUT_MS: '3000', DYNAMODB_REQUEST_TIMEOUT_MS: '2500' } });
+    const gw = await startGateway({
+      endpoint: proxy.endpoint,
+      env: { RECONCILE_INTERVAL_MS: '1000', ADMISSION_TIMEOUT_MS: '3000', DYNAMODB_REQUEST_TIMEOUT_MS: '2500' },
+    });
     t.after(async () => {
       proxy.set('pass');
       await gw.stop();
@@ -104,6 +117,9 @@ describe('reconcile at scale', () => {
     assert.equal(close.code, 4403, 'the backstop reached the last user');
     assert.ok(metric(await gw.metrics(), 'sigma_reconcile_rounds_total{result="partial"}') >= 1);
     assert.ok(gw.logs.some((l) => l.includes('reconcile round did not finish')));
-    assert.ok(devices.slice(0, 499).every((d) => d.ws.readyState === d.ws.OPEN), 'nobody else was closed');
+    assert.ok(
+      devices.slice(0, 499).every((d) => d.ws.readyState === d.ws.OPEN),
+      'nobody else was closed',
+    );
   });
 });

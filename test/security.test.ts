@@ -32,7 +32,13 @@ async function guarded(env: Record<string, string>): Promise<Guarded> {
   const proxy = await startFaultProxy(await dynamoEndpoint());
   // Roomy store timings: these cases load the machine, and fencing is not what they test.
   // No reconcile reads either: the store-request counts below must see only what the attacker caused.
-  const roomy = { INSTANCE_HEARTBEAT_MS: '1000', INSTANCE_TTL_MS: '10000', FENCING_MARGIN_MS: '3000', ADMISSION_TIMEOUT_MS: '5000', RECONCILE_INTERVAL_MS: '600000' };
+  const roomy = {
+    INSTANCE_HEARTBEAT_MS: '1000',
+    INSTANCE_TTL_MS: '10000',
+    FENCING_MARGIN_MS: '3000',
+    ADMISSION_TIMEOUT_MS: '5000',
+    RECONCILE_INTERVAL_MS: '600000',
+  };
   const gw = await startGateway({ endpoint: proxy.endpoint, env: { ALLOWED_ORIGINS: ORIGIN, ...roomy, ...env } });
   const control = connect(gw.url, { token: await mintToken('control-user'), device: 'control' });
   assert.equal((await control.decision).type, 'granted');
@@ -64,7 +70,7 @@ async function assertControlAlive(g: Guarded): Promise<void> {
 /** Store requests about user items (heartbeats excluded) made while `fn` ran. */
 async function storeRequestsDuring(g: Guarded, fn: () => Promise<void>): Promise<number> {
   // Let releases of earlier cases land first: quiet for 1 s.
-  for (let last = -1; last !== g.proxy.userRequests(); ) {
+  for (let last = -1; last !== g.proxy.userRequests();) {
     last = g.proxy.userRequests();
     await new Promise((r) => setTimeout(r, 1000));
   }
@@ -77,7 +83,7 @@ function upgradeStatus(url: string, headers: Record<string, string>): Promise<{ 
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, ['sigma-stream.v1'], { headers });
     ws.on('unexpected-response', (_req, res) => {
-      resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] as string | undefined });
+      resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] });
       res.resume();
       ws.terminate();
     });
@@ -93,7 +99,13 @@ describe('hostile input at the edge', () => {
   let g: Guarded;
   before(async () => {
     // Slower pings than the other files: the fuzz below keeps this process (gateway and clients alike) busy.
-    g = await guarded({ HANDSHAKE_TIMEOUT_MS: '1000', MESSAGE_RATE_PER_SOCKET: '5', MESSAGE_BURST_PER_SOCKET: '20', PING_INTERVAL_MS: '3000', PONG_TIMEOUT_MS: '2000' });
+    g = await guarded({
+      HANDSHAKE_TIMEOUT_MS: '1000',
+      MESSAGE_RATE_PER_SOCKET: '5',
+      MESSAGE_BURST_PER_SOCKET: '20',
+      PING_INTERVAL_MS: '3000',
+      PONG_TIMEOUT_MS: '2000',
+    });
   });
   afterEach(() => assertControlAlive(g));
   after(() => stopGuarded(g));
@@ -102,7 +114,14 @@ describe('hostile input at the edge', () => {
     const token = await mintToken('olivia');
     const url = `${g.gw.url}/v1/lease?device=tv`;
     const refused = await storeRequestsDuring(g, async () => {
-      for (const origin of ['https://evil.example', 'https://www.example.com.evil.com', 'http://www.example.com', 'https://www.example.com:8443', 'https://wwwexample.com', 'null']) {
+      for (const origin of [
+        'https://evil.example',
+        'https://www.example.com.evil.com',
+        'http://www.example.com',
+        'https://www.example.com:8443',
+        'https://wwwexample.com',
+        'null',
+      ]) {
         assert.equal((await upgradeStatus(url, { Origin: origin, Authorization: `Bearer ${token}` })).status, 403, origin);
       }
     });
@@ -116,15 +135,26 @@ describe('hostile input at the edge', () => {
   });
 
   test('REST answers CORS only for listed origins', async () => {
-    const ok = await fetch(`${g.gw.url.replace('ws', 'http')}/v1/streams`, { method: 'OPTIONS', headers: { Origin: ORIGIN, 'Access-Control-Request-Method': 'DELETE' } });
+    const ok = await fetch(`${g.gw.url.replace('ws', 'http')}/v1/streams`, {
+      method: 'OPTIONS',
+      headers: { Origin: ORIGIN, 'Access-Control-Request-Method': 'DELETE' },
+    });
     assert.equal(ok.status, 204);
     assert.equal(ok.headers.get('access-control-allow-origin'), ORIGIN);
-    const evil = await fetch(`${g.gw.url.replace('ws', 'http')}/v1/streams`, { headers: { Origin: 'https://evil.example', Authorization: `Bearer ${await mintToken('olivia')}` } });
+    const evil = await fetch(`${g.gw.url.replace('ws', 'http')}/v1/streams`, {
+      headers: { Origin: 'https://evil.example', Authorization: `Bearer ${await mintToken('olivia')}` },
+    });
     assert.equal(evil.status, 403);
   });
 
   test('tokens: garbage, forged, expired, alg none, 9 KB: 4401 and zero store requests', async () => {
-    const tokens = ['garbage', await mintToken('m', { secret: 'forged-forged-forged-forged-forged-1' }), await mintToken('m', { expiresIn: -5 }), 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJtIiwiZXhwIjo5OTk5OTk5OTk5fQ.', 'x'.repeat(9 * 1024)];
+    const tokens = [
+      'garbage',
+      await mintToken('m', { secret: 'forged-forged-forged-forged-forged-1' }),
+      await mintToken('m', { expiresIn: -5 }),
+      'eyJhbGciOiJub25lIn0.eyJzdWIiOiJtIiwiZXhwIjo5OTk5OTk5OTk5fQ.',
+      'x'.repeat(9 * 1024),
+    ];
     const requests = await storeRequestsDuring(g, async () => {
       for (const token of tokens) assert.equal((await connect(g.gw.url, { token, device: 'tv' }).closed).code, 4401);
     });
@@ -194,10 +224,14 @@ describe('hostile input at the edge', () => {
       );
     }
     // On a loaded machine some admissions time out mid-fuzz; their clean-up retries with backoff.
-    await eventually(async () => {
-      for (const user of users) if ((await leaseEntries(g.gw.endpoint, g.gw.table, user)).length > 0) return false;
-      return true;
-    }, 20_000, 500);
+    await eventually(
+      async () => {
+        for (const user of users) if ((await leaseEntries(g.gw.endpoint, g.gw.table, user)).length > 0) return false;
+        return true;
+      },
+      20_000,
+      500,
+    );
     await eventually(async () => metric(await g.gw.metrics(), 'sigma_streams_active') === 1, 5000);
   });
 
@@ -227,7 +261,9 @@ describe('hostile input at the edge', () => {
         });
         socket.on('close', () => resolve(data.split('\r\n')[0]));
         socket.on('error', () => {});
-        socket.write(`GET ${target} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+        socket.write(
+          `GET ${target} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        );
       });
       // Absolute-form targets are legal HTTP: only their path counts. A target that is no URL at all: 400.
       assert.match(status, target.startsWith('//') ? / 400 / : / 101 /);
@@ -265,12 +301,18 @@ describe('connection floods and blocklist', () => {
       }
     });
     assert.equal(requests, 0, 'no token, no store');
-    assert.ok(statuses.slice(0, 10).every((s) => s === 101), `burst passes: ${statuses.join(' ')}`);
+    assert.ok(
+      statuses.slice(0, 10).every((s) => s === 101),
+      `burst passes: ${statuses.join(' ')}`,
+    );
     // Past the burst: 429 (a token may refill now and then on a slow machine), then a block, which does not refill.
     assert.ok(statuses.slice(10).filter((s) => s === 429).length >= 15, `then 429: ${statuses.join(' ')}`);
     const blockedFrom = retryAfters.findIndex((r) => r === '2');
     assert.ok(blockedFrom > 0, `a block (Retry-After 2) follows: ${retryAfters.join(' ')}`);
-    assert.ok(statuses.slice(blockedFrom).every((s) => s === 429), `nothing passes while blocked: ${statuses.join(' ')}`);
+    assert.ok(
+      statuses.slice(blockedFrom).every((s) => s === 429),
+      `nothing passes while blocked: ${statuses.join(' ')}`,
+    );
     assert.ok(Number(retryAfter) >= 1);
     const text = await g.gw.metrics();
     assert.ok(metric(text, 'sigma_rejections_total{reason="ip_rate"}') >= 1);
@@ -372,20 +414,27 @@ describe('JWKS', () => {
   const key = (kid: string) => ({ kid, ...generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) });
   const sign = (kid: string, sub = 'walt') => {
     const k = keys.find((x) => x.kid === kid)!;
-    return new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid }).setSubject(sub).setExpirationTime(Math.floor(Date.now() / 1000) + 60).sign(k.privateKey);
+    return new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid })
+      .setSubject(sub)
+      .setExpirationTime(Math.floor(Date.now() / 1000) + 60)
+      .sign(k.privateKey);
   };
 
   before(async () => {
     keys = [key('k1'), key('k2'), key('k3')];
     published = ['k1'];
-    server = createServer(async (_req, res) => {
+    server = createServer((_req, res) => {
       fetches++;
       if (failing) {
         res.writeHead(503).end();
         return;
       }
-      const jwks = { keys: await Promise.all(keys.filter((k) => published.includes(k.kid)).map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' }))) };
-      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(jwks));
+      void Promise.all(
+        keys
+          .filter((k) => published.includes(k.kid))
+          .map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'ES256', use: 'sig' })),
+      ).then((set) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ keys: set })));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     jwksPort = (server.address() as { port: number }).port;
@@ -394,7 +443,9 @@ describe('JWKS', () => {
 
   test('rotation, outage, unknown kids and readiness', async (t) => {
     failing = true;
-    const g = await startGateway({ env: { JWT_SECRET: '', JWKS_URL: `http://127.0.0.1:${jwksPort}/jwks.json`, JWKS_COOLDOWN_MS: '300', JWKS_REFRESH_MS: '60000' } });
+    const g = await startGateway({
+      env: { JWT_SECRET: '', JWKS_URL: `http://127.0.0.1:${jwksPort}/jwks.json`, JWKS_COOLDOWN_MS: '300', JWKS_REFRESH_MS: '60000' },
+    });
     t.after(() => g.stop());
     const ready = await fetch(`${g.opsUrl}/readyz`);
     assert.equal(ready.status, 503, 'readiness waits for the first key set');

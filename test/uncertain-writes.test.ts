@@ -66,7 +66,7 @@ describe('late copies of an acquire', () => {
     await Promise.all([again.close(), held[1].close()]);
   });
 
-  test('a REST kick, then the kicked admission\'s own late copy: the entry does not stay', async (t) => {
+  test("a REST kick, then the kicked admission's own late copy: the entry does not stay", async (t) => {
     const { proxy, gw } = await gatewayBehindProxy(t, { env: RETRYING });
     const token = await mintToken('lc-3', { maxStreams: 1 });
     proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: LATE_MS });
@@ -82,7 +82,11 @@ describe('late copies of an acquire', () => {
 
 describe('revocations that arrive before the grant they name', () => {
   /** Device `first`'s write commits at once but its reply is held; `second` arrives meanwhile. */
-  async function heldGrant(t: { after(fn: () => Promise<void>): void }, user: string, second: (gw: string, token: string) => Promise<Device | number>) {
+  async function heldGrant(
+    t: { after(fn: () => Promise<void>): void },
+    user: string,
+    second: (gw: string, token: string) => Promise<Device | number>,
+  ) {
     const { proxy, gw } = await gatewayBehindProxy(t, { env: { RECONCILE_INTERVAL_MS: '60000' } });
     const token = await mintToken(user, { maxStreams: 1 });
     proxy.set('hold-reply', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: 700 });

@@ -6,12 +6,7 @@ import { viewerMessage } from './messages.js';
 import type { ActiveStream, DenialReason } from './protocol.js';
 
 export type StreamLeaseErrorCode =
-  | 'ERR_INVALID_OPTION'
-  | 'ERR_STREAM_LIMIT'
-  | 'ERR_UNAUTHORIZED'
-  | 'ERR_TERMINAL_CLOSE'
-  | 'ERR_STOPPED'
-  | 'ERR_HTTP';
+  'ERR_INVALID_OPTION' | 'ERR_STREAM_LIMIT' | 'ERR_UNAUTHORIZED' | 'ERR_TERMINAL_CLOSE' | 'ERR_STOPPED' | 'ERR_HTTP';
 
 export class StreamLeaseError extends Error {
   constructor(
@@ -27,7 +22,11 @@ export class StreamLeaseError extends Error {
 /** A bad constructor or method argument; the message names the option and quotes the value. */
 export class InvalidOptionError extends StreamLeaseError {
   constructor(option: string, expected: string, value: unknown) {
-    super('ERR_INVALID_OPTION', `StreamLease: ${option} must be ${expected}, got ${JSON.stringify(value) ?? String(value)}`, viewerMessage({ kind: 'error' }));
+    super(
+      'ERR_INVALID_OPTION',
+      `StreamLease: ${option} must be ${expected}, got ${JSON.stringify(value) ?? String(value)}`,
+      viewerMessage({ kind: 'error' }),
+    );
   }
 }
 
@@ -47,7 +46,11 @@ export class StreamLimitError extends StreamLeaseError {
     readonly cap = limit,
     readonly deviceClass?: string,
   ) {
-    super('ERR_STREAM_LIMIT', `${reason === 'limit' ? 'stream limit' : reason.replace('_', ' ')} reached (${cap})`, viewerMessage({ kind: 'limit', limit, reason, cap, deviceClass, mustStop }));
+    super(
+      'ERR_STREAM_LIMIT',
+      `${reason === 'limit' ? 'stream limit' : reason.replace('_', ' ')} reached (${cap})`,
+      viewerMessage({ kind: 'limit', limit, reason, cap, deviceClass, mustStop }),
+    );
   }
 }
 

@@ -3,7 +3,15 @@
  * to the gateway) per playing device, in browsers and in Node. No
  * dependencies; nothing here imports Node modules, so it bundles for browsers.
  */
-export { StreamLease, type Grant, type LeaseState, type StreamLeaseEvents, type StreamLeaseOptions, type CloseEvent, type PlaybackEvent } from './stream-lease.js';
+export {
+  StreamLease,
+  type Grant,
+  type LeaseState,
+  type StreamLeaseEvents,
+  type StreamLeaseOptions,
+  type CloseEvent,
+  type PlaybackEvent,
+} from './stream-lease.js';
 export {
   StreamLeaseError,
   InvalidOptionError,

@@ -62,7 +62,8 @@ export interface StreamLeaseOptions {
  * paused stream gave its slot back) -> granted on `resume()`; ends in denied,
  * revoked, replaced, ended (other terminal closes) or stopped (by `stop()`).
  */
-export type LeaseState = 'idle' | 'connecting' | 'granted' | 'released' | 'reconnecting' | 'denied' | 'revoked' | 'replaced' | 'ended' | 'stopped';
+export type LeaseState =
+  'idle' | 'connecting' | 'granted' | 'released' | 'reconnecting' | 'denied' | 'revoked' | 'replaced' | 'ended' | 'stopped';
 
 export interface Grant {
   readonly leaseId: string;
@@ -130,7 +131,8 @@ function deferred<T>(): Deferred<T> {
 function positive(opts: object, name: string, fallback: number): number {
   const value = (opts as Record<string, unknown>)[name];
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new InvalidOptionError(name, 'a positive number of milliseconds', value);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)
+    throw new InvalidOptionError(name, 'a positive number of milliseconds', value);
   return value;
 }
 
@@ -216,7 +218,11 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     this.deviceId = resolveDeviceId(options.deviceId, options.storage ?? defaultStorage());
     const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (typeof WebSocketImpl !== 'function') {
-      throw new InvalidOptionError('WebSocket', 'a WebSocket constructor where there is no global one (Node: WebSocket from "ws")', WebSocketImpl);
+      throw new InvalidOptionError(
+        'WebSocket',
+        'a WebSocket constructor where there is no global one (Node: WebSocket from "ws")',
+        WebSocketImpl,
+      );
     }
     this.#WebSocket = WebSocketImpl;
     const inBrowser = typeof (globalThis as { document?: unknown }).document !== 'undefined';
@@ -393,7 +399,9 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     if (this.contentId !== undefined) params.set('content', this.contentId);
     if (this.deviceClass !== undefined) params.set('class', this.deviceClass);
     if (takeover !== undefined) params.set('takeover', takeover);
-    const base = this.#url().replace(/^http(s?):/i, 'ws$1:').replace(/\/+$/, '');
+    const base = this.#url()
+      .replace(/^http(s?):/i, 'ws$1:')
+      .replace(/\/+$/, '');
     return new Connection(
       { url: `${base}${LEASE_PATH}?${params}`, token, carriage: this.#carriage, WebSocket: this.#WebSocket, ...this.#timing },
       this.#owner,
@@ -452,7 +460,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   }
 
   #setPlayback(playback: PlaybackToken | undefined): void {
-    if (playback === undefined || typeof playback.token !== 'string' || typeof playback.exp !== 'number' || this.#grant === undefined) return;
+    if (playback === undefined || typeof playback.token !== 'string' || typeof playback.exp !== 'number' || this.#grant === undefined)
+      return;
     this.#playback = { token: playback.token, exp: playback.exp };
     this.emit('playback', { token: playback.token, exp: playback.exp, leaseId: this.#grant.leaseId });
   }
@@ -467,8 +476,21 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     if (conn !== this.#conn) return;
     // The gateway closes with 4429 next; that close is ours to ignore.
     this.#conn = undefined;
-    const error = new StreamLimitError(frame.limit, frame.active, frame.reason ?? 'limit', frame.mustStop ?? 1, frame.cap ?? frame.limit, frame.class);
-    this.emit('denied', { limit: frame.limit, reason: error.reason, mustStop: error.mustStop, active: frame.active, viewerMessage: error.viewerMessage });
+    const error = new StreamLimitError(
+      frame.limit,
+      frame.active,
+      frame.reason ?? 'limit',
+      frame.mustStop ?? 1,
+      frame.cap ?? frame.limit,
+      frame.class,
+    );
+    this.emit('denied', {
+      limit: frame.limit,
+      reason: error.reason,
+      mustStop: error.mustStop,
+      active: frame.active,
+      viewerMessage: error.viewerMessage,
+    });
     const resuming = this.#resuming;
     this.#resuming = undefined;
     resuming?.reject(error);

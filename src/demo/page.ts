@@ -76,12 +76,19 @@ function openDevice(): void {
   opened++;
   const deviceId = `${kind}-${Math.random().toString(36).slice(2, 6)}`;
   const contentId = plan === 'event' ? EVENT : CONTENT[opened % CONTENT.length];
-  const lease = new StreamLease({ url: gateway, getToken: () => tokenFor(user, plan), deviceId, contentId, deviceClass: plan === 'tv-mobile' ? deviceClass : undefined });
+  const lease = new StreamLease({
+    url: gateway,
+    getToken: () => tokenFor(user, plan),
+    deviceId,
+    contentId,
+    deviceClass: plan === 'tv-mobile' ? deviceClass : undefined,
+  });
 
   const card = document.createElement('article');
   card.className = 'card';
   card.dataset.device = deviceId;
-  card.innerHTML = '<span class="badge"></span><h3></h3><span class="meta"></span><p class="message"></p><div class="actions"><button type="button" class="stop"></button></div>';
+  card.innerHTML =
+    '<span class="badge"></span><h3></h3><span class="meta"></span><p class="message"></p><div class="actions"><button type="button" class="stop"></button></div>';
   card.querySelector('h3')!.textContent = `${label} ${opened}`;
   card.querySelector('.meta')!.textContent = `${deviceId} · ${contentId}${plan === 'tv-mobile' && deviceClass ? ` · ${deviceClass}` : ''}`;
   const device: Device = { lease, user, name: `${label} ${opened}`, card, message: 'Asking the gateway for a stream slot…' };
@@ -138,7 +145,8 @@ function showDenied(device: Device, limit: number, active: readonly ActiveStream
       who.className = 'who';
       who.innerHTML = '<strong></strong><small></small>';
       who.querySelector('strong')!.textContent = nameOf(a.deviceId);
-      who.querySelector('small')!.textContent = `${a.contentId ?? 'unknown title'}${a.class ? ` · ${a.class}` : ''} · since ${new Date(a.since).toLocaleTimeString()}`;
+      who.querySelector('small')!.textContent =
+        `${a.contentId ?? 'unknown title'}${a.class ? ` · ${a.class}` : ''} · since ${new Date(a.since).toLocaleTimeString()}`;
       const button = document.createElement('button');
       button.type = 'button';
       button.className = 'primary takeover';

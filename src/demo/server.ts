@@ -34,7 +34,8 @@ const DEMO_TOKEN_TTL_S = 600;
 
 const PAGE_CSP = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'";
 /** The player fetches media from another origin (the media path) and feeds MSE from blob: URLs. */
-const PLAYER_CSP = "default-src 'self'; connect-src 'self' ws: wss: http: https:; media-src 'self' blob:; style-src 'self'; script-src 'self'";
+const PLAYER_CSP =
+  "default-src 'self'; connect-src 'self' ws: wss: http: https:; media-src 'self' blob:; style-src 'self'; script-src 'self'";
 
 const STATIC: Record<string, { file: string; type: string; csp?: string }> = {
   '/': { file: 'demo.html', type: 'text/html; charset=utf-8', csp: PAGE_CSP },
@@ -84,7 +85,12 @@ async function bundle(name: string): Promise<string> {
 }
 
 function send(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { 'Content-Type': type, 'Content-Length': String(Buffer.byteLength(body)), 'Cache-Control': 'no-store', ...headers });
+  res.writeHead(status, {
+    'Content-Type': type,
+    'Content-Length': String(Buffer.byteLength(body)),
+    'Cache-Control': 'no-store',
+    ...headers,
+  });
   res.end(body);
 }
 
@@ -124,24 +130,50 @@ export function createDemoHandler(config: Config, log: Logger): (req: IncomingMe
     }
     if (url.pathname === '/demo/token') {
       if (!mintsTokens) {
-        send(res, 404, 'application/json', JSON.stringify({ error: { code: 'not_found', message: 'demo tokens exist only with the development secret (no JWT_SECRET, JWT_PUBLIC_KEY or JWKS_URL)' } }));
+        send(
+          res,
+          404,
+          'application/json',
+          JSON.stringify({
+            error: {
+              code: 'not_found',
+              message: 'demo tokens exist only with the development secret (no JWT_SECRET, JWT_PUBLIC_KEY or JWKS_URL)',
+            },
+          }),
+        );
         return true;
       }
       if (req.method !== 'POST') {
-        send(res, 405, 'application/json', JSON.stringify({ error: { code: 'method_not_allowed', message: '/demo/token allows POST' } }), { Allow: 'POST' });
+        send(res, 405, 'application/json', JSON.stringify({ error: { code: 'method_not_allowed', message: '/demo/token allows POST' } }), {
+          Allow: 'POST',
+        });
         return true;
       }
       const user = url.searchParams.get('user') ?? '';
       if (!DEMO_USER.test(user)) {
-        send(res, 400, 'application/json', JSON.stringify({ error: { code: 'bad_user', message: 'user must be 1-64 characters of A-Z a-z 0-9 . _ : -' } }));
+        send(
+          res,
+          400,
+          'application/json',
+          JSON.stringify({ error: { code: 'bad_user', message: 'user must be 1-64 characters of A-Z a-z 0-9 . _ : -' } }),
+        );
         return true;
       }
       const plan = DEMO_PLANS[url.searchParams.get('plan') ?? 'block'];
       if (plan === undefined) {
-        send(res, 400, 'application/json', JSON.stringify({ error: { code: 'bad_plan', message: `plan must be one of ${Object.keys(DEMO_PLANS).join(', ')}` } }));
+        send(
+          res,
+          400,
+          'application/json',
+          JSON.stringify({ error: { code: 'bad_plan', message: `plan must be one of ${Object.keys(DEMO_PLANS).join(', ')}` } }),
+        );
         return true;
       }
-      let jwt = new SignJWT({ ...plan }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject(user).setIssuedAt().setExpirationTime(`${DEMO_TOKEN_TTL_S}s`);
+      let jwt = new SignJWT({ ...plan })
+        .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+        .setSubject(user)
+        .setIssuedAt()
+        .setExpirationTime(`${DEMO_TOKEN_TTL_S}s`);
       if (config.auth.issuer) jwt = jwt.setIssuer(config.auth.issuer);
       if (config.auth.audience) jwt = jwt.setAudience(config.auth.audience);
       jwt

@@ -4,4 +4,9 @@
  * gateway whose instance registration times out after committing retries into its own item forever
  * (attribute_not_exists) and never listens. A gateway-core bug, reported to the lead.
  */
-export const COLD_STORE = { DYNAMODB_REQUEST_TIMEOUT_MS: '2000', INSTANCE_HEARTBEAT_MS: '1500', INSTANCE_TTL_MS: '6000', FENCING_MARGIN_MS: '2000' };
+export const COLD_STORE = {
+  DYNAMODB_REQUEST_TIMEOUT_MS: '2000',
+  INSTANCE_HEARTBEAT_MS: '1500',
+  INSTANCE_TTL_MS: '6000',
+  FENCING_MARGIN_MS: '2000',
+};

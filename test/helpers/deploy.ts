@@ -26,17 +26,20 @@ export function renderKustomize(): Manifest[] {
     out = execFileSync('kubectl', ['kustomize', join(ROOT, 'k8s')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new Error('kubectl is not installed: the deploy tests render k8s/ with `kubectl kustomize`');
-    throw new Error(`kubectl kustomize k8s/ failed:\n${e.stderr ?? e.message}`);
+    if (e.code === 'ENOENT')
+      throw new Error('kubectl is not installed: the deploy tests render k8s/ with `kubectl kustomize`', { cause: err });
+    throw new Error(`kubectl kustomize k8s/ failed:\n${e.stderr ?? e.message}`, { cause: err });
   }
   return yamlDocs(out);
 }
 
 export function yamlDocs(text: string): Manifest[] {
-  return parseAllDocuments(text).map((doc) => {
-    if (doc.errors.length > 0) throw new Error(`bad YAML: ${doc.errors[0].message}`);
-    return doc.toJS() as Manifest;
-  }).filter((m) => m !== null);
+  return parseAllDocuments(text)
+    .map((doc) => {
+      if (doc.errors.length > 0) throw new Error(`bad YAML: ${doc.errors[0].message}`);
+      return doc.toJS() as Manifest;
+    })
+    .filter((m) => m !== null);
 }
 
 export function readRepoFile(path: string): string {
@@ -79,7 +82,9 @@ export function selects(selector: Record<string, string> | undefined, labels: Re
 }
 
 /** Every PromQL expression of the PrometheusRule, by alert name. */
-export function alertRules(rule: Manifest): Array<{ alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }> {
+export function alertRules(
+  rule: Manifest,
+): Array<{ alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }> {
   return (rule.spec.groups as Array<{ rules: any[] }>).flatMap((g) => g.rules);
 }
 

@@ -75,7 +75,7 @@ export function connect(base: string, opts: ConnectOptions): Device {
   };
   ws.on('error', () => {});
   ws.on('message', (data) => {
-    const frame = JSON.parse(data.toString()) as Record<string, unknown>;
+    const frame = JSON.parse((data as Buffer).toString('utf8')) as Record<string, unknown>;
     frames.push(frame);
     if (frame.type === 'granted' || frame.type === 'denied') onFirst?.(frame);
   });

@@ -45,7 +45,7 @@ async function waitReady(endpoint: string, proc: ChildProcess, timeoutMs: number
         await client.send(new ListTablesCommand({}));
         return;
       } catch (err) {
-        if (Date.now() > until) throw new Error(`DynamoDB Local did not answer within ${timeoutMs} ms: ${String(err)}`);
+        if (Date.now() > until) throw new Error(`DynamoDB Local did not answer within ${timeoutMs} ms: ${String(err)}`, { cause: err });
         await new Promise((r) => setTimeout(r, 150));
       }
     }
@@ -58,7 +58,7 @@ async function waitReady(endpoint: string, proc: ChildProcess, timeoutMs: number
 export async function startDynamoLocal(): Promise<DynamoLocal> {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const proc = dynamoDbLocal.spawn({ port, stdio: ['ignore', 'pipe', 'pipe'] }) as ChildProcess;
+    const proc = dynamoDbLocal.spawn({ port, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     proc.stdout?.on('data', (d: Buffer) => (output += d.toString()));
     proc.stderr?.on('data', (d: Buffer) => (output += d.toString()));
@@ -68,7 +68,7 @@ export async function startDynamoLocal(): Promise<DynamoLocal> {
     } catch (err) {
       proc.kill('SIGKILL');
       if (attempt < 3) continue;
-      throw new Error(`could not start DynamoDB Local: ${(err as Error).message}\n${output}`);
+      throw new Error(`could not start DynamoDB Local: ${(err as Error).message}\n${output}`, { cause: err });
     }
     return {
       endpoint,

@@ -508,7 +508,8 @@ export async function runFaultSchedule(options: FaultRunOptions): Promise<FaultR
             const want = new Map<string, number>();
             for (const k of entries) {
               const m = item[k].M ?? {};
-              for (const attr of [m.contentId?.S && `c:${m.contentId.S}`, m.class?.S && `k:${m.class.S}`]) if (attr) want.set(attr, (want.get(attr) ?? 0) + 1);
+              for (const attr of [m.contentId?.S && `c:${m.contentId.S}`, m.class?.S && `k:${m.class.S}`])
+                if (attr) want.set(attr, (want.get(attr) ?? 0) + 1);
             }
             const drift = Object.keys(item)
               .filter((k) => k.startsWith('c:') || k.startsWith('k:'))

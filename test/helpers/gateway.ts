@@ -120,13 +120,13 @@ export async function spawnGateway(opts: GatewayEnvOptions = {}): Promise<ChildG
   });
   const lines: string[] = [];
   let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.once('exit', (code, signal) => resolve({ code, signal })),
   );
   const listening = new Promise<Record<string, unknown>>((resolve, reject) => {
     let buf = '';
-    proc.stdout!.on('data', (d: Buffer) => {
+    proc.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
@@ -177,9 +177,7 @@ export async function scanTable(endpoint: string, table: string): Promise<Array<
 export async function leaseEntries(endpoint: string, table: string, userId: string): Promise<string[]> {
   const client = localClient(endpoint);
   try {
-    const out = await client.send(
-      new GetItemCommand({ TableName: table, Key: { pk: { S: `user#${userId}` } }, ConsistentRead: true }),
-    );
+    const out = await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: `user#${userId}` } }, ConsistentRead: true }));
     return Object.keys(out.Item ?? {})
       .filter((k) => k.startsWith('lease:'))
       .map((k) => k.slice('lease:'.length))

@@ -354,15 +354,12 @@ describe('timing cross-checks', () => {
     refuses({ PONG_TIMEOUT_MS: '20001' }, 'PONG_TIMEOUT_MS');
   });
 
-  test(
-    'PONG_TIMEOUT_MS equal to PING_INTERVAL_MS is accepted (one period for both, as ws does)',
-    () => {
-      const config = loadConfig({ PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '20000' });
-      assert.equal(config.pingIntervalMs, 20000);
-      assert.equal(config.pongTimeoutMs, 20000);
-      assert.equal(loadConfig({ PING_INTERVAL_MS: '10', PONG_TIMEOUT_MS: '10' }).pongTimeoutMs, 10);
-    },
-  );
+  test('PONG_TIMEOUT_MS equal to PING_INTERVAL_MS is accepted (one period for both, as ws does)', () => {
+    const config = loadConfig({ PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '20000' });
+    assert.equal(config.pingIntervalMs, 20000);
+    assert.equal(config.pongTimeoutMs, 20000);
+    assert.equal(loadConfig({ PING_INTERVAL_MS: '10', PONG_TIMEOUT_MS: '10' }).pongTimeoutMs, 10);
+  });
 });
 
 describe('the result', () => {
