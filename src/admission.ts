@@ -35,7 +35,12 @@ export interface AdmissionDeps {
 const STORE_UNAVAILABLE = 'lease store unavailable, try again later';
 
 function activeView(l: Lease): DeniedFrame['active'][number] {
-  return { deviceId: l.deviceId, contentId: l.contentId ?? null, class: l.deviceClass ?? null, since: new Date(l.acquiredAt).toISOString() };
+  return {
+    deviceId: l.deviceId,
+    contentId: l.contentId ?? null,
+    class: l.deviceClass ?? null,
+    since: new Date(l.acquiredAt).toISOString(),
+  };
 }
 
 /** The close reason of a denial: what the viewer's plan allows, and how many devices must stop. */
@@ -115,7 +120,8 @@ export async function admit(
     if (!verdict.ok) {
       const reason = verdict.blocked ? 'user_blocked' : 'user_rate';
       metrics.rejections.inc({ reason });
-      if (verdict.blocked) deps.log.warn('user blocked: too many connection attempts', { userId: principal.userId, retryAfterSec: verdict.retryAfterSec });
+      if (verdict.blocked)
+        deps.log.warn('user blocked: too many connection attempts', { userId: principal.userId, retryAfterSec: verdict.retryAfterSec });
       session.close(CLOSE.TRY_LATER, `too many connection attempts for this account, retry in ${verdict.retryAfterSec} s`, 'client_close');
       return;
     }
@@ -167,7 +173,10 @@ async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: 
     limit: plan.limit,
     contentCap: contentId === undefined ? undefined : plan.perContent,
     // Own properties only: a class named "constructor" or "toString" must not find Object.prototype's.
-    classCap: deviceClass !== undefined && plan.byClass !== undefined && Object.hasOwn(plan.byClass, deviceClass) ? plan.byClass[deviceClass] : undefined,
+    classCap:
+      deviceClass !== undefined && plan.byClass !== undefined && Object.hasOwn(plan.byClass, deviceClass)
+        ? plan.byClass[deviceClass]
+        : undefined,
     policy: plan.policy,
     takeover,
   };
@@ -177,7 +186,8 @@ async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: 
     const afterMs = Math.round(performance.now() - started);
     const log = deps.log.child({ userId: request.userId, deviceId: request.deviceId, leaseId });
     if (settled.kind === 'gave-up') log.warn('admission failed: deadline passed', { afterMs });
-    else if ((settled.error as { code?: string })?.code === 'ERR_STORE_UNAVAILABLE') log.warn('admission failed: lease store unavailable', { afterMs, err: settled.error });
+    else if ((settled.error as { code?: string })?.code === 'ERR_STORE_UNAVAILABLE')
+      log.warn('admission failed: lease store unavailable', { afterMs, err: settled.error });
     else log.error('admission failed', { afterMs, err: settled.error });
     session.close(CLOSE.TRY_LATER, STORE_UNAVAILABLE, 'client_close');
     return;
@@ -188,8 +198,15 @@ async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: 
   if (outcome.kind === 'denied') {
     metrics.acquireTotal.inc({ result: 'denied' });
     metrics.denialsTotal.inc({ reason: outcome.reason });
-    const cap = outcome.reason === 'content_limit' ? request.contentCap! : outcome.reason === 'class_limit' ? request.classCap! : plan.limit;
-    deps.log.info('denied', { userId: request.userId, deviceId: request.deviceId, reason: outcome.reason, cap, active: outcome.active.length });
+    const cap =
+      outcome.reason === 'content_limit' ? request.contentCap! : outcome.reason === 'class_limit' ? request.classCap! : plan.limit;
+    deps.log.info('denied', {
+      userId: request.userId,
+      deviceId: request.deviceId,
+      reason: outcome.reason,
+      cap,
+      active: outcome.active.length,
+    });
     const frame: DeniedFrame = {
       type: 'denied',
       reason: outcome.reason,
@@ -219,7 +236,15 @@ async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: 
   }
   if (!hub.grant(session, outcome.lease)) return;
   const playback = deps.playback?.issueFor(session);
-  const frame: GrantedFrame = { type: 'granted', leaseId, userId: request.userId, deviceId: request.deviceId, limit: plan.limit, active: outcome.active, ...(playback && { playback }) };
+  const frame: GrantedFrame = {
+    type: 'granted',
+    leaseId,
+    userId: request.userId,
+    deviceId: request.deviceId,
+    limit: plan.limit,
+    active: outcome.active,
+    ...(playback && { playback }),
+  };
   session.send(frame);
   deps.log.info('granted', { userId: request.userId, deviceId: request.deviceId, leaseId, active: outcome.active });
 }

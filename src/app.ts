@@ -65,7 +65,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const instance = regions.own.instance;
   const playback = config.playback && new Playback(config.playback, metrics);
   if (playback === undefined) log.warn('playback tokens are off: set PLAYBACK_SIGNING_KEY to enforce the limit at the media path');
-  else if (config.playback?.generated) log.warn('playback tokens signed with a key generated at start (development only): set PLAYBACK_SIGNING_KEY', { kid: playback.kid });
+  else if (config.playback?.generated)
+    log.warn('playback tokens signed with a key generated at start (development only): set PLAYBACK_SIGNING_KEY', { kid: playback.kid });
   const gateway = new Gateway({ config, regions, auth, metrics, log, playback });
   gateway.start();
 
@@ -83,13 +84,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   publicServer.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
   const readiness = {
     notReadyBecause: () =>
-      gateway.draining
-        ? 'draining'
-        : !auth.ready
-          ? 'signing keys not loaded'
-          : !instance.healthy
-            ? 'lease store not answering'
-            : undefined,
+      gateway.draining ? 'draining' : !auth.ready ? 'signing keys not loaded' : !instance.healthy ? 'lease store not answering' : undefined,
   };
   metrics.readySource = () => readiness.notReadyBecause() === undefined;
   const opsServer = createOpsServer(metrics, readiness);
@@ -99,7 +94,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   // the load balancer, its users get 1013 and everyone else keeps playing.
   await Promise.all([...regions].map((r) => r.instance.start(config.instanceTtlMs)));
   for (const r of regions) {
-    if (!r.instance.live) log.error('lease store not answering at start-up; serving 1013 until it does', { table: config.table, region: r.name });
+    if (!r.instance.live)
+      log.error('lease store not answering at start-up; serving 1013 until it does', { table: config.table, region: r.name });
   }
   const port = await listen(publicServer, config.port, config.host);
   const opsPort = await listen(opsServer, config.opsPort, config.host);

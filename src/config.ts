@@ -210,7 +210,9 @@ function parseRegions(raw: string, awsRegion: string | undefined): RegionConfig[
     const name = eq < 0 ? part : part.slice(0, eq).trim();
     const endpoint = eq < 0 ? undefined : part.slice(eq + 1).trim();
     if (!REGION_NAME.test(name)) {
-      throw new ConfigError(`DYNAMODB_REGIONS entries must be a region name (a-z, 0-9, '-', at most 32) with an optional =endpoint, got "${part}"`);
+      throw new ConfigError(
+        `DYNAMODB_REGIONS entries must be a region name (a-z, 0-9, '-', at most 32) with an optional =endpoint, got "${part}"`,
+      );
     }
     if (endpoint !== undefined && !/^https?:$/.test(parseUrl(endpoint)?.protocol ?? '')) {
       throw new ConfigError(`DYNAMODB_REGIONS endpoint of "${name}" must be an http(s) URL, got "${endpoint}"`);
@@ -243,7 +245,9 @@ function loadPlayback(env: Env, production: boolean): PlaybackConfig | undefined
   let signingKey: KeyObject;
   if (pem !== undefined) {
     if (!/-----BEGIN PRIVATE KEY-----/.test(pem)) {
-      throw new ConfigError('PLAYBACK_SIGNING_KEY must be a PEM PKCS#8 private key ("-----BEGIN PRIVATE KEY-----"; convert with openssl pkcs8 -topk8 -nocrypt)');
+      throw new ConfigError(
+        'PLAYBACK_SIGNING_KEY must be a PEM PKCS#8 private key ("-----BEGIN PRIVATE KEY-----"; convert with openssl pkcs8 -topk8 -nocrypt)',
+      );
     }
     try {
       signingKey = createPrivateKey(pem);
@@ -251,7 +255,9 @@ function loadPlayback(env: Env, production: boolean): PlaybackConfig | undefined
       throw new ConfigError(`PLAYBACK_SIGNING_KEY is not a PEM private key (${(err as Error).message})`);
     }
     if (playbackKeyKind(signingKey) === undefined) {
-      throw new ConfigError(`PLAYBACK_SIGNING_KEY must be a P-256 EC key (ES256) or an Ed25519 key (EdDSA), got ${signingKey.asymmetricKeyType}`);
+      throw new ConfigError(
+        `PLAYBACK_SIGNING_KEY must be a P-256 EC key (ES256) or an Ed25519 key (EdDSA), got ${signingKey.asymmetricKeyType}`,
+      );
     }
   } else if (production) {
     // Off until a key is configured: a generated key differs per replica, so no replica could verify another's tokens.
@@ -266,7 +272,8 @@ function loadPlayback(env: Env, production: boolean): PlaybackConfig | undefined
       throw new ConfigError('PLAYBACK_PUBLIC_KEYS holds a private key; it publishes public keys only (openssl pkey -pubout)');
     }
     const blocks = publicRaw.match(PEM_PUBLIC_KEY) ?? [];
-    if (blocks.length === 0) throw new ConfigError('PLAYBACK_PUBLIC_KEYS must hold one or more PEM public keys ("-----BEGIN PUBLIC KEY-----")');
+    if (blocks.length === 0)
+      throw new ConfigError('PLAYBACK_PUBLIC_KEYS must hold one or more PEM public keys ("-----BEGIN PUBLIC KEY-----")');
     for (const [i, block] of blocks.entries()) {
       let key: KeyObject;
       try {
@@ -291,9 +298,14 @@ export function loadConfig(env: Env = process.env): Config {
   const awsRegion = read(env, 'AWS_REGION') ?? read(env, 'AWS_DEFAULT_REGION');
   const regionsRaw = read(env, 'DYNAMODB_REGIONS');
   if (regionsRaw !== undefined && dynamodbEndpoint !== undefined) {
-    throw new ConfigError('set DYNAMODB_REGIONS or DYNAMODB_ENDPOINT, not both: give each region its endpoint in DYNAMODB_REGIONS (name=url)');
+    throw new ConfigError(
+      'set DYNAMODB_REGIONS or DYNAMODB_ENDPOINT, not both: give each region its endpoint in DYNAMODB_REGIONS (name=url)',
+    );
   }
-  const regions = regionsRaw === undefined ? [{ name: awsRegion ?? 'local', endpoint: dynamodbEndpoint, awsRegion }] : parseRegions(regionsRaw, awsRegion);
+  const regions =
+    regionsRaw === undefined
+      ? [{ name: awsRegion ?? 'local', endpoint: dynamodbEndpoint, awsRegion }]
+      : parseRegions(regionsRaw, awsRegion);
 
   const store =
     oneOf(env, 'STORE', ['embedded', 'dynamodb'] as const) ??
@@ -366,7 +378,9 @@ export function loadConfig(env: Env = process.env): Config {
   // Equal is natural (ws's own heartbeat example checks each socket once per period); larger would mean a
   // ping goes out while the previous one is still awaited.
   if (pongTimeoutMs > pingIntervalMs) {
-    throw new ConfigError(`PONG_TIMEOUT_MS (${pongTimeoutMs}) must not exceed PING_INTERVAL_MS (${pingIntervalMs}): a pong is awaited before the next ping`);
+    throw new ConfigError(
+      `PONG_TIMEOUT_MS (${pongTimeoutMs}) must not exceed PING_INTERVAL_MS (${pingIntervalMs}): a pong is awaited before the next ping`,
+    );
   }
 
   const classCapsRaw = read(env, 'MAX_STREAMS_BY_CLASS');
@@ -385,11 +399,16 @@ export function loadConfig(env: Env = process.env): Config {
   if (originsRaw === '*' || (originsRaw === undefined && !production)) {
     allowedOrigins = '*';
   } else {
-    const list = (originsRaw ?? '').split(',').map((o) => o.trim()).filter(Boolean);
+    const list = (originsRaw ?? '')
+      .split(',')
+      .map((o) => o.trim())
+      .filter(Boolean);
     for (const origin of list) {
       // The URL parser takes '*' as a host character: such an entry would match nothing, silently.
       if (origin.includes('*') || parseUrl(origin)?.origin !== origin) {
-        throw new ConfigError(`ALLOWED_ORIGINS entries must be exact origins like https://www.example.com (no path, no trailing slash), got "${origin}"`);
+        throw new ConfigError(
+          `ALLOWED_ORIGINS entries must be exact origins like https://www.example.com (no path, no trailing slash), got "${origin}"`,
+        );
       }
     }
     allowedOrigins = new Set(list);

@@ -82,9 +82,7 @@ export function createClient(opts: DynamoOptions): DynamoDBClient {
     maxAttempts: opts.maxAttempts,
     cacheMiddleware: opts.cacheMiddleware ?? true,
     // DynamoDB Local and dynalite accept any credentials; real AWS uses the default chain (IRSA on EKS).
-    ...(local && opts.region === undefined
-      ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } }
-      : {}),
+    ...(local && opts.region === undefined ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } } : {}),
     requestHandler: {
       connectionTimeout: opts.requestTimeoutMs,
       requestTimeout: opts.requestTimeoutMs,

@@ -58,7 +58,13 @@ export function abortHandshake(socket: Duplex, code: HttpErrorName, message: str
 }
 
 function httpStatusText(status: number): string {
-  const texts: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
+  const texts: Record<number, string> = {
+    400: 'Bad Request',
+    403: 'Forbidden',
+    404: 'Not Found',
+    429: 'Too Many Requests',
+    503: 'Service Unavailable',
+  };
   return texts[status] ?? 'Error';
 }
 
@@ -72,7 +78,9 @@ function upgradeSocketOnError(this: Duplex): void {
 }
 
 /** The query parameters of an upgrade, or the sentence that says what is wrong with them. */
-export function parseLeaseQuery(params: URLSearchParams): { device: string; content?: string; takeover?: string; deviceClass?: string } | string {
+export function parseLeaseQuery(
+  params: URLSearchParams,
+): { device: string; content?: string; takeover?: string; deviceClass?: string } | string {
   const device = params.get('device') ?? '';
   const content = params.get('content') ?? undefined;
   const takeover = params.get('takeover') ?? undefined;
@@ -112,7 +120,8 @@ export class Gateway {
   readonly #admission: AdmissionDeps;
   /** One object every session reports to. */
   readonly #owner: SessionOwner;
-  readonly #onRevoked = (leaseId: string, code: number, why: string | undefined): void => void this.#hub.revoke(leaseId, code, 'mailbox', why);
+  readonly #onRevoked = (leaseId: string, code: number, why: string | undefined): void =>
+    void this.#hub.revoke(leaseId, code, 'mailbox', why);
   readonly #onFenced = (oldInstanceId: string, _reason: string, region: string): void => this.#hub.fence(oldInstanceId, region);
   readonly #onLost = (leaseId: string, code: number): void => void this.#hub.revoke(leaseId, code, 'reconcile');
   readonly #onTaken = (lease: Lease, code: number, why: 'evicted' | undefined, region: Region): void =>
@@ -151,7 +160,18 @@ export class Gateway {
     this.#hub = new Hub({ ...parts, keeper: this.#keeper });
     this.#liveness = new Liveness({ hub: this.#hub, config, metrics, log });
     this.#playback = deps.playback && new PlaybackRefresh({ playback: deps.playback, hub: this.#hub, config });
-    this.#admission = { config, auth, userLimiter, regions, keeper: this.#keeper, hub: this.#hub, metrics, log, playback: this.#playback, gateway: this };
+    this.#admission = {
+      config,
+      auth,
+      userLimiter,
+      regions,
+      keeper: this.#keeper,
+      hub: this.#hub,
+      metrics,
+      log,
+      playback: this.#playback,
+      gateway: this,
+    };
     this.#messages = new Messages({ config, auth, metrics, log, admission: this.#admission });
     const hub = this.#hub;
     const messages = this.#messages;
@@ -258,7 +278,9 @@ export class Gateway {
     if (!verdict.ok) {
       const reason = verdict.blocked ? 'ip_blocked' : 'ip_rate';
       if (verdict.blocked) this.#log.warn('client blocked: too many connection attempts', { ip, retryAfterSec: verdict.retryAfterSec });
-      this.#reject(socket, reason, reason, 'too many connection attempts from this address', { 'Retry-After': String(verdict.retryAfterSec) });
+      this.#reject(socket, reason, reason, 'too many connection attempts from this address', {
+        'Retry-After': String(verdict.retryAfterSec),
+      });
       return;
     }
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
@@ -270,7 +292,13 @@ export class Gateway {
   #accept(ws: WebSocket, req: IncomingMessage, url: URL): void {
     const query = parseLeaseQuery(url.searchParams);
     const valid = typeof query === 'object';
-    const session = new Session(ws, this.#owner, valid ? query.device : '', valid ? query.content : undefined, this.#cfg.messageBurstPerSocket);
+    const session = new Session(
+      ws,
+      this.#owner,
+      valid ? query.device : '',
+      valid ? query.content : undefined,
+      this.#cfg.messageBurstPerSocket,
+    );
     this.#hub.add(session);
     if (!valid) {
       this.#metrics.rejections.inc({ reason: 'bad_request' });

@@ -68,22 +68,29 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 }
 
 function streamView(l: Lease): { deviceId: string; contentId: string | null; class: string | null; since: string; leaseId: string } {
-  return { deviceId: l.deviceId, contentId: l.contentId ?? null, class: l.deviceClass ?? null, since: new Date(l.acquiredAt).toISOString(), leaseId: l.leaseId };
+  return {
+    deviceId: l.deviceId,
+    contentId: l.contentId ?? null,
+    class: l.deviceClass ?? null,
+    since: new Date(l.acquiredAt).toISOString(),
+    leaseId: l.leaseId,
+  };
 }
 
-type Route =
-  | { kind: 'list'; userId?: string }
-  | { kind: 'stop'; userId?: string; deviceId: string };
+type Route = { kind: 'list'; userId?: string } | { kind: 'stop'; userId?: string; deviceId: string };
 
 /** Matches a path to a route and the methods it allows; undefined when no route has that path. */
 function match(path: string): { route: Route; method: 'GET' | 'DELETE' } | undefined {
-  const parts = path.split('/').slice(1).map((p) => {
-    try {
-      return decodeURIComponent(p);
-    } catch {
-      throw new HttpError('bad_path', 'path is not valid percent-encoding');
-    }
-  });
+  const parts = path
+    .split('/')
+    .slice(1)
+    .map((p) => {
+      try {
+        return decodeURIComponent(p);
+      } catch {
+        throw new HttpError('bad_path', 'path is not valid percent-encoding');
+      }
+    });
   if (parts[0] !== 'v1') return undefined;
   if (parts.length === 2 && parts[1] === 'streams') return { route: { kind: 'list' }, method: 'GET' };
   if (parts.length === 3 && parts[1] === 'streams') return { route: { kind: 'stop', deviceId: parts[2] }, method: 'DELETE' };
@@ -107,7 +114,12 @@ export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: Ser
       }
       if (err instanceof StoreUnavailableError) {
         const { status } = HTTP_ERRORS.store_unavailable;
-        sendJson(res, status, { error: { code: 'store_unavailable', message: 'lease store unavailable, try again later' } }, { 'Retry-After': '1' });
+        sendJson(
+          res,
+          status,
+          { error: { code: 'store_unavailable', message: 'lease store unavailable, try again later' } },
+          { 'Retry-After': '1' },
+        );
         return;
       }
       deps.log.error('api error', { err, path: req.url?.split('?')[0] });
@@ -173,7 +185,8 @@ async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse):
 /** The region holding the caller's own leases: its token's `home_region`, else the hash. */
 function ownRegion(regions: Regions, principal: Principal): Region {
   const region = regions.forUser(principal.userId, principal.homeRegion);
-  if (region === undefined) throw new HttpError('unauthorized', regions.unknownClaim(principal.homeRegion ?? ''), { 'WWW-Authenticate': 'Bearer' });
+  if (region === undefined)
+    throw new HttpError('unauthorized', regions.unknownClaim(principal.homeRegion ?? ''), { 'WWW-Authenticate': 'Bearer' });
   return region;
 }
 

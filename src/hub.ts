@@ -15,12 +15,20 @@ export type RevocationPath = 'local' | 'mailbox' | 'reconcile';
 /** How a socket whose lease was taken away is told, by the close code the taker asked for. */
 const TAKEN_AWAY = new Map<number, { close: CloseCode; text: string; reason: ReleaseReason }>([
   [CLOSE.REPLACED.code, { close: CLOSE.REPLACED, text: 'replaced: this device connected again elsewhere', reason: 'replaced' }],
-  [CLOSE.REVOKED.code, { close: CLOSE.REVOKED, text: 'revoked: playback was stopped from another device or by support', reason: 'revoked' }],
+  [
+    CLOSE.REVOKED.code,
+    { close: CLOSE.REVOKED, text: 'revoked: playback was stopped from another device or by support', reason: 'revoked' },
+  ],
   [CLOSE.LEASE_LOST.code, { close: CLOSE.LEASE_LOST, text: 'lease lost', reason: 'lost' }],
 ]);
 /** Why words a mailbox note may carry, for a close reason more precise than the code's. */
-const EVICTED = { close: CLOSE.REVOKED, text: 'revoked: another device started playing (your plan stops the longest-playing one)', reason: 'revoked' as const };
-const takenAway = (code: number, why?: string) => (why === 'evicted' ? EVICTED : (TAKEN_AWAY.get(code) ?? TAKEN_AWAY.get(CLOSE.REVOKED.code)!));
+const EVICTED = {
+  close: CLOSE.REVOKED,
+  text: 'revoked: another device started playing (your plan stops the longest-playing one)',
+  reason: 'revoked' as const,
+};
+const takenAway = (code: number, why?: string) =>
+  why === 'evicted' ? EVICTED : (TAKEN_AWAY.get(code) ?? TAKEN_AWAY.get(CLOSE.REVOKED.code)!);
 
 /** Revocations remembered for grants not processed yet: at most this many, each for two admission deadlines. */
 const EARLY_MAX = 10_000;
@@ -114,7 +122,9 @@ export class Hub {
     this.#pending.add(
       region.store
         .notify(lease.instanceId, lease.leaseId, code, AbortSignal.timeout(this.#cfg.admissionTimeoutMs), why)
-        .catch((err: unknown) => this.#log.warn('mailbox write failed; the owner finds out on its next reconcile', { err, instanceId: lease.instanceId })),
+        .catch((err: unknown) =>
+          this.#log.warn('mailbox write failed; the owner finds out on its next reconcile', { err, instanceId: lease.instanceId }),
+        ),
     );
   }
 
@@ -153,7 +163,12 @@ export class Hub {
     this.#byLease.delete(lease.leaseId);
     this.#metrics.streamsActive.dec();
     this.#metrics.releaseTotal.inc({ reason });
-    this.#log.info('released', { userId: session.userId, deviceId: session.deviceId, reason, code: typeof close === 'object' ? close.code : undefined });
+    this.#log.info('released', {
+      userId: session.userId,
+      deviceId: session.deviceId,
+      reason,
+      code: typeof close === 'object' ? close.code : undefined,
+    });
     // A revoked lease may have been written again by its own retried admission: keep checking it.
     const revoked = reason === 'revoked' || reason === 'replaced';
     if (release) this.#keeper.release(session.region!, session.userId, lease, revoked);
@@ -177,7 +192,10 @@ export class Hub {
       if (session.state === 'leased' && session.lease?.instanceId === oldInstanceId) {
         session.close(CLOSE.LEASE_LOST, 'lease lost: gateway lost contact with the lease store', 'fenced', false);
         closed++;
-      } else if (session.state === 'admitting' && (session.region === undefined ? !this.#cfg.multiRegion : session.region.name === region)) {
+      } else if (
+        session.state === 'admitting' &&
+        (session.region === undefined ? !this.#cfg.multiRegion : session.region.name === region)
+      ) {
         // With several regions an admission still checking its token is left alone: it then checks its own
         // home region's instance lease before it writes.
         session.close(CLOSE.TRY_LATER, 'lease store unavailable, try again later', 'fenced');

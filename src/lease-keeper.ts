@@ -371,7 +371,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     }
     // Read (and acted on) after their horizon, in their home region: no copy can land any more.
     const read = new Set(userIds);
-    for (const [id, d] of this.#doubts) if (d.until < readAt && d.region === region && read.has(d.userId) && !this.#held.has(id)) this.#doubts.delete(id);
+    for (const [id, d] of this.#doubts)
+      if (d.until < readAt && d.region === region && read.has(d.userId) && !this.#held.has(id)) this.#doubts.delete(id);
     for (const [id, v] of this.#victims) if (v.until < readAt && v.region === region && read.has(v.userId)) this.#victims.delete(id);
     return closed;
   }
@@ -383,7 +384,11 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
       const doubted = this.#doubts.has(entry.leaseId);
       if (!doubted && entry.instanceId !== region.instance.id) continue;
       this.#metrics.leaseRepairs.inc({ kind: 'orphan' });
-      this.#log.warn('reconcile: releasing an entry no socket holds (a late copy of an uncertain write)', { userId, deviceId, leaseId: entry.leaseId });
+      this.#log.warn('reconcile: releasing an entry no socket holds (a late copy of an uncertain write)', {
+        userId,
+        deviceId,
+        leaseId: entry.leaseId,
+      });
       this.#pending.add(this.#releaseEventually(region, userId, entry, region.instance.id));
     }
   }

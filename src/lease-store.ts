@@ -151,7 +151,9 @@ export const MAX_REMOVALS_PER_WRITE = 100;
 
 /** The SDK's attempt count of a reply or an error (ours wraps the SDK's as `cause`). */
 function attemptsOf(x: unknown): number {
-  const meta = (x as { $metadata?: { attempts?: number } } | undefined)?.$metadata ?? (x as { cause?: { $metadata?: { attempts?: number } } } | undefined)?.cause?.$metadata;
+  const meta =
+    (x as { $metadata?: { attempts?: number } } | undefined)?.$metadata ??
+    (x as { cause?: { $metadata?: { attempts?: number } } } | undefined)?.cause?.$metadata;
   return meta?.attempts ?? 1;
 }
 
@@ -226,7 +228,11 @@ function blockedBy(req: AcquireRequest, live: readonly Lease[]): Blocked | undef
  * (a plan lowered below the devices playing), nobody is revoked.
  */
 function toRevoke(req: AcquireRequest, others: readonly Lease[], blocked: Blocked): { revoked?: Lease; evicted?: Lease } | undefined {
-  const makesRoom = (l: Lease) => blockedBy(req, others.filter((o) => o !== l)) === undefined;
+  const makesRoom = (l: Lease) =>
+    blockedBy(
+      req,
+      others.filter((o) => o !== l),
+    ) === undefined;
   if (req.takeover !== undefined) {
     const candidates = req.takeover === 'oldest' ? others : others.filter((l) => l.deviceId === req.takeover);
     const revoked = candidates.find(makesRoom);
@@ -357,7 +363,11 @@ export class LeaseStore {
         condition += ` AND (attribute_not_exists(#${key}) OR #${key} < :${key}cap)`;
       }
       try {
-        const out = await this.#updateUser(req.userId, { update: `SET #lease = :lease ${add}`, condition, names, values, returns: 'UPDATED_NEW' }, signal);
+        const out = await this.#updateUser(
+          req.userId,
+          { update: `SET #lease = :lease ${add}`, condition, names, values, returns: 'UPDATED_NEW' },
+          signal,
+        );
         if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
         return { kind: 'granted', lease, active: num(out.Attributes?.n) };
       } catch (err) {
@@ -425,7 +435,9 @@ export class LeaseStore {
         const out = await this.#updateUser(
           req.userId,
           {
-            update: `SET #lease = :lease, #n = :count ${add}` + (removed.length > 0 ? ` REMOVE ${removed.map((_, i) => `#r${i}`).join(', ')}` : ''),
+            update:
+              `SET #lease = :lease, #n = :count ${add}` +
+              (removed.length > 0 ? ` REMOVE ${removed.map((_, i) => `#r${i}`).join(', ')}` : ''),
             condition: version === undefined ? 'attribute_not_exists(#v)' : '#v = :version',
             names,
             values,
@@ -564,7 +576,12 @@ export class LeaseStore {
     try {
       await this.#updateUser(
         userId,
-        { update: `SET ${clauses.join(', ')} ADD #v :one` + (removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''), condition: '#v = :version', names, values },
+        {
+          update: `SET ${clauses.join(', ')} ADD #v :one` + (removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''),
+          condition: '#v = :version',
+          names,
+          values,
+        },
         signal,
       );
       return true;
@@ -593,7 +610,7 @@ export class LeaseStore {
    */
   async #batchGet(keys: Item[], projection: string | undefined, signal?: AbortSignal): Promise<Item[]> {
     const items: Item[] = [];
-    for (let rounds = 0; keys.length > 0; ) {
+    for (let rounds = 0; keys.length > 0;) {
       const batch = keys.slice(0, 100);
       keys = keys.slice(100);
       const out = await this.#send<BatchGetItemCommandOutput>(
@@ -786,10 +803,6 @@ export class LeaseStore {
 
   /** Deletes an instance item: every lease attached to it is dead at once. */
   async deleteInstance(instanceId: string, signal?: AbortSignal): Promise<void> {
-    await this.#send(
-      'DeleteItem',
-      new DeleteItemCommand({ TableName: this.#table, Key: instanceKey(instanceId) }),
-      signal,
-    );
+    await this.#send('DeleteItem', new DeleteItemCommand({ TableName: this.#table, Key: instanceKey(instanceId) }), signal);
   }
 }

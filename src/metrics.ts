@@ -2,7 +2,18 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { DENIAL_REASONS } from './plan.js';
 
 /** Reasons a lease is given back; bounded, so safe as a label. */
-export const RELEASE_REASONS = ['client_close', 'ping_timeout', 'replaced', 'revoked', 'shutdown', 'fenced', 'lost', 'token_expired', 'policy', 'paused'] as const;
+export const RELEASE_REASONS = [
+  'client_close',
+  'ping_timeout',
+  'replaced',
+  'revoked',
+  'shutdown',
+  'fenced',
+  'lost',
+  'token_expired',
+  'policy',
+  'paused',
+] as const;
 
 /** Why a connection or message was turned away before any store work. */
 export const REJECTION_REASONS = [
@@ -36,7 +47,11 @@ export type AcquireResult = 'granted' | 'denied' | 'error';
  * requests and resources. Renaming them would invent a second series for one
  * number; prom-client's maintainers lean the same way (prometheus/client_js#283).
  */
-export const DROPPED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'] as const;
+export const DROPPED_DEFAULT_METRICS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+] as const;
 
 /**
  * Metric handles on a registry passed in (never prom-client's global one), so
