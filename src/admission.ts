@@ -222,6 +222,9 @@ async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: 
   }
 
   metrics.acquireTotal.inc({ result: 'granted' });
+  // The same device again on this gateway (a token refresh swaps sockets): a pause carries over, or its clock
+  // would restart with every refresh and a paused player would never give its slot back.
+  const pausedAt = outcome.displaced ? hub.pausedSince(outcome.displaced) : 0;
   if (outcome.displaced) hub.takeAway(region, outcome.displaced, CLOSE.REPLACED.code);
   if (outcome.revoked) hub.takeAway(region, outcome.revoked, CLOSE.REVOKED.code);
   if (outcome.evicted) hub.takeAway(region, outcome.evicted, CLOSE.REVOKED.code, 'local', 'evicted');
@@ -235,6 +238,7 @@ async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: 
     return;
   }
   if (!hub.grant(session, outcome.lease)) return;
+  if (pausedAt > 0) session.pausedAt = pausedAt;
   const playback = deps.playback?.issueFor(session);
   const frame: GrantedFrame = {
     type: 'granted',

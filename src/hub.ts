@@ -84,6 +84,11 @@ export class Hub {
    * code the revoker asked for and the lease given back. The session's
    * region (the user's home) is set before its admission takes a lease.
    */
+  /** When the socket holding `lease` here was paused (0: playing, or not held here). */
+  pausedSince(lease: Lease): number {
+    return this.#byLease.get(lease.leaseId)?.pausedAt ?? 0;
+  }
+
   grant(session: Session, lease: Lease): boolean {
     session.grant(lease);
     this.#byLease.set(lease.leaseId, session);

@@ -231,6 +231,26 @@ describe('paused players', () => {
     assert.ok(!e.frames.some((f) => f.type === 'released'), 'paused streams keep counting by default');
     await e.close();
   });
+
+  test('a pause survives token refreshes faster than PAUSE_RELEASE_MS: the slot still goes back', async (t) => {
+    const gw = await startGateway({ env: { PAUSE_RELEASE_MS: '1500' } });
+    t.after(() => gw.stop());
+    // Every token lives 2 s, so the SDK swaps sockets about once a second: a pause clock restarted on each new
+    // socket would never reach 1.5 s.
+    const tv = new StreamLease({
+      url: gw.url,
+      getToken: () => mintToken('refreshing-pause', { maxStreams: 1, expiresIn: 2 }),
+      deviceId: 'tv',
+      WebSocket: WebSocket as never,
+    });
+    t.after(() => tv.stop());
+    await tv.start();
+    const released = new Promise((r) => tv.on('released', r));
+    tv.pause();
+    const outcome = await Promise.race([released.then(() => 'released'), sleep(6000).then(() => 'still counting 6 s into a 1.5 s pause')]);
+    assert.equal(outcome, 'released');
+    await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'refreshing-pause')).length === 0, 2000);
+  });
 });
 
 describe('the SDK', () => {
