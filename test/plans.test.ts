@@ -241,7 +241,7 @@ describe('paused players', () => {
       url: gw.url,
       getToken: () => mintToken('refreshing-pause', { maxStreams: 1, expiresIn: 2 }),
       deviceId: 'tv',
-      WebSocket: WebSocket as never,
+      WebSocket: WebSocket,
     });
     t.after(() => tv.stop());
     await tv.start();
