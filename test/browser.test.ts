@@ -8,19 +8,11 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { COLD_STORE } from './helpers/cold-store.js';
 import { leaseEntries, ROOT, startGateway, type TestGateway } from './helpers/gateway.js';
+import { launchChromium } from './helpers/chromium.js';
 
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 const OUTPUT = join(ROOT, 'test-output');
 
 test('with a configured JWT_SECRET the demo page is served but its token route does not exist', { timeout: 20_000 }, async () => {
@@ -44,7 +36,7 @@ describe('demo page in headless Chromium', () => {
   before(async () => {
     // An empty JWT_SECRET means the development secret: the only way the demo's token route exists.
     gw = await startGateway({ env: { ...COLD_STORE, JWT_SECRET: '' } });
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     mkdirSync(OUTPUT, { recursive: true });
   });
   after(async () => {

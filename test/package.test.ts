@@ -14,21 +14,13 @@ import { tmpdir } from 'node:os';
 import { extname, join, normalize } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { COLD_STORE } from './helpers/cold-store.js';
 import { eventually } from './helpers/devices.js';
 import { leaseEntries, ROOT, startGateway, type TestGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
+import { launchChromium } from './helpers/chromium.js';
 
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 const PACKAGE_DIR = join(ROOT, 'packages/client');
 const NAME = '@sigma-stream/client';
 const BOUNDED = { timeout: 60_000 };
@@ -251,7 +243,7 @@ describe('@sigma-stream/client from its tarball', () => {
   document.title = 'ready';
 </script>`;
       site = await serve(project, { '/': page });
-      browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+      browser = await launchChromium();
     });
     after(async () => {
       await browser?.close();

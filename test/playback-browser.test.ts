@@ -10,20 +10,11 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { ROOT, startGateway, type TestGateway } from './helpers/gateway.js';
 import { NGINX, SEGMENT_SECONDS, startOrigin, type Origin } from './helpers/playback.js';
+import { launchChromium } from './helpers/chromium.js';
 
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--autoplay-policy=no-user-gesture-required',
-];
 const OUTPUT = join(ROOT, 'test-output');
 const TTL_MS = 3000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -69,7 +60,7 @@ describe(
       });
       http = gw.url.replace('ws://', 'http://');
       origin = await startOrigin(http);
-      browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+      browser = await launchChromium();
       mkdirSync(OUTPUT, { recursive: true });
     });
     after(async () => {

@@ -11,23 +11,11 @@ import { GetItemCommand, PutItemCommand, type AttributeValue } from '@aws-sdk/cl
 import WebSocket, { WebSocketServer } from 'ws';
 import { LeaseStoppedError, StreamLease } from '../src/client/index.js';
 import { connect, eventually } from './helpers/devices.js';
-import { dynamoEndpoint, localClient } from './helpers/dynamodb-local.js';
-import { startFaultProxy } from './helpers/fault-proxy.js';
-import { leaseEntries, newTable, startGateway, type GatewayEnvOptions } from './helpers/gateway.js';
+import { localClient } from './helpers/dynamodb-local.js';
+import { gatewayBehindProxy, leaseEntries, newTable, startGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function gatewayBehindProxy(t: { after(fn: () => Promise<void>): void }, opts: GatewayEnvOptions = {}) {
-  const proxy = await startFaultProxy(await dynamoEndpoint());
-  const gw = await startGateway({ ...opts, endpoint: proxy.endpoint });
-  t.after(async () => {
-    proxy.set('pass');
-    await gw.stop();
-    await proxy.close();
-  });
-  return { proxy, gw };
-}
 
 describe('doubts', () => {
   test('a late copy that lands inside the horizon, after the last re-check of its doubt, is still released', async (t) => {

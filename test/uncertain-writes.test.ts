@@ -9,26 +9,13 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 import { connect, eventually, type Device } from './helpers/devices.js';
-import { dynamoEndpoint } from './helpers/dynamodb-local.js';
-import { startFaultProxy } from './helpers/fault-proxy.js';
-import { leaseEntries, metric, newTable, startGateway, type GatewayEnvOptions } from './helpers/gateway.js';
+import { gatewayBehindProxy, leaseEntries, metric, newTable, startGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The SDK gives up on an attempt after 300 ms and retries; the held copy lands 1.2 s after it was sent. */
 const RETRYING = { DYNAMODB_REQUEST_TIMEOUT_MS: '300', RECONCILE_INTERVAL_MS: '500', UNCERTAIN_WRITE_HORIZON_MS: '10000' };
 const LATE_MS = 1200;
-
-async function gatewayBehindProxy(t: { after(fn: () => Promise<void>): void }, opts: GatewayEnvOptions = {}) {
-  const proxy = await startFaultProxy(await dynamoEndpoint());
-  const gw = await startGateway({ ...opts, endpoint: proxy.endpoint });
-  t.after(async () => {
-    proxy.set('pass');
-    await gw.stop();
-    await proxy.close();
-  });
-  return { proxy, gw };
-}
 
 const http = (gwUrl: string) => gwUrl.replace('ws://', 'http://');
 

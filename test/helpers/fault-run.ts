@@ -41,6 +41,7 @@ import { localClient } from './dynamodb-local.js';
 import type { FaultMode, FaultOptions, FaultProxy } from './fault-proxy.js';
 import { FAST_TIMINGS, spawnGateway, type ChildGateway } from './gateway.js';
 import { mintToken } from './tokens.js';
+import { prng } from './raw-ws.js';
 
 // ---- timings ------------------------------------------------------------------
 
@@ -78,17 +79,8 @@ const STORE_POLL_MS = 150;
 
 // ---- seeded randomness ----------------------------------------------------------
 
-/** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, the suite's seeded PRNG (uniform in [0, 1)): a seed replays the same schedule. */
+export const mulberry32 = prng;
 
 /** The seed from FAULT_SEED, or a fresh random one (printed, so a failure can be replayed). */
 export function seedFromEnv(env: NodeJS.ProcessEnv = process.env): number {

@@ -12,6 +12,7 @@ import { startApp, type App } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { dynamoEndpoint, localClient } from './dynamodb-local.js';
+import { startFaultProxy, type FaultProxy } from './fault-proxy.js';
 import { TEST_SECRET } from './tokens.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -89,6 +90,21 @@ export async function startGateway(opts: GatewayEnvOptions = {}): Promise<TestGa
     metrics: async () => (await fetch(`${opsUrl}/metrics`)).text(),
     stop: () => app.shutdown(),
   };
+}
+
+/** A gateway in this process whose store requests all pass through its own fault proxy; both stop with the test. */
+export async function gatewayBehindProxy(
+  t: { after(fn: () => Promise<void>): void },
+  opts: GatewayEnvOptions = {},
+): Promise<{ proxy: FaultProxy; gw: TestGateway }> {
+  const proxy = await startFaultProxy(await dynamoEndpoint());
+  const gw = await startGateway({ ...opts, endpoint: proxy.endpoint });
+  t.after(async () => {
+    proxy.set('pass');
+    await gw.stop();
+    await proxy.close();
+  });
+  return { proxy, gw };
 }
 
 /** Two in-process gateways sharing one table, as two replicas behind a load balancer. */
