@@ -95,9 +95,11 @@ describe('admission at the stream limit', () => {
     d.ws.send(JSON.stringify({ type: 'ping' }));
     d.ws.send(JSON.stringify({ type: 'dance' }));
     d.ws.send('not json');
-    await eventually(() => d.frames.length >= 4);
+    // Playback token refreshes may come in between (every second under the test timings): not what is asked here.
+    const answers = () => d.frames.slice(1).filter((f) => f.type !== 'playback');
+    await eventually(() => answers().length >= 3);
     assert.deepEqual(
-      d.frames.slice(1).map((f) => f.type),
+      answers().map((f) => f.type),
       ['pong', 'error', 'error'],
     );
     assert.equal(d.ws.readyState, d.ws.OPEN);
