@@ -6,12 +6,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import type { Device } from './devices.js';
 import { ROOT } from './gateway.js';
+import { freePort } from './dynamodb-local.js';
 
 /** The committed test stream (scripts/make-test-stream.sh): 1 s segments, 64x36. */
 export const STREAM_DIR = join(ROOT, 'test', 'fixtures', 'hls');
@@ -57,17 +57,6 @@ export function recordTokens(device: Device): TokenSeen[] {
     if (p) seen.push({ token: p.token, exp: p.exp, at: Date.now(), claims: decodeJwt(p.token), header: decodeProtectedHeader(p.token) });
   });
   return seen;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 export const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
