@@ -1,5 +1,6 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import {
   CreateTableCommand,
   DescribeTableCommand,
@@ -59,11 +60,33 @@ export interface DynamoOptions {
   maxSockets?: number;
   /**
    * Reuse the resolved middleware stack of each command type. The SDK only
-   * does this for `send(command)` without options (0.71x the client CPU of
-   * an UpdateItem here); {@link send} always passes an abort signal, which
-   * bypasses it. @default true
+   * does this for `send(command)` without options: 0.71x the client CPU of an
+   * UpdateItem with an `{ abortSignal }` option, which rebuilds the stack on
+   * every call. {@link send} keeps both: see {@link SignalHandler}.
+   * @default true
    */
   cacheMiddleware?: boolean;
+}
+
+/**
+ * Abort signals travel beside the SDK's options, so a call can be aborted and
+ * still use the cached middleware stack. {@link send} files the signal under
+ * the command's input; a middleware of the last step (after retries and
+ * signing, which copy the request) files it again under the HTTP request of
+ * each attempt; the request handler picks it up there. Both maps are weak: an
+ * entry lives as long as its command or request.
+ */
+const signalByInput = new WeakMap<object, AbortSignal>();
+const signalByRequest = new WeakMap<object, AbortSignal>();
+
+type HandlerOptions = Parameters<NodeHttpHandler['handle']>[1];
+
+/** The SDK's Node handler, with each request's abort signal found in {@link signalByRequest}. */
+class SignalHandler extends NodeHttpHandler {
+  override handle(request: Parameters<NodeHttpHandler['handle']>[0], options?: HandlerOptions) {
+    const abortSignal = signalByRequest.get(request);
+    return super.handle(request, abortSignal === undefined ? options : { ...options, abortSignal });
+  }
 }
 
 /**
@@ -76,22 +99,31 @@ export function createClient(opts: DynamoOptions): DynamoDBClient {
   const local = opts.endpoint !== undefined;
   const maxSockets = opts.maxSockets ?? 256;
   const agentOptions = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets };
-  return new DynamoDBClient({
+  const client = new DynamoDBClient({
     endpoint: opts.endpoint,
     region: opts.region ?? 'local',
     maxAttempts: opts.maxAttempts,
     cacheMiddleware: opts.cacheMiddleware ?? true,
     // DynamoDB Local and dynalite accept any credentials; real AWS uses the default chain (IRSA on EKS).
     ...(local && opts.region === undefined ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } } : {}),
-    requestHandler: {
+    requestHandler: new SignalHandler({
       connectionTimeout: opts.requestTimeoutMs,
       requestTimeout: opts.requestTimeoutMs,
       // Without this the SDK only logs a warning and keeps waiting.
       throwOnRequestTimeout: true,
       httpAgent: new HttpAgent(agentOptions),
       httpsAgent: new HttpsAgent(agentOptions),
-    },
+    }),
   });
+  client.middlewareStack.add(
+    (next) => (args) => {
+      const signal = signalByInput.get(args.input);
+      if (signal !== undefined) signalByRequest.set(args.request as object, signal);
+      return next(args);
+    },
+    { step: 'deserialize', name: 'sigmaAbortSignal', priority: 'low' },
+  );
+  return client;
 }
 
 /** Anything with `send(command, { abortSignal })`: the DynamoDB client. */
@@ -114,7 +146,9 @@ export async function send<T>(
   // With several regions every request is booked under its region; with one, no label (as before regions).
   const where = region === undefined ? {} : { region };
   try {
-    const out = (await client.send(command as never, { abortSignal: signal })) as T;
+    // Without options, so the SDK reuses its middleware stack; the signal goes beside them (SignalHandler).
+    if (signal !== undefined) signalByInput.set((command as { input: object }).input, signal);
+    const out = (await client.send(command as never)) as T;
     metrics.dynamodbRequests.inc({ operation, outcome: 'ok', ...where });
     return out;
   } catch (err) {
