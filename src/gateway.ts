@@ -320,7 +320,8 @@ export class Gateway {
     this.#state = 'draining';
     this.#liveness.stop();
     this.#keeper.stop();
-    await this.#hub.drain(windowMs);
+    // A lease goes back before its socket closes; a store too slow for that does not hold the socket longer.
+    await this.#hub.drain(windowMs, this.#cfg.dynamodbRequestTimeoutMs);
     // Sessions still admitting when the drain began end through admit()'s own check.
     await this.#pending.settle(this.#cfg.admissionTimeoutMs + 1000);
     this.#hub.terminateAll();

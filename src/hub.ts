@@ -103,14 +103,21 @@ export class Hub {
 
   /** A paused stream's time is up: its lease goes back, its socket stays open and is told. */
   releasePaused(session: Session): void {
-    const lease = session.unlease();
+    const lease = this.#unlease(session, 'paused');
     if (lease === undefined) return;
-    this.#byLease.delete(lease.leaseId);
-    this.#metrics.streamsActive.dec();
-    this.#metrics.releaseTotal.inc({ reason: 'paused' });
-    this.#log.info('released', { userId: session.userId, deviceId: session.deviceId, reason: 'paused' });
     this.#keeper.release(session.region!, session.userId, lease);
     session.send({ type: 'released', reason: 'paused' });
+  }
+
+  /** Takes a leased session's lease off it and books that; the socket stays open. */
+  #unlease(session: Session, reason: 'paused' | 'shutdown'): Lease | undefined {
+    const lease = session.unlease();
+    if (lease === undefined) return undefined;
+    this.#byLease.delete(lease.leaseId);
+    this.#metrics.streamsActive.dec();
+    this.#metrics.releaseTotal.inc({ reason });
+    this.#log.info('released', { userId: session.userId, deviceId: session.deviceId, reason });
+    return lease;
   }
 
   /**
@@ -212,19 +219,38 @@ export class Hub {
 
   /**
    * Drain: close every socket with 1012, spread evenly over `windowMs` so
-   * clients do not reconnect in one storm. Each close gives its lease back.
+   * clients do not reconnect in one storm. Each lease goes back before its
+   * socket closes (waiting at most `releaseWaitMs`): a device returns through
+   * another gateway within its backoff jitter, and a release still on its way
+   * then would cost that gateway a failed write, a read and a same-device
+   * replacement instead of one write. Resolves when every socket is closed.
    */
-  async drain(windowMs: number): Promise<void> {
+  async drain(windowMs: number, releaseWaitMs: number): Promise<void> {
     const sessions = [...this.#sessions].filter((s) => !s.closed);
     this.#log.info('draining', { sessions: sessions.length, windowMs });
     // At most one batch every 20 ms; a handful of sockets get one gap each.
     const batches = Math.max(1, Math.min(sessions.length, Math.floor(windowMs / 20)));
     const perBatch = Math.ceil(sessions.length / batches);
     const gapMs = windowMs / batches;
+    const closing: Promise<void>[] = [];
     for (let i = 0; i < sessions.length; i += perBatch) {
-      for (const session of sessions.slice(i, i + perBatch)) session.close(CLOSE.RESTART, 'gateway restarting, reconnect', 'shutdown');
+      for (const session of sessions.slice(i, i + perBatch)) closing.push(this.#handBackThenClose(session, releaseWaitMs));
       if (i + perBatch < sessions.length) await new Promise((r) => setTimeout(r, gapMs));
     }
+    await Promise.all(closing);
+  }
+
+  async #handBackThenClose(session: Session, waitMs: number): Promise<void> {
+    const lease = this.#unlease(session, 'shutdown');
+    if (lease !== undefined) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.#keeper.handBack(session.region!, session.userId, lease),
+        new Promise((r) => (timer = setTimeout(r, waitMs))),
+      ]);
+      clearTimeout(timer);
+    }
+    session.close(CLOSE.RESTART, 'gateway restarting, reconnect', 'shutdown');
   }
 
   /** Cuts whatever is still connected (the end of shutdown). */

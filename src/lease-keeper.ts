@@ -188,11 +188,18 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
    * id stays under suspicion after the release: a late copy may bring it back.
    */
   release(region: Region, userId: string, lease: Lease, doubtful = false): void {
+    void this.handBack(region, userId, lease, doubtful);
+  }
+
+  /** {@link release}, for a caller that waits for the answer (drain: the lease goes before its socket does). */
+  handBack(region: Region, userId: string, lease: Lease, doubtful = false): Promise<void> {
     const held = this.#unhold(lease.leaseId);
     const admitting = this.#admitting.get(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
     if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(region, userId, lease.leaseId);
-    this.#pending.add(this.#releaseEventually(region, userId, lease, lease.instanceId));
+    const released = this.#releaseEventually(region, userId, lease, lease.instanceId);
+    this.#pending.add(released);
+    return released;
   }
 
   /** The instance fenced: its leases die with its instance item, nothing to give back. */

@@ -4,7 +4,17 @@ import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 import { connect, eventually } from './helpers/devices.js';
 import { dynamoEndpoint, freePort } from './helpers/dynamodb-local.js';
-import { FAST_TIMINGS, leaseEntries, newTable, ROOT, scanTable, spawnGateway, startGateway } from './helpers/gateway.js';
+import {
+  FAST_TIMINGS,
+  gatewayBehindProxy,
+  leaseEntries,
+  metric,
+  newTable,
+  ROOT,
+  scanTable,
+  spawnGateway,
+  startGateway,
+} from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const TTL = Number(FAST_TIMINGS.INSTANCE_TTL_MS);
@@ -42,6 +52,43 @@ describe('process lifecycle', () => {
     );
     assert.deepEqual(await leaseEntries(endpoint, gw.table, 'tess'), [], 'no lease left');
     assert.ok(gw.lines.some((l) => l.includes('"msg":"stopped"')));
+  });
+
+  test('a draining gateway gives each lease back before it closes the socket: a device back at once elsewhere gets the fast path', async (t) => {
+    const table = newTable();
+    // A's store answers 300 ms late: a release sent after the close would still be on its way when the device is back.
+    const { proxy, gw: a } = await gatewayBehindProxy(t, { table, env: { DRAIN_MS: '600' } });
+    const b = await startGateway({ table });
+    t.after(() => b.stop());
+    const token = await mintToken('hugo');
+    const devices = ['tv', 'phone'].map((device) => connect(a.url, { token, device }));
+    await Promise.all(devices.map((d) => d.decision));
+    proxy.set('delay', { delayMs: 300 });
+    const endpoint = await dynamoEndpoint();
+
+    const stopping = a.stop();
+    const back = await Promise.all(
+      devices.map(async (d, i) => {
+        const { code } = await d.closed;
+        // What the table holds the moment the device hears 1012, and the device reconnecting at once through B.
+        const left = await leaseEntries(endpoint, table, 'hugo');
+        const again = connect(b.url, { token, device: ['tv', 'phone'][i] });
+        return { code, left, decision: (await again.decision).type, again };
+      }),
+    );
+    await stopping;
+    for (const [i, r] of back.entries()) {
+      assert.equal(r.code, 1012);
+      assert.ok(
+        !r.left.includes(['tv', 'phone'][i]),
+        `the ${['tv', 'phone'][i]}'s lease was gone when it heard 1012 (left: ${r.left.join(', ')})`,
+      );
+      assert.equal(r.decision, 'granted');
+    }
+    // Each return was one conditional write that succeeded: no failed condition, so no replacement of a stale entry.
+    const text = await (await fetch(`${b.opsUrl}/metrics`)).text();
+    assert.equal(metric(text, 'sigma_dynamodb_requests_total{operation="UpdateItem",outcome="conditional_failed"}'), 0);
+    await Promise.all(back.map((r) => r.again.close()));
   });
 
   test('/readyz turns 503 at once when draining, and new upgrades get 503', async () => {
