@@ -9,6 +9,9 @@ import type { Pending } from './pending.js';
 import type { Region } from './regions.js';
 import type { Ending, Session } from './session.js';
 
+/** Releases a drain keeps in flight at most: enough for the store's pace, few enough not to queue behind it. */
+const DRAIN_RELEASES_IN_FLIGHT = 64;
+
 /** Where a revocation came from, as `sigma_revocations_total{path}` books it. */
 export type RevocationPath = 'local' | 'mailbox' | 'reconcile';
 
@@ -220,24 +223,33 @@ export class Hub {
   /**
    * Drain: close every socket with 1012, spread evenly over `windowMs` so
    * clients do not reconnect in one storm. Each lease goes back before its
-   * socket closes (waiting at most `releaseWaitMs`): a device returns through
-   * another gateway within its backoff jitter, and a release still on its way
-   * then would cost that gateway a failed write, a read and a same-device
-   * replacement instead of one write. Resolves when every socket is closed.
+   * socket closes (the release waited for at most `releaseWaitMs`): a device
+   * returns through another gateway within its backoff jitter, and a release
+   * still on its way then would cost that gateway a failed write, a read and
+   * a same-device replacement instead of one write. At most
+   * {@link DRAIN_RELEASES_IN_FLIGHT} releases go at once, so when the store
+   * falls behind the closes slow down to its pace instead of queueing
+   * releases that have not landed when their devices come back; no close
+   * comes later than `windowMs + max(windowMs, releaseWaitMs)` after the start.
+   * Resolves when every socket is closed.
    */
   async drain(windowMs: number, releaseWaitMs: number): Promise<void> {
     const sessions = [...this.#sessions].filter((s) => !s.closed);
     this.#log.info('draining', { sessions: sessions.length, windowMs });
-    // At most one batch every 20 ms; a handful of sockets get one gap each.
-    const batches = Math.max(1, Math.min(sessions.length, Math.floor(windowMs / 20)));
-    const perBatch = Math.ceil(sessions.length / batches);
-    const gapMs = windowMs / batches;
-    const closing: Promise<void>[] = [];
-    for (let i = 0; i < sessions.length; i += perBatch) {
-      for (const session of sessions.slice(i, i + perBatch)) closing.push(this.#handBackThenClose(session, releaseWaitMs));
-      if (i + perBatch < sessions.length) await new Promise((r) => setTimeout(r, gapMs));
-    }
-    await Promise.all(closing);
+    const start = performance.now();
+    const lastCloseAt = start + windowMs + Math.max(windowMs, releaseWaitMs);
+    const spacingMs = sessions.length > 0 ? windowMs / sessions.length : 0;
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < sessions.length) {
+        const i = next++;
+        const dueMs = start + i * spacingMs - performance.now();
+        if (dueMs >= 1) await new Promise((r) => setTimeout(r, dueMs));
+        const leftMs = Math.max(0, lastCloseAt - performance.now());
+        await this.#handBackThenClose(sessions[i], Math.min(releaseWaitMs, leftMs));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(DRAIN_RELEASES_IN_FLIGHT, sessions.length) }, worker));
   }
 
   async #handBackThenClose(session: Session, waitMs: number): Promise<void> {
