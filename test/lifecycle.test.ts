@@ -91,6 +91,31 @@ describe('process lifecycle', () => {
     await Promise.all(back.map((r) => r.again.close()));
   });
 
+  test('a drain whose store does not answer still closes every socket in time, and the releases land once it is back', async (t) => {
+    const drainMs = 400;
+    const requestTimeoutMs = 300;
+    const { proxy, gw } = await gatewayBehindProxy(t, {
+      env: { DRAIN_MS: String(drainMs), DYNAMODB_REQUEST_TIMEOUT_MS: String(requestTimeoutMs) },
+    });
+    const token = await mintToken('vera');
+    const devices = ['tv', 'phone', 'tablet'].map((device) => connect(gw.url, { token, device }));
+    await Promise.all(devices.map((d) => d.decision));
+    proxy.set('blackhole');
+    const startedAt = performance.now();
+    const stopping = gw.stop();
+    const closes = await Promise.all(devices.map((d) => d.closed));
+    const lastMs = Math.max(...devices.map((d) => d.closedAt!)) - startedAt;
+    assert.deepEqual(
+      closes.map((c) => c.code),
+      [1012, 1012, 1012],
+    );
+    // The README's bound: DRAIN_MS + max(DRAIN_MS, DYNAMODB_REQUEST_TIMEOUT_MS), plus a second for the machine.
+    assert.ok(lastMs < drainMs + Math.max(drainMs, requestTimeoutMs) + 1000, `last 1012 after ${Math.round(lastMs)} ms`);
+    proxy.set('pass');
+    await stopping;
+    assert.deepEqual(await leaseEntries(await dynamoEndpoint(), gw.table, 'vera'), [], 'every release landed once the store answered');
+  });
+
   test('/readyz turns 503 at once when draining, and new upgrades get 503', async () => {
     const gw = await startGateway({ env: { DRAIN_MS: '1500' } });
     const token = await mintToken('rita');
