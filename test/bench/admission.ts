@@ -7,7 +7,7 @@
  * UpdateItem that takes a slot below the limit, on the gateway's own table,
  * through a client configured like the gateway's (src/dynamo.ts).
  */
-import { UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import WebSocket from 'ws';
 import { createClient } from '../../src/dynamo.js';
 import { mintToken } from '../helpers/tokens.js';
@@ -17,6 +17,11 @@ import { closeAll } from './sockets.js';
 
 export function rawClient(endpoint: string, requestTimeoutMs = 5000): DynamoDBClient {
   return createClient({ endpoint, requestTimeoutMs, maxAttempts: 1 });
+}
+
+/** The issue's "plain SDK client": DynamoDBClient with the SDK's defaults, used as its docs show (`send(cmd)`). */
+export function plainClient(endpoint: string): DynamoDBClient {
+  return new DynamoDBClient({ endpoint, region: 'local', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
 }
 
 /** The fast-path acquire of src/lease-store.ts, done directly. */
@@ -148,6 +153,8 @@ export interface CpuShare {
 export interface ThroughputResult {
   raw: CpuShare;
   gatewayCpu: CpuShare;
+  /** Rounds of the same UpdateItem from a {@link plainClient}, when asked for. */
+  plain?: CpuShare & { perSec: number };
   concurrency: number;
   rounds: number;
   rawOps: number;
@@ -169,12 +176,15 @@ export async function measureThroughput(opts: {
   concurrency: number;
   gatewayPid: number;
   dynamodbPid?: number;
+  /** Also run rounds from this client (the plain SDK client), in the same rotation. */
+  plain?: DynamoDBClient;
 }): Promise<ThroughputResult> {
   const perRound = Math.ceil(opts.count / opts.rounds);
   const toks = await tokens('tput', perRound * opts.rounds);
   let rawMs = 0;
   let gwMs = 0;
-  const cpu = { raw: [0, 0, 0], gateway: [0, 0, 0] };
+  let plainMs = 0;
+  const cpu = { raw: [0, 0, 0], gateway: [0, 0, 0], plain: [0, 0, 0] };
   const pids = [opts.gatewayPid, opts.dynamodbPid];
   const read = (): number[] => [
     process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
@@ -188,6 +198,13 @@ export async function measureThroughput(opts: {
     await pool(perRound, opts.concurrency, (i) => rawAcquire(opts.client, opts.table, `tput-raw-${r}-${i}`));
     rawMs += performance.now() - t0;
     book(cpu.raw, c0);
+  };
+  const plainRound = async (r: number): Promise<void> => {
+    if (opts.plain === undefined) return;
+    const [t0, c0] = [performance.now(), read()];
+    await pool(perRound, opts.concurrency, (i) => rawAcquire(opts.plain!, opts.table, `tput-plain-${r}-${i}`));
+    plainMs += performance.now() - t0;
+    book(cpu.plain, c0);
   };
   const gatewayRound = async (r: number): Promise<void> => {
     const [t0, c0] = [performance.now(), read()];
@@ -203,18 +220,15 @@ export async function measureThroughput(opts: {
   // then alternate which goes first so neither always meets the store right after the other's burst.
   const warm = await tokens('tput-warm', opts.warmup);
   await pool(opts.warmup, opts.concurrency, (i) => rawAcquire(opts.client, opts.table, `tput-warm-${i}`));
+  if (opts.plain) await pool(opts.warmup, opts.concurrency, (i) => rawAcquire(opts.plain!, opts.table, `tput-warm-plain-${i}`));
   await pool(opts.warmup, opts.concurrency, async (i) => {
     const a = await admit(opts.url, warm[i]).catch(() => undefined);
     if (a) held.push(a.ws);
   });
+  // Each round rotates who goes first: raw, gateway, plain; gateway, plain, raw; plain, raw, gateway; ...
+  const kinds = [rawRound, gatewayRound, plainRound];
   for (let r = 0; r < opts.rounds; r++) {
-    if (r % 2 === 0) {
-      await rawRound(r);
-      await gatewayRound(r);
-    } else {
-      await gatewayRound(r);
-      await rawRound(r);
-    }
+    for (let k = 0; k < kinds.length; k++) await kinds[(r + k) % kinds.length](r);
     progress(`throughput: round ${r + 1}/${opts.rounds}`);
   }
   await closeAll(held);
@@ -228,6 +242,7 @@ export async function measureThroughput(opts: {
   return {
     raw: share([cpu.raw[0], 0, cpu.raw[2]], rawMs),
     gatewayCpu: share(cpu.gateway, gwMs),
+    ...(opts.plain && { plain: { ...share([cpu.plain[0], 0, cpu.plain[2]], plainMs), perSec: ops / (plainMs / 1000) } }),
     concurrency: opts.concurrency,
     rounds: opts.rounds,
     rawOps: ops,

@@ -17,7 +17,7 @@ import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ensureTable } from '../../src/dynamo.js';
 import { ROOT } from '../helpers/gateway.js';
-import { measureLatency, measureThroughput, rawClient } from './admission.js';
+import { measureLatency, measureThroughput, plainClient, rawClient } from './admission.js';
 import { startCountingProxy } from './count-proxy.js';
 import { measurePerOperation, simulateRenewal, type RenewalRun } from './cost.js';
 import { measureFreeing } from './freeing.js';
@@ -27,7 +27,7 @@ import { measurePlayback, writePlaybackReport } from './playback.js';
 import { dynamoLocal, javaChildPid, startGateway, startMinimalGateway, stopAll } from './procs.js';
 import { TEST_SECRET } from '../helpers/tokens.js';
 import { markdown, targets, type Results } from './report.js';
-import { measureKickoff, measureStorm, measureThrottled } from './storm.js';
+import { measureKickoff, measureStorm, measureThrottled, PRODUCTION_TIMINGS } from './storm.js';
 import { measureSweep } from './sweep.js';
 import { cdfSvg } from './svg.js';
 
@@ -110,7 +110,7 @@ async function measurePinnedLatency(endpoint: string, client: ReturnType<typeof 
       endpoint,
       table: pinTable,
       prefix: ['taskset', '-c', '0'],
-      env: { PING_INTERVAL_MS: '20000', PONG_TIMEOUT_MS: '10000', ...PATIENT },
+      env: { ...PRODUCTION_TIMINGS, ...PATIENT },
     });
     try {
       progress(
@@ -151,17 +151,13 @@ async function main(): Promise<void> {
     const gw = await startGateway({
       endpoint: local.endpoint,
       table: admTable,
-      env: {
-        PING_INTERVAL_MS: '20000',
-        PONG_TIMEOUT_MS: '10000',
-        INSTANCE_HEARTBEAT_MS: '5000',
-        INSTANCE_TTL_MS: '20000',
-        FENCING_MARGIN_MS: '5000',
-        ...PATIENT,
-      },
+      // The defaults a production gateway runs with: the tests' shrunk timings (under gatewayEnv) would add a
+      // reconcile round every 2 s over every held socket's user, and a heartbeat every 500 ms, to the latency.
+      env: { ...PRODUCTION_TIMINGS, ...PATIENT },
     });
     let latency;
     let throughput;
+    const plain = plainClient(local.endpoint);
     try {
       progress(`latency: ${PLAN.latency} admissions alternating with ${PLAN.latency} raw UpdateItems`);
       latency = await measureLatency({
@@ -184,9 +180,11 @@ async function main(): Promise<void> {
         concurrency: PLAN.concurrency,
         gatewayPid: gw.proc.pid!,
         dynamodbPid: javaChildPid(),
+        plain,
       });
     } finally {
       await gw.stop();
+      plain.destroy();
     }
 
     // 2b: the same closed loop against the minimal gateway (minimal-gateway.mjs), the CPU floor of an admission.

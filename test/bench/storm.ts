@@ -25,7 +25,7 @@ import { rawAcquire } from './admission.js';
 import type { CountingProxy } from './count-proxy.js';
 import { diff } from './count-proxy.js';
 import { progress, sample, sleep, summarize, type Summary } from './measure.js';
-import { openClients, startGateway, type BenchGateway } from './procs.js';
+import { cpuSeconds, javaChildPid, openClients, startGateway, type BenchGateway } from './procs.js';
 
 const nowUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
@@ -79,6 +79,22 @@ export interface StormResult {
   bLagMaxMs: number;
   /** B's admissions that ended 1013 (store too slow) during the storm, which the SDK retried. */
   bTryLater: number;
+  /** B's DynamoDB requests during the storm, by `operation:outcome` (sigma_dynamodb_requests_total). */
+  bStore: Record<string, number>;
+  /** CPU seconds from the SIGTERM to the last grant, per process: where the storm's time went on 2 cores. */
+  cpu: { a: number; b: number; store: number; clients: number; wallS: number };
+}
+
+/** Every `operation:outcome` series of sigma_dynamodb_requests_total in a scrape. */
+function storeRequests(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(/^sigma_dynamodb_requests_total\{([^}]*)\} (\S+)$/gm)) {
+    const op = /operation="([^"]*)"/.exec(m[1])?.[1];
+    const outcome = /outcome="([^"]*)"/.exec(m[1])?.[1];
+    const key = `${op}:${outcome}`;
+    out.set(key, (out.get(key) ?? 0) + Number(m[2]));
+  }
+  return out;
 }
 
 interface Child {
@@ -146,6 +162,19 @@ export async function measureStorm(opts: {
           }),
       ),
     );
+    const java = javaChildPid();
+    const cpuNow = () => ({
+      a: a.proc.exitCode === null ? cpuSeconds(a.proc.pid!) : NaN,
+      b: cpuSeconds(b.proc.pid!),
+      store: java === undefined ? NaN : cpuSeconds(java),
+      clients: children.reduce((sum, c) => sum + cpuSeconds(c.proc.pid!), 0),
+    });
+    // A's CPU is read until it exits (its last read stands for the rest).
+    const cpu0 = cpuNow();
+    let aCpu = cpu0.a;
+    const aWatch = setInterval(() => {
+      if (a.proc.exitCode === null) aCpu = cpuSeconds(a.proc.pid!);
+    }, 100);
     for (const c of children) c.proc.send({ cmd: 'switch', url: b.url });
     const t0 = nowUs();
     const aExited = new Promise<number>((resolve) => a.proc.once('exit', () => resolve((nowUs() - t0) / 1000)));
@@ -158,6 +187,8 @@ export async function measureStorm(opts: {
     );
     const finished = await Promise.race([done.then(() => true), sleep(giveUpMs).then(() => false)]);
     clearInterval(ticker);
+    clearInterval(aWatch);
+    const cpu1 = cpuNow();
     const bAfter = await b.metrics();
     const aExitMs = await Promise.race([aExited, sleep(20_000).then(() => NaN)]);
     const rel = regrants.map((us) => (us - t0) / 1000);
@@ -176,6 +207,16 @@ export async function measureStorm(opts: {
       aExitMs,
       bLagMaxMs: sample(bAfter, 'nodejs_eventloop_lag_max_seconds') * 1000,
       bTryLater: sample(bAfter, 'sigma_ws_closes_total', { code: '1013' }) - sample(bBefore, 'sigma_ws_closes_total', { code: '1013' }),
+      cpu: {
+        a: aCpu - cpu0.a,
+        b: cpu1.b - cpu0.b,
+        store: cpu1.store - cpu0.store,
+        clients: cpu1.clients - cpu0.clients,
+        wallS: (nowUs() - t0) / 1e6,
+      },
+      bStore: Object.fromEntries(
+        [...storeRequests(bAfter)].map(([k, v]) => [k, v - (storeRequests(bBefore).get(k) ?? 0)] as const).filter(([, v]) => v > 0),
+      ),
     };
     progress(
       `storm: all ${rel.length} granted again ${(result.allGrantedMs / 1000).toFixed(1)} s after SIGTERM (floor ${(floorMs / 1000).toFixed(1)} s), ${falseDenials} false denials, B lag max ${result.bLagMaxMs.toFixed(0)} ms`,
