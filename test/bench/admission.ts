@@ -84,6 +84,8 @@ export interface LatencyResult {
   gatewayRunQueueMsPerAdmission: number;
   /** The gateway's own upgrade-to-decision histogram (sigma_lease_acquire_duration_seconds), mean ms. */
   gatewayInsideMeanMs: number;
+  /** The minimal gateway's admissions, interleaved (raw, gateway, minimal), when asked for. */
+  minimal?: Summary;
 }
 
 /**
@@ -100,14 +102,19 @@ export async function measureLatency(opts: {
   warmup: number;
   gatewayPid: number;
   metrics: () => Promise<string>;
+  /** The minimal gateway's URL: its admissions join each pair, as the floor of what ws and the SDK add. */
+  minimalUrl?: string;
 }): Promise<LatencyResult> {
   const toks = await tokens('lat', opts.count + opts.warmup);
+  const minimalToks = opts.minimalUrl === undefined ? [] : await tokens('lat-min', opts.count + opts.warmup);
+  const minimal: number[] = [];
   const held: WebSocket[] = [];
   const raw: number[] = [];
   const gw: number[] = [];
   for (let i = 0; i < opts.warmup; i++) {
     await rawAcquire(opts.client, opts.table, `lat-warm-${i}`);
     held.push((await admit(opts.url, toks[opts.count + i])).ws);
+    if (opts.minimalUrl !== undefined) held.push((await admit(opts.minimalUrl, minimalToks[opts.count + i])).ws);
   }
   const s0 = schedstat(opts.gatewayPid);
   const m0 = await opts.metrics();
@@ -119,6 +126,12 @@ export async function measureLatency(opts: {
     if (a.type !== 'granted') throw new Error(`latency phase: expected granted, got ${a.type}`);
     held.push(a.ws);
     gw.push(a.ms);
+    if (opts.minimalUrl !== undefined) {
+      // Interleaved, so all three see the same moment of the machine; the gateway idles meanwhile.
+      const b = await admit(opts.minimalUrl, minimalToks[i]);
+      held.push(b.ws);
+      minimal.push(b.ms);
+    }
     if ((i + 1) % Math.ceil(opts.count / 10) === 0) progress(`latency: ${i + 1}/${opts.count} pairs`);
   }
   const s1 = schedstat(opts.gatewayPid);
@@ -138,6 +151,7 @@ export async function measureLatency(opts: {
     gatewayCpuMsPerAdmission: (s1.cpuNs - s0.cpuNs) / 1e6 / opts.count,
     gatewayRunQueueMsPerAdmission: (s1.waitNs - s0.waitNs) / 1e6 / opts.count,
     gatewayInsideMeanMs: ((sum1 - sum0) / (n1 - n0)) * 1000,
+    ...(minimal.length > 0 && { minimal: summarize(minimal) }),
   };
 }
 

@@ -112,9 +112,13 @@ async function measurePinnedLatency(endpoint: string, client: ReturnType<typeof 
       prefix: ['taskset', '-c', '0'],
       env: { ...PRODUCTION_TIMINGS, ...PATIENT },
     });
+    // The minimal gateway on the same core: what ws, the SDK and a new connection add without any of our code.
+    await ensureTable(client, `${pinTable}-minimal`);
+    const mg = await startMinimalGateway(endpoint, `${pinTable}-minimal`, TEST_SECRET);
+    pin(mg.proc.pid!, '0');
     try {
       progress(
-        `pinned latency: ${PLAN.pinned} admissions alternating with raw UpdateItems, gateway on core 0, DynamoDB Local and the client on core 1`,
+        `pinned latency: ${PLAN.pinned} admissions alternating with raw UpdateItems and minimal-gateway admissions, both gateways on core 0, DynamoDB Local and the client on core 1`,
       );
       return await measureLatency({
         url: gw.url,
@@ -124,8 +128,10 @@ async function measurePinnedLatency(endpoint: string, client: ReturnType<typeof 
         warmup: PLAN.warmup,
         gatewayPid: gw.proc.pid!,
         metrics: () => gw.metrics(),
+        minimalUrl: mg.url,
       });
     } finally {
+      await mg.stop();
       await gw.stop();
     }
   } finally {
