@@ -270,9 +270,10 @@ describe('k8s/ kustomize base', () => {
     assert.equal(preStop[0], 'sleep');
     const preStopS = Number(preStop[1]);
     assert.ok(preStopS >= 3, 'long enough for endpoints to drop the pod before SIGTERM');
-    // app.ts shutdown: drain(DRAIN_MS) -> settle(admission + 1 s) -> instance item delete (all attempts).
-    const shutdownS =
-      (config.drainMs + config.admissionTimeoutMs + 1000 + config.dynamodbRequestTimeoutMs * config.dynamodbMaxAttempts) / 1000;
+    // app.ts shutdown: drain (the last 1012 at most DRAIN_MS + max(DRAIN_MS, request timeout) in, hub.ts) ->
+    // settle(admission + 1 s) -> instance item delete (all attempts).
+    const drainS = config.drainMs + Math.max(config.drainMs, config.dynamodbRequestTimeoutMs);
+    const shutdownS = (drainS + config.admissionTimeoutMs + 1000 + config.dynamodbRequestTimeoutMs * config.dynamodbMaxAttempts) / 1000;
     const grace = pod.spec.terminationGracePeriodSeconds;
     assert.ok(grace >= preStopS + shutdownS + 5, `grace ${grace} s < preStop ${preStopS} s + shutdown ${shutdownS} s + 5 s headroom`);
   });
