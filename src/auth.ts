@@ -204,6 +204,10 @@ export interface AuthOptions {
    * Verified tokens remembered, so a reconnect storm (every device of a
    * restarted gateway coming back with the token it already had) costs one
    * hash per token instead of a signature check. 0 turns the cache off.
+   * Only for keys jose checks (RS256, ES256, JWKS): the synchronous HS256
+   * check costs 5-6 CPU-µs, a hit 2.6 and a miss 7 more, and an entry
+   * ~250 B for as long as its socket stays (test/bench/auth-cost.ts,
+   * docs/bench/notes.md), so for HS256 a cache would cost more than it saves.
    * @default 20000
    */
   readonly cacheSize?: number;
@@ -231,8 +235,9 @@ interface CacheEntry {
  * constant-time compare: about a tenth of jose's CPU, and no WebCrypto
  * thread-pool round trip). That path accepts only what jose would accept;
  * anything it is not sure of (a `crit` header, an odd encoding, any failed
- * check) goes to jose, whose verdict and error reason stand. Successes are
- * cached by the SHA-256 of the token (see {@link AuthOptions.cacheSize}).
+ * check) goes to jose, whose verdict and error reason stand. Successes of
+ * jose's checks are cached by the SHA-256 of the token (see
+ * {@link AuthOptions.cacheSize}).
  */
 export class Authenticator {
   readonly #key: Key;
@@ -254,7 +259,6 @@ export class Authenticator {
   ) {
     this.#issuer = cfg.issuer;
     this.#audience = cfg.audience;
-    this.#cacheSize = opts.cacheSize ?? 20_000;
     if (cfg.publicKeyPem !== undefined) {
       // config.ts has checked it is an RSA or a P-256 key.
       const key = createPublicKey(cfg.publicKeyPem);
@@ -270,6 +274,7 @@ export class Authenticator {
       // jose (WebCrypto) refuses an empty HMAC key: so must we, by leaving such tokens to it.
       if (this.#key.length > 0 && opts.syncHs256 !== false) this.#hmacSecret = Buffer.from(this.#key);
     }
+    this.#cacheSize = this.#hmacSecret === undefined ? (opts.cacheSize ?? 20_000) : 0;
   }
 
   /** False until a JWKS key set is loaded (always true for static keys). */
