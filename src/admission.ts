@@ -54,13 +54,31 @@ function denialText(reason: DenialReason, cap: number, deviceClass: string | und
   return mustStop > 1 ? `${what}: stop ${mustStop} devices to play here` : what;
 }
 
+/** The configured plan, built once per configuration: most tokens carry no plan claims, and each session keeps its plan. */
+const defaultPlans = new WeakMap<Config, Plan>();
+
 /** The plan a principal plays under: its token's claims over the configured defaults. */
 function planOf(cfg: Config, principal: Principal): Plan {
+  const { maxStreams } = principal;
+  const { policy, perContent, byClass } = principal.plan;
+  if (maxStreams === undefined && policy === undefined && perContent === undefined && byClass === undefined) {
+    let plan = defaultPlans.get(cfg);
+    if (plan === undefined) {
+      plan = Object.freeze({
+        limit: cfg.maxStreams,
+        policy: cfg.streamPolicy,
+        perContent: cfg.maxStreamsPerContent,
+        byClass: cfg.maxStreamsByClass,
+      });
+      defaultPlans.set(cfg, plan);
+    }
+    return plan;
+  }
   return {
-    limit: principal.maxStreams ?? cfg.maxStreams,
-    policy: principal.plan.policy ?? cfg.streamPolicy,
-    perContent: principal.plan.perContent ?? cfg.maxStreamsPerContent,
-    byClass: principal.plan.byClass ?? cfg.maxStreamsByClass,
+    limit: maxStreams ?? cfg.maxStreams,
+    policy: policy ?? cfg.streamPolicy,
+    perContent: perContent ?? cfg.maxStreamsPerContent,
+    byClass: byClass ?? cfg.maxStreamsByClass,
   };
 }
 
