@@ -25,6 +25,7 @@ process.on('message', (msg) => {
     rssBytes: process.memoryUsage().rss,
     heapUsedBytes: process.memoryUsage().heapUsed,
     heapTotalBytes: process.memoryUsage().heapTotal,
+    externalBytes: process.memoryUsage().external,
     connections: wss.clients.size,
     lagMs: { p50: delay.percentile(50) / 1e6, p99: delay.percentile(99) / 1e6, max: delay.max / 1e6 },
   });

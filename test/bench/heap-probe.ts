@@ -1,0 +1,104 @@
+/**
+ * Memory per idle leased socket, standalone (issue 13): a gateway (dist/main.js,
+ * production timings) and the bare ws server each hold N idle sockets from the
+ * same client processes; after a hold and a full GC it prints RSS and V8 heap
+ * per socket, and with --snapshot DIR writes heap snapshots of each server with
+ * no socket and with N (DIR/<gateway|bare>-<base|held>.heapsnapshot; read them
+ * with test/bench/heap-summary.mjs).
+ *
+ *   npx tsc -p . && node --import tsx test/bench/heap-probe.ts [--sockets 5000] [--hold 30] [--ping MS] [--snapshot DIR]
+ *
+ * Heap snapshots are taken with --heapsnapshot-signal (V8 collects all garbage
+ * first), so the figures in them are what survives a full GC.
+ */
+import { mkdirSync, readdirSync, renameSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { sleep } from './measure.js';
+import { dynamoLocal, openClients, rssBytes, startBareServer, startGateway, stopAll, type ClientGroup } from './procs.js';
+import { PRODUCTION_TIMINGS } from './storm.js';
+
+const { values } = parseArgs({
+  options: { sockets: { type: 'string' }, hold: { type: 'string' }, snapshot: { type: 'string' }, ping: { type: 'string' } },
+});
+const sockets = Number(values.sockets ?? 5000);
+const holdS = Number(values.hold ?? 30);
+const dir = values.snapshot === undefined ? undefined : resolve(values.snapshot);
+if (dir) mkdirSync(dir, { recursive: true });
+// --ping MS: the memory phase's timings (ping every MS, pong timeout MS/2) instead of production's 20 s / 10 s.
+const timings: Record<string, string> =
+  values.ping === undefined ? {} : { PING_INTERVAL_MS: values.ping, PONG_TIMEOUT_MS: String(Number(values.ping) / 2) };
+const snapArgs = dir ? ['--heapsnapshot-signal=SIGWINCH', `--diagnostic-dir=${dir}`] : [];
+
+const local = await dynamoLocal();
+const gw = await startGateway({
+  endpoint: local.endpoint,
+  table: `heap-probe-${Date.now()}`,
+  gcProbe: true,
+  execArgv: snapArgs,
+  env: { ...PRODUCTION_TIMINGS, ...timings },
+});
+const bare = await startBareServer(Number(values.ping ?? PRODUCTION_TIMINGS.PING_INTERVAL_MS), true, snapArgs);
+const servers = { gateway: { url: gw.url, pid: gw.proc.pid! }, bare: { url: bare.url, pid: bare.proc.pid! } };
+const kinds = ['gateway', 'bare'] as const;
+
+async function gcAndRss(pid: number): Promise<number> {
+  process.kill(pid, 'SIGUSR2');
+  await sleep(2000);
+  return rssBytes(pid);
+}
+
+async function heapUsed(kind: (typeof kinds)[number]): Promise<{ used: number; external: number }> {
+  if (kind === 'bare') {
+    const s = (await bare.stats()) as { heapUsedBytes: number; externalBytes?: number };
+    return { used: s.heapUsedBytes, external: s.externalBytes ?? NaN };
+  }
+  const text = await gw.metrics();
+  const read = (name: string): number => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
+  return { used: read('nodejs_heap_size_used_bytes'), external: read('nodejs_external_memory_bytes') };
+}
+
+/** Writes a heap snapshot of one server and waits until its file is complete. */
+async function snapshot(kind: (typeof kinds)[number], label: string): Promise<void> {
+  const before = new Set(readdirSync(dir!));
+  process.kill(servers[kind].pid, 'SIGWINCH');
+  let file: string | undefined;
+  for (let last = -1; ;) {
+    await sleep(1000);
+    file ??= readdirSync(dir!).find((f) => !before.has(f));
+    const size = file ? statSync(join(dir!, file)).size : -1;
+    if (size > 0 && size === last) break;
+    last = size;
+  }
+  renameSync(join(dir!, file!), join(dir!, `${kind}-${label}.heapsnapshot`));
+  console.log(`${kind} snapshot (${label}): ${join(dir!, `${kind}-${label}.heapsnapshot`)}`);
+}
+
+const groups: ClientGroup[] = [];
+try {
+  for (const kind of kinds) await (await openClients(servers[kind].url, `${kind}-warm`, 100)).close();
+  const base: Record<string, { rss: number; used: number; external: number }> = {};
+  for (const kind of kinds) base[kind] = { rss: await gcAndRss(servers[kind].pid), ...(await heapUsed(kind)) };
+  if (dir) for (const kind of kinds) await snapshot(kind, 'base');
+  for (const kind of kinds) {
+    const group = await openClients(servers[kind].url, `${kind}-n`, sockets);
+    groups.push(group);
+    if (group.granted !== sockets) throw new Error(`${kind}: ${group.granted} of ${sockets} granted`);
+  }
+  await sleep(holdS * 1000);
+  for (const kind of kinds) {
+    const rss = await gcAndRss(servers[kind].pid);
+    const heap = await heapUsed(kind);
+    const b = base[kind];
+    const per = (x: number, y: number): string => `${((x - y) / sockets / 1024).toFixed(2)} KB`;
+    console.log(
+      `${kind.padEnd(8)} rss ${(rss / 2 ** 20).toFixed(1)} MB (${per(rss, b.rss)}/socket)  heap used ${(heap.used / 2 ** 20).toFixed(1)} MB ` +
+        `(${per(heap.used, b.used)}/socket)  external ${(heap.external / 2 ** 20).toFixed(1)} MB (${per(heap.external, b.external)}/socket)`,
+    );
+  }
+  if (dir) for (const kind of kinds) await snapshot(kind, 'held');
+} finally {
+  await Promise.all(groups.map((g) => g.close()));
+  await Promise.all([gw.stop(), bare.stop()]);
+  await stopAll();
+}
