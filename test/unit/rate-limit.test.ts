@@ -136,6 +136,20 @@ describe('KeyedLimiter', () => {
     for (let i = 0; i < 10; i++) assert.deepEqual(l.check('ip', 0), { ok: false, blocked: false, retryAfterSec: 1 });
   });
 
+  test('refilled keys are swept out by a later check (at most every 10 s); blocked and busy keys stay', () => {
+    const l = limiter({ ratePerSec: 1, burst: 2, blockAfter: 1, blockMs: 60_000 });
+    for (let i = 0; i < 50; i++) l.check(`idle-${i}`, 0);
+    l.check('flood', 0);
+    l.check('flood', 0);
+    assert.deepEqual(l.check('flood', 0), { ok: false, blocked: true, retryAfterSec: 60 });
+    l.check('busy', 9_999);
+    l.check('busy', 9_999);
+    assert.equal(l.size, 52, 'no sweep before 10 s');
+    assert.equal(l.check('busy', 10_000).ok, false, 'busy kept its empty bucket');
+    assert.equal(l.size, 2, 'the 50 refilled keys went; flood (blocked) and busy stayed');
+    assert.deepEqual(l.check('flood', 10_000), { ok: false, blocked: true, retryAfterSec: 50 });
+  });
+
   describe('eviction at maxKeys', () => {
     test('idle keys (bucket full again, not blocked) are dropped first; active keys keep their state', () => {
       const l = limiter({ ratePerSec: 1, burst: 2, maxKeys: 3 });
