@@ -34,9 +34,10 @@ export interface Plan {
 
 /**
  * The claims of a token without plan claims (most players): one frozen object shared by
- * every principal, not 56 B more per cached token.
+ * every principal, not 56 B more per cached token. Exported so a plan built from it alone
+ * (the configured defaults) can be shared the same way.
  */
-const NO_CLAIMS: PlanClaims = Object.freeze({ policy: undefined, perContent: undefined, byClass: undefined, deviceClass: undefined });
+export const NO_CLAIMS: PlanClaims = Object.freeze({ policy: undefined, perContent: undefined, byClass: undefined, deviceClass: undefined });
 
 /** Largest value any cap may take (claims and configuration alike). */
 export const MAX_CAP = 1000;
