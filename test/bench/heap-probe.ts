@@ -6,7 +6,7 @@
  * no socket and with N (DIR/<gateway|bare>-<base|held>.heapsnapshot; read them
  * with test/bench/heap-summary.mjs).
  *
- *   npx tsc -p . && node --import tsx test/bench/heap-probe.ts [--sockets 5000] [--hold 30] [--ping MS] [--snapshot DIR]
+ *   npx tsc -p . && node --import tsx test/bench/heap-probe.ts [--sockets 5000] [--hold 30] [--ping MS] [--snapshot DIR] [--entry other/dist/main.js]
  *
  * Heap snapshots are taken with --heapsnapshot-signal (V8 collects all garbage
  * first), so the figures in them are what survives a full GC.
@@ -19,7 +19,13 @@ import { dynamoLocal, openClients, rssBytes, startBareServer, startGateway, stop
 import { PRODUCTION_TIMINGS } from './storm.js';
 
 const { values } = parseArgs({
-  options: { sockets: { type: 'string' }, hold: { type: 'string' }, snapshot: { type: 'string' }, ping: { type: 'string' } },
+  options: {
+    sockets: { type: 'string' },
+    hold: { type: 'string' },
+    snapshot: { type: 'string' },
+    ping: { type: 'string' },
+    entry: { type: 'string' },
+  },
 });
 const sockets = Number(values.sockets ?? 5000);
 const holdS = Number(values.hold ?? 30);
@@ -36,6 +42,7 @@ const gw = await startGateway({
   table: `heap-probe-${Date.now()}`,
   gcProbe: true,
   execArgv: snapArgs,
+  entry: values.entry,
   env: { ...PRODUCTION_TIMINGS, ...timings },
 });
 const bare = await startBareServer(Number(values.ping ?? PRODUCTION_TIMINGS.PING_INTERVAL_MS), true, snapArgs);
@@ -48,14 +55,18 @@ async function gcAndRss(pid: number): Promise<number> {
   return rssBytes(pid);
 }
 
-async function heapUsed(kind: (typeof kinds)[number]): Promise<{ used: number; external: number }> {
+async function heapUsed(kind: (typeof kinds)[number]): Promise<{ used: number; total: number; external: number }> {
   if (kind === 'bare') {
-    const s = (await bare.stats()) as { heapUsedBytes: number; externalBytes?: number };
-    return { used: s.heapUsedBytes, external: s.externalBytes ?? NaN };
+    const s = (await bare.stats()) as { heapUsedBytes: number; heapTotalBytes: number; externalBytes?: number };
+    return { used: s.heapUsedBytes, total: s.heapTotalBytes, external: s.externalBytes ?? NaN };
   }
   const text = await gw.metrics();
   const read = (name: string): number => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
-  return { used: read('nodejs_heap_size_used_bytes'), external: read('nodejs_external_memory_bytes') };
+  return {
+    used: read('nodejs_heap_size_used_bytes'),
+    total: read('nodejs_heap_size_total_bytes'),
+    external: read('nodejs_external_memory_bytes'),
+  };
 }
 
 /** Writes a heap snapshot of one server and waits until its file is complete. */
@@ -77,7 +88,7 @@ async function snapshot(kind: (typeof kinds)[number], label: string): Promise<vo
 const groups: ClientGroup[] = [];
 try {
   for (const kind of kinds) await (await openClients(servers[kind].url, `${kind}-warm`, 100)).close();
-  const base: Record<string, { rss: number; used: number; external: number }> = {};
+  const base: Record<string, { rss: number; used: number; total: number; external: number }> = {};
   for (const kind of kinds) base[kind] = { rss: await gcAndRss(servers[kind].pid), ...(await heapUsed(kind)) };
   if (dir) for (const kind of kinds) await snapshot(kind, 'base');
   for (const kind of kinds) {
@@ -93,7 +104,7 @@ try {
     const per = (x: number, y: number): string => `${((x - y) / sockets / 1024).toFixed(2)} KB`;
     console.log(
       `${kind.padEnd(8)} rss ${(rss / 2 ** 20).toFixed(1)} MB (${per(rss, b.rss)}/socket)  heap used ${(heap.used / 2 ** 20).toFixed(1)} MB ` +
-        `(${per(heap.used, b.used)}/socket)  external ${(heap.external / 2 ** 20).toFixed(1)} MB (${per(heap.external, b.external)}/socket)`,
+        `(${per(heap.used, b.used)}/socket)  heap total ${(heap.total / 2 ** 20).toFixed(1)} MB (${per(heap.total, b.total)}/socket)  external ${(heap.external / 2 ** 20).toFixed(1)} MB (${per(heap.external, b.external)}/socket)`,
     );
   }
   if (dir) for (const kind of kinds) await snapshot(kind, 'held');
