@@ -5,12 +5,19 @@
 // held: what the gateway adds per socket over bare ws); divided by --per (sockets held).
 // --retainers NAME: for objects of constructor NAME in the last file, the most common
 // retainer chains (edge names and holder constructors, --depth levels up, default 2), with their self size.
+// --cut: retained size by owner (see the end of this file).
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { per: { type: 'string' }, top: { type: 'string' }, retainers: { type: 'string' }, depth: { type: 'string' } },
+  options: {
+    per: { type: 'string' },
+    top: { type: 'string' },
+    retainers: { type: 'string' },
+    depth: { type: 'string' },
+    cut: { type: 'string' },
+  },
 });
 const per = Number(values.per ?? 1);
 const top = Number(values.top ?? 40);
@@ -114,4 +121,54 @@ if (values.retainers) {
   console.log(`\nretainer chains of ${values.retainers} (first retainer each level):`);
   const sorted = [...chains].sort((x, y) => y[1].size - x[1].size).slice(0, top);
   for (const [c, { count, size }] of sorted) console.log(`${String(count).padStart(7)} ${String(size).padStart(9)} B  ${c}`);
+}
+
+// --cut 'Ctor.edge,Ctor.edge,...' (edge `*` for all of a constructor's edges): for the last file, what
+// becomes unreachable from the root when each owner's edges are cut in turn (its retained size, given
+// the owners cut before it), per --per unit. E.g. 'Authenticator.#cache,LeaseKeeper.#held,Session.*'.
+if (values.cut) {
+  const s = snaps[snaps.length - 1];
+  const n = s.nodes.length / s.nf;
+  const firstEdge = new Uint32Array(n + 1);
+  for (let i = 0, e = 0; i < n; i++) {
+    firstEdge[i] = e;
+    e += s.nodes[i * s.nf + s.f.edge_count] * s.ef;
+  }
+  firstEdge[n] = s.edges.length;
+  const edgeName = (e) => {
+    const t = s.etypes[s.edges[e + s.e.type]];
+    const v = s.edges[e + s.e.name_or_index];
+    return t === 'element' || t === 'hidden' ? `[${v}]` : s.strings[v];
+  };
+  const cuts = [];
+  const reachable = () => {
+    const seen = new Uint8Array(n);
+    const stack = [0];
+    seen[0] = 1;
+    let size = 0;
+    while (stack.length > 0) {
+      const i = stack.pop();
+      size += s.nodes[i * s.nf + s.f.self_size];
+      const ctor = s.strings[s.nodes[i * s.nf + s.f.name]];
+      for (let e = firstEdge[i]; e < firstEdge[i + 1]; e += s.ef) {
+        if (s.etypes[s.edges[e + s.e.type]] === 'weak') continue;
+        if (cuts.some(([c, edge]) => c === ctor && (edge === '*' || edge === edgeName(e)))) continue;
+        const to = s.edges[e + s.e.to_node] / s.nf;
+        if (!seen[to]) {
+          seen[to] = 1;
+          stack.push(to);
+        }
+      }
+    }
+    return size;
+  };
+  let before = reachable();
+  console.log(`\nretained by owner, cut in turn (reachable ${(before / 2 ** 20).toFixed(2)} MB):`);
+  for (const owner of values.cut.split(',')) {
+    const dot = owner.indexOf('.');
+    cuts.push([owner.slice(0, dot), owner.slice(dot + 1)]);
+    const after = reachable();
+    console.log(`${((before - after) / per).toFixed(1).padStart(10)} B/unit  ${owner}`);
+    before = after;
+  }
 }
