@@ -6,12 +6,14 @@
  * no socket and with N (DIR/<gateway|bare>-<base|held>.heapsnapshot; read them
  * with test/bench/heap-summary.mjs).
  *
- *   npx tsc -p . && node --import tsx test/bench/heap-probe.ts [--sockets 5000] [--hold 30] [--ping MS] [--snapshot DIR] [--entry other/dist/main.js]
+ *   npx tsc -p . && node --import tsx test/bench/heap-probe.ts [--sockets 5000] [--hold 30] [--ping MS] [--snapshot DIR]
+ *     [--entry other/dist/main.js] [--env NAME=VALUE ...]
  *
  * Heap snapshots are taken with --heapsnapshot-signal (V8 collects all garbage
  * first), so the figures in them are what survives a full GC.
  */
-import { mkdirSync, readdirSync, renameSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { sleep } from './measure.js';
@@ -25,6 +27,7 @@ const { values } = parseArgs({
     snapshot: { type: 'string' },
     ping: { type: 'string' },
     entry: { type: 'string' },
+    env: { type: 'string', multiple: true },
   },
 });
 const sockets = Number(values.sockets ?? 5000);
@@ -36,6 +39,8 @@ const timings: Record<string, string> =
   values.ping === undefined ? {} : { PING_INTERVAL_MS: values.ping, PONG_TIMEOUT_MS: String(Number(values.ping) / 2) };
 const snapArgs = dir ? ['--heapsnapshot-signal=SIGWINCH', `--diagnostic-dir=${dir}`] : [];
 
+// gc-probe.mjs writes each server's memoryUsage() right after the full GC here.
+const gcFile = (kind: string): string => join(tmpdir(), `heap-probe-${process.pid}-${kind}.json`);
 const local = await dynamoLocal();
 const gw = await startGateway({
   endpoint: local.endpoint,
@@ -43,16 +48,25 @@ const gw = await startGateway({
   gcProbe: true,
   execArgv: snapArgs,
   entry: values.entry,
-  env: { ...PRODUCTION_TIMINGS, ...timings },
+  env: {
+    ...PRODUCTION_TIMINGS,
+    ...timings,
+    ...Object.fromEntries((values.env ?? []).map((kv: string) => kv.split('=', 2))),
+    GC_PROBE_FILE: gcFile('gateway'),
+  },
 });
+process.env.GC_PROBE_FILE = gcFile('bare'); // the bare server inherits this process's environment
 const bare = await startBareServer(Number(values.ping ?? PRODUCTION_TIMINGS.PING_INTERVAL_MS), true, snapArgs);
 const servers = { gateway: { url: gw.url, pid: gw.proc.pid! }, bare: { url: bare.url, pid: bare.proc.pid! } };
 const kinds = ['gateway', 'bare'] as const;
 
-async function gcAndRss(pid: number): Promise<number> {
-  process.kill(pid, 'SIGUSR2');
+/** Full GC, then RSS 2 s later and heap used right after the GC. */
+async function gcAndRss(kind: (typeof kinds)[number]): Promise<{ rss: number; liveHeap: number }> {
+  rmSync(gcFile(kind), { force: true });
+  process.kill(servers[kind].pid, 'SIGUSR2');
   await sleep(2000);
-  return rssBytes(pid);
+  const liveHeap = (JSON.parse(readFileSync(gcFile(kind), 'utf8')) as { heapUsed: number }).heapUsed;
+  return { rss: rssBytes(servers[kind].pid), liveHeap };
 }
 
 interface Heap {
@@ -97,8 +111,8 @@ async function snapshot(kind: (typeof kinds)[number], label: string): Promise<vo
 const groups: ClientGroup[] = [];
 try {
   for (const kind of kinds) await (await openClients(servers[kind].url, `${kind}-warm`, 100)).close();
-  const base: Record<string, { rss: number } & Heap> = {};
-  for (const kind of kinds) base[kind] = { rss: await gcAndRss(servers[kind].pid), ...(await heapUsed(kind)) };
+  const base: Record<string, { rss: number; liveHeap: number } & Heap> = {};
+  for (const kind of kinds) base[kind] = { ...(await gcAndRss(kind)), ...(await heapUsed(kind)) };
   if (dir) for (const kind of kinds) await snapshot(kind, 'base');
   for (const kind of kinds) {
     // On a loaded machine some admissions time out (1013): open more until N are held, as memory.ts does.
@@ -107,16 +121,19 @@ try {
       const group = await openClients(servers[kind].url, `${kind}-n${attempt}`, sockets - held);
       groups.push(group);
       held += group.granted;
+      if (group.failed > 0)
+        console.log(`${kind}: ${group.failed} of ${group.granted + group.failed} not granted (attempt ${attempt}), opening more`);
     }
   }
   await sleep(holdS * 1000);
   for (const kind of kinds) {
-    const rss = await gcAndRss(servers[kind].pid);
+    const { rss, liveHeap } = await gcAndRss(kind);
     const heap = await heapUsed(kind);
     const b = base[kind];
     const per = (x: number, y: number): string => `${((x - y) / sockets / 1024).toFixed(2)} KB`;
     console.log(
-      `${kind.padEnd(8)} rss ${(rss / 2 ** 20).toFixed(1)} MB (${per(rss, b.rss)}/socket)  heap used ${(heap.used / 2 ** 20).toFixed(1)} MB ` +
+      `${kind.padEnd(8)} rss ${(rss / 2 ** 20).toFixed(1)} MB (${per(rss, b.rss)}/socket)  ` +
+        `live heap ${(liveHeap / 2 ** 20).toFixed(1)} MB (${per(liveHeap, b.liveHeap)}/socket)  heap used 2 s later ${(heap.used / 2 ** 20).toFixed(1)} MB ` +
         `(${per(heap.used, b.used)}/socket)  heap total ${(heap.total / 2 ** 20).toFixed(1)} MB (${per(heap.total, b.total)}/socket, young ${(heap.newTotal / 2 ** 20).toFixed(1)} MB)  external ${(heap.external / 2 ** 20).toFixed(1)} MB (${per(heap.external, b.external)}/socket)`,
     );
   }
