@@ -37,7 +37,12 @@ export interface Plan {
  * every principal, not 56 B more per cached token. Exported so a plan built from it alone
  * (the configured defaults) can be shared the same way.
  */
-export const NO_CLAIMS: PlanClaims = Object.freeze({ policy: undefined, perContent: undefined, byClass: undefined, deviceClass: undefined });
+export const NO_CLAIMS: PlanClaims = Object.freeze({
+  policy: undefined,
+  perContent: undefined,
+  byClass: undefined,
+  deviceClass: undefined,
+});
 
 /** Largest value any cap may take (claims and configuration alike). */
 export const MAX_CAP = 1000;
