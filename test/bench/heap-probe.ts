@@ -7,7 +7,7 @@
  * with test/bench/heap-summary.mjs).
  *
  *   npx tsc -p . && node --import tsx test/bench/heap-probe.ts [--sockets 5000] [--hold 30] [--ping MS] [--snapshot DIR]
- *     [--entry other/dist/main.js] [--env NAME=VALUE ...]
+ *     [--entry other/dist/main.js] [--env NAME=VALUE ...] [--regc K]
  *
  * Heap snapshots are taken with --heapsnapshot-signal (V8 collects all garbage
  * first), so the figures in them are what survives a full GC.
@@ -28,6 +28,7 @@ const { values } = parseArgs({
     ping: { type: 'string' },
     entry: { type: 'string' },
     env: { type: 'string', multiple: true },
+    regc: { type: 'string' },
   },
 });
 const sockets = Number(values.sockets ?? 5000);
@@ -136,6 +137,18 @@ try {
         `live heap ${(liveHeap / 2 ** 20).toFixed(1)} MB (${per(liveHeap, b.liveHeap)}/socket)  heap used 2 s later ${(heap.used / 2 ** 20).toFixed(1)} MB ` +
         `(${per(heap.used, b.used)}/socket)  heap total ${(heap.total / 2 ** 20).toFixed(1)} MB (${per(heap.total, b.total)}/socket, young ${(heap.newTotal / 2 ** 20).toFixed(1)} MB)  external ${(heap.external / 2 ** 20).toFixed(1)} MB (${per(heap.external, b.external)}/socket)`,
     );
+  }
+  // --regc K: K more full GCs 2 s apart, then the figures again (does V8 give the burst's pages back?).
+  if (values.regc !== undefined) {
+    for (let i = 0; i < Number(values.regc); i++) for (const kind of kinds) await gcAndRss(kind);
+    for (const kind of kinds) {
+      const { rss, liveHeap } = await gcAndRss(kind);
+      const { total } = await heapUsed(kind);
+      console.log(
+        `${kind.padEnd(8)} after ${values.regc} more GCs: rss ${(rss / 2 ** 20).toFixed(1)} MB (${((rss - base[kind].rss) / sockets / 1024).toFixed(2)} KB/socket)  ` +
+          `live heap ${(liveHeap / 2 ** 20).toFixed(1)} MB  heap total ${(total / 2 ** 20).toFixed(1)} MB`,
+      );
+    }
   }
   if (dir) for (const kind of kinds) await snapshot(kind, 'held');
 } finally {
