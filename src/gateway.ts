@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { admit, type AdmissionDeps } from './admission.js';
@@ -23,6 +24,10 @@ import type { Region, Regions } from './regions.js';
 import { Session, type Ending, type SessionOwner } from './session.js';
 
 export type GatewayState = 'running' | 'draining' | 'closed';
+
+/** The rate limiters drop keys whose bucket has refilled: this many keys each, this often (100 000 in 10 s). */
+const LIMITER_SWEEP_MS = 1000;
+const LIMITER_SWEEP_KEYS = 10_000;
 
 export interface GatewayDeps {
   readonly config: Config;
@@ -111,6 +116,9 @@ export class Gateway {
   readonly #log: Logger;
   readonly #wss: WebSocketServer;
   readonly #ipLimiter: KeyedLimiter;
+  readonly #userLimiter: KeyedLimiter;
+  /** Sweeps refilled rate-limit keys out, so idle sockets do not keep theirs (KeyedLimiter.sweep). */
+  #limiterSweep: NodeJS.Timeout | undefined;
   readonly #pending = new Pending();
   readonly #keeper: LeaseKeeper;
   readonly #hub: Hub;
@@ -149,12 +157,12 @@ export class Gateway {
       blockAfter: config.blockAfterRejections,
       blockMs: config.blockMs,
     });
-    const userLimiter = new KeyedLimiter({
+    const userLimiter = (this.#userLimiter = new KeyedLimiter({
       ratePerSec: config.connectRatePerUser,
       burst: config.connectBurstPerUser,
       blockAfter: config.blockAfterRejections,
       blockMs: config.blockMs,
-    });
+    }));
     const parts = { config, metrics, log, pending: this.#pending };
     this.#keeper = new LeaseKeeper(parts);
     this.#hub = new Hub({ ...parts, keeper: this.#keeper });
@@ -207,6 +215,12 @@ export class Gateway {
     this.#liveness.start();
     this.#playback?.start();
     this.#keeper.start();
+    this.#limiterSweep = setInterval(() => {
+      const now = performance.now();
+      this.#ipLimiter.sweep(now, LIMITER_SWEEP_KEYS);
+      this.#userLimiter.sweep(now, LIMITER_SWEEP_KEYS);
+    }, LIMITER_SWEEP_MS);
+    this.#limiterSweep.unref();
   }
 
   /** True when a socket on this gateway holds `leaseId` now (the `live=1` playback check). */
@@ -337,6 +351,7 @@ export class Gateway {
     this.#state = 'closed';
     this.#liveness.stop();
     this.#playback?.stop();
+    clearInterval(this.#limiterSweep);
     this.#keeper.close();
     for (const { instance } of this.#regions) this.#listen(instance, 'off');
     this.#wss.close();

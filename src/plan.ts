@@ -32,6 +32,18 @@ export interface Plan {
   readonly byClass?: Readonly<Record<string, number>>;
 }
 
+/**
+ * The claims of a token without plan claims (most players): one frozen object shared by
+ * every principal, not 56 B more per cached token. Exported so a plan built from it alone
+ * (the configured defaults) can be shared the same way.
+ */
+export const NO_CLAIMS: PlanClaims = Object.freeze({
+  policy: undefined,
+  perContent: undefined,
+  byClass: undefined,
+  deviceClass: undefined,
+});
+
 /** Largest value any cap may take (claims and configuration alike). */
 export const MAX_CAP = 1000;
 
@@ -54,6 +66,7 @@ export function planClaimsOf(payload: Record<string, unknown>): PlanClaims | str
   if (deviceClass !== undefined && (typeof deviceClass !== 'string' || !ID_PATTERN.test(deviceClass))) {
     return 'token "device_class" must be an id (1-128 characters of A-Z a-z 0-9 . _ : -)';
   }
+  if (policy === undefined && perContent === undefined && byClass === undefined && deviceClass === undefined) return NO_CLAIMS;
   return {
     policy: policy as StreamPolicy | undefined,
     perContent: perContent,

@@ -1,10 +1,11 @@
+import { performance } from 'node:perf_hooks';
 import type { RawData, WebSocket } from 'ws';
 import { closeReason, type CloseCode } from './close-codes.js';
 import type { Lease } from './lease-store.js';
 import type { ReleaseReason } from './metrics.js';
 import type { Region } from './regions.js';
 import type { Plan } from './plan.js';
-import { newBucket, type Bucket } from './rate-limit.js';
+import type { Bucket } from './rate-limit.js';
 
 /**
  * One device's socket. It owns its state and its one close path; the hub
@@ -44,7 +45,7 @@ export interface SessionOwner {
 const SESSION = Symbol('session');
 type TaggedSocket = WebSocket & { [SESSION]?: Session };
 
-export class Session {
+export class Session implements Bucket {
   #state: SessionState = 'admitting';
   #lease: Lease | undefined = undefined;
   userId = '';
@@ -64,8 +65,9 @@ export class Session {
   playbackDueAt = 0;
   /** Monotonic ms of the last re-authentication attempt. */
   reauthAt = Number.NEGATIVE_INFINITY;
-  /** Message rate bucket (app pings count). */
-  readonly messages: Bucket;
+  /** Message rate bucket (app pings count), inline: a bucket object of its own costs 40 B per socket. */
+  tokens: number;
+  at: number;
   readonly ws: WebSocket;
   readonly owner: SessionOwner;
   readonly deviceId: string;
@@ -73,7 +75,8 @@ export class Session {
 
   constructor(ws: WebSocket, owner: SessionOwner, deviceId: string, contentId: string | undefined, messageBurst: number) {
     this.ws = ws;
-    this.messages = newBucket(messageBurst);
+    this.tokens = messageBurst;
+    this.at = performance.now();
     this.owner = owner;
     this.deviceId = deviceId;
     this.contentId = contentId;
@@ -82,6 +85,11 @@ export class Session {
     ws.on('pong', socketOnPong);
     ws.on('close', socketOnClose);
     ws.on('error', socketOnError);
+  }
+
+  /** The message rate bucket: the session itself (its `tokens` and `at`). */
+  get messages(): Bucket {
+    return this;
   }
 
   get state(): SessionState {

@@ -3,6 +3,7 @@
 // like the gateway's compiled dist/main.js. Prints {"port":N} once listening;
 // answers {cmd:'stats'} over IPC with its RSS and event-loop delay since the last ask.
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { WebSocketServer } from 'ws';
 
 const pingIntervalMs = Number(process.env.PING_INTERVAL_MS ?? 20000);
@@ -25,6 +26,8 @@ process.on('message', (msg) => {
     rssBytes: process.memoryUsage().rss,
     heapUsedBytes: process.memoryUsage().heapUsed,
     heapTotalBytes: process.memoryUsage().heapTotal,
+    externalBytes: process.memoryUsage().external,
+    newSpaceBytes: getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size,
     connections: wss.clients.size,
     lagMs: { p50: delay.percentile(50) / 1e6, p99: delay.percentile(99) / 1e6, max: delay.max / 1e6 },
   });

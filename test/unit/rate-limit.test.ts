@@ -136,6 +136,33 @@ describe('KeyedLimiter', () => {
     for (let i = 0; i < 10; i++) assert.deepEqual(l.check('ip', 0), { ok: false, blocked: false, retryAfterSec: 1 });
   });
 
+  test('sweep() drops refilled keys; blocked and still-draining keys keep their state', () => {
+    const l = limiter({ ratePerSec: 1, burst: 2, blockAfter: 1, blockMs: 60_000 });
+    for (let i = 0; i < 50; i++) l.check(`idle-${i}`, 0);
+    l.check('flood', 0);
+    l.check('flood', 0);
+    assert.deepEqual(l.check('flood', 0), { ok: false, blocked: true, retryAfterSec: 60 });
+    l.check('busy', 9_999);
+    l.check('busy', 9_999);
+    assert.equal(l.size, 52);
+    l.sweep(10_000);
+    assert.equal(l.size, 2, 'the 50 refilled keys went; flood (blocked) and busy stayed');
+    assert.equal(l.check('busy', 10_000).ok, false, 'busy kept its empty bucket');
+    assert.deepEqual(l.check('flood', 10_000), { ok: false, blocked: true, retryAfterSec: 50 });
+  });
+
+  test('a bounded sweep resumes where the last one stopped', () => {
+    const l = limiter({ ratePerSec: 1, burst: 2 });
+    for (let i = 0; i < 50; i++) l.check(`idle-${i}`, 0);
+    l.check('busy', 9_999);
+    l.check('busy', 9_999);
+    const sizes = [1, 2, 3, 4].map(() => (l.sweep(10_000, 20), l.size));
+    assert.deepEqual(sizes, [31, 11, 1, 1], '20 keys looked at per call; busy stays');
+    l.check('late', 10_000);
+    l.sweep(20_000, 20);
+    assert.equal(l.size, 0, 'a new pass starts after the last one ended');
+  });
+
   describe('eviction at maxKeys', () => {
     test('idle keys (bucket full again, not blocked) are dropped first; active keys keep their state', () => {
       const l = limiter({ ratePerSec: 1, burst: 2, maxKeys: 3 });
