@@ -4,6 +4,9 @@
  * those sockets sit idle), against a bare `ws` server holding the same
  * number of sockets from the same client processes.
  */
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { CountingProxy, Counts } from './count-proxy.js';
 import { diff } from './count-proxy.js';
 import { progress, sample, sleep } from './measure.js';
@@ -22,6 +25,13 @@ export interface Level {
   idleRssBytes?: number;
   idlePerConnectionBytes?: number;
   idleHeapUsedBytes?: number;
+  /**
+   * Live memory (V8 heap used + external) read inside the process right after that full GC (gc-probe.mjs
+   * GC_PROBE_FILE), and per connection against the base read the same way: what the sockets hold, without
+   * the reserve V8 keeps after a burst (which RSS includes, and which differs run to run).
+   */
+  idleLiveBytes?: number;
+  idleLivePerConnectionBytes?: number;
 }
 
 export interface SteadyWindow {
@@ -49,6 +59,8 @@ export interface Lag {
 
 export interface ServerMemory {
   baseRssBytes: number;
+  /** Heap used + external right after a full GC, before the first level. */
+  baseLiveBytes: number;
   baseHeapUsedBytes: number;
   baseHeapTotalBytes: number;
   levels: Level[];
@@ -94,15 +106,37 @@ interface Snapshot {
 interface Probe {
   url: string;
   pid: number;
+  /** Where gc-probe.mjs writes process.memoryUsage() after each full GC. */
+  gcFile: string;
   snapshot(): Promise<Snapshot>;
   stop(): Promise<void>;
 }
 
+const gcFile = (kind: string): string => join(tmpdir(), `sigma-gc-${kind}-${process.pid}.json`);
+
+/**
+ * Runs a full GC in each server (SIGUSR2, gc-probe.mjs) and returns each one's live memory right after
+ * it: heap used + external, from the process.memoryUsage() the probe writes.
+ */
+async function collect(probes: readonly Probe[]): Promise<number[]> {
+  for (const p of probes) rmSync(p.gcFile, { force: true });
+  for (const p of probes) process.kill(p.pid, 'SIGUSR2');
+  return Promise.all(
+    probes.map(async (p) => {
+      for (let i = 0; i < 100 && !existsSync(p.gcFile); i++) await sleep(50);
+      const m = JSON.parse(readFileSync(p.gcFile, 'utf8')) as { heapUsed: number; external: number };
+      return m.heapUsed + m.external;
+    }),
+  );
+}
+
 async function bareProbe(pingIntervalMs: number): Promise<Probe> {
-  const bare = await startBareServer(pingIntervalMs, true);
+  const file = gcFile('bare');
+  const bare = await startBareServer(pingIntervalMs, true, [], { GC_PROBE_FILE: file });
   return {
     url: bare.url,
     pid: bare.proc.pid!,
+    gcFile: file,
     snapshot: async () => {
       const s = await bare.stats();
       return {
@@ -121,6 +155,7 @@ async function bareProbe(pingIntervalMs: number): Promise<Probe> {
 const OPS = ['UpdateItem', 'PutItem', 'DeleteItem', 'GetItem', 'BatchGetItem'];
 
 async function gatewayProbe(opts: { proxy: CountingProxy; table: string; pingIntervalMs: number; pongTimeoutMs: number }): Promise<Probe> {
+  const file = gcFile('gateway');
   const gw = await startGateway({
     endpoint: opts.proxy.endpoint,
     table: opts.table,
@@ -136,11 +171,13 @@ async function gatewayProbe(opts: { proxy: CountingProxy; table: string; pingInt
       FENCING_MARGIN_MS: '5000',
       ADMISSION_TIMEOUT_MS: '10000',
       DYNAMODB_REQUEST_TIMEOUT_MS: '5000',
+      GC_PROBE_FILE: file,
     },
   });
   return {
     url: gw.url,
     pid: gw.proc.pid!,
+    gcFile: file,
     snapshot: async () => {
       const text = await gw.metrics();
       const requests: Counts = {};
@@ -183,8 +220,8 @@ export async function measureMemory(opts: {
     heartbeatMs: HEARTBEAT_MS,
     instanceTtlMs: INSTANCE_TTL_MS,
     holdSeconds: opts.holdSeconds,
-    bare: { baseRssBytes: 0, baseHeapUsedBytes: 0, baseHeapTotalBytes: 0, levels: [], steady: [] },
-    gateway: { baseRssBytes: 0, baseHeapUsedBytes: 0, baseHeapTotalBytes: 0, levels: [], steady: [] },
+    bare: { baseRssBytes: 0, baseLiveBytes: 0, baseHeapUsedBytes: 0, baseHeapTotalBytes: 0, levels: [], steady: [] },
+    gateway: { baseRssBytes: 0, baseLiveBytes: 0, baseHeapUsedBytes: 0, baseHeapTotalBytes: 0, levels: [], steady: [] },
   };
   const top = opts.levels[opts.levels.length - 1];
   const holdAt = new Set([opts.levels[0], top]);
@@ -199,8 +236,9 @@ export async function measureMemory(opts: {
       const warm = await openClients(servers[kind].url, `${kind}-warm`, 100);
       await warm.close();
     }
-    for (const kind of kinds) process.kill(servers[kind].pid, 'SIGUSR2');
-    for (const kind of kinds) {
+    const baseLive = await collect(kinds.map((k) => servers[k]));
+    for (const [i, kind] of kinds.entries()) {
+      result[kind].baseLiveBytes = baseLive[i];
       result[kind].baseRssBytes = await settledRss(() => rssBytes(servers[kind].pid));
       const snap = await servers[kind].snapshot();
       result[kind].baseHeapUsedBytes = snap.heapUsedBytes;
@@ -244,9 +282,11 @@ export async function measureMemory(opts: {
       const proxy = diff(opts.proxy.snapshot(), proxyBefore);
       // RSS again after the idle window and one full GC in each server (gc-probe.mjs): what the sockets
       // themselves hold, without the heap headroom the admission burst left behind.
-      for (const kind of kinds) process.kill(servers[kind].pid, 'SIGUSR2');
-      for (const kind of kinds) {
+      const idleLive = await collect(kinds.map((k) => servers[k]));
+      for (const [i, kind] of kinds.entries()) {
         const entry = result[kind].levels[result[kind].levels.length - 1];
+        entry.idleLiveBytes = idleLive[i];
+        entry.idleLivePerConnectionBytes = (idleLive[i] - result[kind].baseLiveBytes) / entry.connections;
         entry.idleRssBytes = await settledRss(() => rssBytes(servers[kind].pid));
         entry.idlePerConnectionBytes = (entry.idleRssBytes - result[kind].baseRssBytes) / entry.connections;
         entry.idleHeapUsedBytes = (await servers[kind].snapshot()).heapUsedBytes;

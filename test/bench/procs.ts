@@ -178,11 +178,16 @@ export interface BareServer {
 }
 
 /** The bare `ws` server (bare-ws-server.mjs), plain node, own process. */
-export async function startBareServer(pingIntervalMs: number, gcProbe = false, execArgv: string[] = []): Promise<BareServer> {
+export async function startBareServer(
+  pingIntervalMs: number,
+  gcProbe = false,
+  execArgv: string[] = [],
+  env: Record<string, string> = {},
+): Promise<BareServer> {
   const script = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url));
   const proc = track(
     fork(script, [], {
-      env: { ...process.env, PING_INTERVAL_MS: String(pingIntervalMs) },
+      env: { ...process.env, PING_INTERVAL_MS: String(pingIntervalMs), ...env },
       execArgv: [...(gcProbe ? GC_PROBE_ARGS : []), ...execArgv],
       stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
     }),

@@ -80,6 +80,10 @@ export function targets(r: Results): Target[] {
   const bareTop = last(r.memory.bare.levels);
   const perConn = top.idlePerConnectionBytes ?? top.perConnectionBytes;
   const barePerConn = bareTop.idlePerConnectionBytes ?? bareTop.perConnectionBytes;
+  // Live memory after the GC when the run read it (reports before it judged RSS).
+  const livePerConn = top.idleLivePerConnectionBytes;
+  const bareLivePerConn = bareTop.idleLivePerConnectionBytes;
+  const live = livePerConn !== undefined && bareLivePerConn !== undefined;
   const adm = r.perOperation.find((p) => p.step.startsWith('admission'))!;
   const rel = r.perOperation.find((p) => p.step.startsWith('release'))!;
   const steadyTop = last(r.memory.gateway.steady);
@@ -129,13 +133,21 @@ export function targets(r: Results): Target[] {
       value: `${f(r.throughput.gatewayCpu.gateway / r.throughput.raw.bench)}× raw vs minimal ${f(r.minimal.gatewayCpu.gateway / r.minimal.raw.bench)}× raw (${f(r.throughput.gatewayCpu.gateway)} vs ${f(r.minimal.gatewayCpu.gateway)} CPU-ms)`,
       pass: r.throughput.gatewayCpu.gateway / r.throughput.raw.bench <= r.minimal.gatewayCpu.gateway / r.minimal.raw.bench,
     },
-    {
-      id: 'memory',
-      what: `RSS per idle leased connection at ${top.connections} connections against a bare ws server (after ${r.memory.holdSeconds} s idle and a full GC)`,
-      target: '≤ bare + 1 KB',
-      value: `${kb(perConn)} vs bare ws ${kb(barePerConn)} (${perConn >= barePerConn ? '+' : ''}${kb(perConn - barePerConn)}; right after the ramp ${kb(top.perConnectionBytes)} vs ${kb(bareTop.perConnectionBytes)})`,
-      pass: perConn - barePerConn <= KB,
-    },
+    live
+      ? {
+          id: 'memory',
+          what: `Memory per idle leased connection at ${top.connections} connections against a bare ws server: live heap + external after ${r.memory.holdSeconds} s idle and a full GC, read inside each process`,
+          target: '≤ bare + 1 KB',
+          value: `${kb(livePerConn)} vs bare ws ${kb(bareLivePerConn)} (${livePerConn >= bareLivePerConn ? '+' : ''}${kb(livePerConn - bareLivePerConn)}); RSS, V8's reserve included, ${kb(perConn)} vs ${kb(barePerConn)}`,
+          pass: livePerConn - bareLivePerConn <= KB,
+        }
+      : {
+          id: 'memory',
+          what: `RSS per idle leased connection at ${top.connections} connections against a bare ws server (after ${r.memory.holdSeconds} s idle and a full GC)`,
+          target: '≤ bare + 1 KB',
+          value: `${kb(perConn)} vs bare ws ${kb(barePerConn)} (${perConn >= barePerConn ? '+' : ''}${kb(perConn - barePerConn)}; right after the ramp ${kb(top.perConnectionBytes)} vs ${kb(bareTop.perConnectionBytes)})`,
+          pass: perConn - barePerConn <= KB,
+        },
     ...sweepTargets(r.sweep),
     {
       id: 'storm',
@@ -459,9 +471,35 @@ export function markdown(r: Results, svgName: string): string {
   out.push('');
   out.push(
     `"idle": measured again at the end of the ${mem.holdSeconds} s hold window after one full GC in each server ` +
-      `(test/bench/gc-probe.mjs, preloaded into both with \`--expose-gc\`; the base is read after one too); the target is judged on it. ` +
-      `Without the GC, RSS depends on when V8 last collected the garbage of the admission burst.`,
+      `(test/bench/gc-probe.mjs, preloaded into both with \`--expose-gc\`; the base is read after one too). ` +
+      `Without the GC, RSS depends on when V8 last collected the garbage of the admission burst; even after it, RSS keeps the heap V8 reserved during the burst, which differs run to run.`,
   );
+  const liveRows = mem.gateway.levels
+    .map((g, i) => [g, mem.bare.levels[i]] as const)
+    .filter(([g, b]) => g.idleLivePerConnectionBytes !== undefined && b.idleLivePerConnectionBytes !== undefined);
+  if (liveRows.length > 0) {
+    out.push('');
+    out.push(
+      'Live memory (V8 heap used + external, from `process.memoryUsage()` inside each process right after the same full GC; the target is judged on it):',
+    );
+    out.push('');
+    out.push(
+      table(
+        ['connections', 'gateway live', 'gateway per conn', 'bare ws live', 'bare per conn', 'gateway − bare per conn'],
+        [
+          ['0 (base)', mb(mem.gateway.baseLiveBytes), '', mb(mem.bare.baseLiveBytes), '', ''],
+          ...liveRows.map(([g, b]) => [
+            String(g.connections),
+            mb(g.idleLiveBytes!),
+            kb(g.idleLivePerConnectionBytes!),
+            mb(b.idleLiveBytes!),
+            kb(b.idleLivePerConnectionBytes!),
+            kb(g.idleLivePerConnectionBytes! - b.idleLivePerConnectionBytes!),
+          ]),
+        ],
+      ),
+    );
+  }
   const [g1, g2] = mem.gateway.levels.slice(-2);
   const [b1, b2] = mem.bare.levels.slice(-2);
   if (g1 && g2 && b1 && b2) {
