@@ -700,6 +700,24 @@ export function markdown(r: Results, svgName: string): string {
         ['admissions on B that ended 1013 (retried by the SDK)', String(st.bTryLater)],
         ['B peak event-loop delay', `${f(st.bLagMaxMs, 0)} ms`],
         ["SIGTERM to A's exit (drain and releases)", `${f(st.aExitMs / 1000, 2)} s`],
+        ...(st.bStore
+          ? [
+              [
+                "B's DynamoDB requests in the storm (operation:outcome)",
+                Object.entries(st.bStore)
+                  .map(([k, v]) => `${k} ${v}`)
+                  .join(', '),
+              ],
+            ]
+          : []),
+        ...(st.cpu
+          ? [
+              [
+                'CPU seconds from SIGTERM to the last grant: A / B / DynamoDB Local / player processes',
+                `${f(st.cpu.a, 1)} / ${f(st.cpu.b, 1)} / ${f(st.cpu.store, 1)} / ${f(st.cpu.clients, 1)} (${f((st.cpu.a + st.cpu.b + st.cpu.store + st.cpu.clients) / st.cpu.wallS)} of ${m.cores} cores busy)`,
+              ],
+            ]
+          : []),
       ],
     ),
   );

@@ -80,9 +80,9 @@ export interface StormResult {
   /** B's admissions that ended 1013 (store too slow) during the storm, which the SDK retried. */
   bTryLater: number;
   /** B's DynamoDB requests during the storm, by `operation:outcome` (sigma_dynamodb_requests_total). */
-  bStore: Record<string, number>;
+  bStore?: Record<string, number>;
   /** CPU seconds from the SIGTERM to the last grant, per process: where the storm's time went on 2 cores. */
-  cpu: { a: number; b: number; store: number; clients: number; wallS: number };
+  cpu?: { a: number; b: number; store: number; clients: number; wallS: number };
 }
 
 /** Every `operation:outcome` series of sigma_dynamodb_requests_total in a scrape. */
