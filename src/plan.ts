@@ -92,15 +92,17 @@ function classCapsError(value: unknown): string | undefined {
  * sentence that says what is wrong instead.
  */
 export function parseClassCaps(text: string): Record<string, number> | string {
-  const out: Record<string, number> = {};
+  const entries: Array<[string, number]> = [];
   for (const part of text
     .split(',')
     .map((p) => p.trim())
     .filter(Boolean)) {
     const m = /^([^:\s]+)\s*:\s*(\d+)$/.exec(part);
     if (!m) return `entries must be class:count, got "${part}"`;
-    out[m[1]] = Number(m[2]);
+    entries.push([m[1], Number(m[2])]);
   }
+  // fromEntries defines own properties: `out["__proto__"] = 2` would set the prototype and lose the class.
+  const out = Object.fromEntries(entries);
   const err = classCapsError(out);
   return err === undefined ? out : err;
 }

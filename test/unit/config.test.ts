@@ -133,6 +133,17 @@ describe('enumerations and booleans', () => {
     for (const no of ['false', 'False', '0', 'no', 'NO']) assert.equal(loadConfig({ CREATE_TABLE: no }).createTable, false);
   });
 
+  test('MAX_STREAMS_BY_CLASS keeps every class it names, even one called __proto__ or constructor', () => {
+    const caps = loadConfig({ MAX_STREAMS_BY_CLASS: 'tv:1, __proto__:2, constructor:3' }).maxStreamsByClass!;
+    assert.deepEqual(Object.entries(caps), [
+      ['tv', 1],
+      ['__proto__', 2],
+      ['constructor', 3],
+    ]);
+    assert.equal(Object.hasOwn(caps, '__proto__'), true);
+    for (const bad of ['tv', 'tv:0', 'tv:x', 'a b:1']) refuses({ MAX_STREAMS_BY_CLASS: bad }, 'MAX_STREAMS_BY_CLASS', bad);
+  });
+
   test('CREATE_TABLE defaults to true on the embedded store and DynamoDB Local, false on AWS', () => {
     assert.equal(loadConfig({}).createTable, true);
     assert.equal(loadConfig({ DYNAMODB_ENDPOINT: 'http://127.0.0.1:8000' }).createTable, true);
