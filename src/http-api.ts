@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { asAuthError, tokenFromRequest, type Authenticator, type Principal } from './auth.js';
 import type { Config } from './config.js';
 import { StoreUnavailableError } from './dynamo.js';
-import { ID_PATTERN, ID_RULE } from './client/protocol.js';
+import { ID_PATTERN, ID_RULE, LEASE_PATH } from './client/protocol.js';
 import type { Gateway } from './gateway.js';
 import type { HttpErrorName } from './http-errors.js';
 import { HTTP_ERRORS } from './http-errors.js';
@@ -149,6 +149,17 @@ async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse):
     }
   }
   const found = match(path);
+  if (!found && path === LEASE_PATH) {
+    // The upgrade never reached us as one: say what is missing, since an ingress that drops Upgrade looks exactly like this.
+    throw new HttpError(
+      'upgrade_required',
+      `${LEASE_PATH} is a WebSocket upgrade: send Connection: Upgrade and Upgrade: websocket (a proxy in between may have dropped them)`,
+      {
+        Upgrade: 'websocket',
+        Connection: 'Upgrade',
+      },
+    );
+  }
   if (!found) throw new HttpError('not_found', `no route for ${path.slice(0, 100)}`);
   if (req.method !== found.method) {
     throw new HttpError('method_not_allowed', `${path.slice(0, 100)} allows ${found.method}`, { Allow: found.method });

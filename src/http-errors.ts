@@ -29,6 +29,10 @@ export const HTTP_ERRORS = define({
   no_stream: { status: 404, meaning: 'the device has no live stream' },
   method_not_allowed: { status: 405, meaning: 'the route does not allow this method' },
   body_too_large: { status: 413, meaning: 'these routes take no request body' },
+  upgrade_required: {
+    status: 426,
+    meaning: 'the lease path is a WebSocket upgrade: the request had no `Upgrade: websocket` (a proxy may have dropped it)',
+  },
   ip_rate: { status: 429, meaning: 'too many connection attempts from this address' },
   ip_blocked: { status: 429, meaning: 'this address is blocked for a while after too many attempts' },
   internal: { status: 500, meaning: 'unexpected gateway error' },

@@ -247,7 +247,8 @@ describe('docs/openapi.yaml against the servers', () => {
       expect: number;
       ops?: boolean;
     }> = [
-      { op: 'get /v1/lease', path: '/v1/lease?device=tv', expect: 404 },
+      // A GET without Upgrade (a proxy that dropped the header, a browser tab): 426, saying what is missing.
+      { op: 'get /v1/lease', path: '/v1/lease?device=tv', expect: 426 },
       { op: 'get /v1/streams', path: '/v1/streams', headers: auth(alice), expect: 200 },
       { op: 'get /v1/streams', path: '/v1/streams', expect: 401 },
       { op: 'get /v1/streams', path: '/v1/streams', method: 'POST', headers: auth(alice), expect: 405 },
