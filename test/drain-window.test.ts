@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { connect } from './helpers/devices.js';
 import { dynamoEndpoint } from './helpers/dynamodb-local.js';
-import { gatewayBehindProxy, leaseEntries } from './helpers/gateway.js';
+import { gatewayBehindProxy, leaseEntries, metric } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 /**
@@ -28,5 +28,28 @@ describe('drain window', () => {
     assert.deepEqual(left, [], `the table held no lease for the tv when it heard 1012 (left: ${left.join(', ')})`);
     proxy.set('pass');
     await stopping;
+  });
+
+  test('while the drain waits for releases, the streams are already off sigma_streams_active and each release is booked once', async (t) => {
+    const { proxy, gw } = await gatewayBehindProxy(t, { env: { DRAIN_MS: '100' } });
+    const token = await mintToken('joel');
+    const devices = ['tv', 'phone'].map((device) => connect(gw.url, { token, device }));
+    await Promise.all(devices.map((d) => d.decision));
+    proxy.set('hold-reply', { delayMs: 600 });
+    const stopping = gw.stop();
+    await new Promise((r) => setTimeout(r, 250));
+    const during = await gw.metrics();
+    const closes = await Promise.all(devices.map((d) => d.closed));
+    const after = await gw.metrics();
+    proxy.set('pass');
+    await stopping;
+    assert.deepEqual(
+      closes.map((c) => c.code),
+      [1012, 1012],
+    );
+    assert.equal(metric(during, 'sigma_streams_active'), 0, 'both leases are on their way back: no stream counts as active');
+    assert.equal(metric(during, 'sigma_lease_release_total{reason="shutdown"}'), 2);
+    assert.equal(metric(after, 'sigma_streams_active'), 0);
+    assert.equal(metric(after, 'sigma_lease_release_total{reason="shutdown"}'), 2, 'the 1012 close books no second release');
   });
 });
