@@ -170,26 +170,15 @@ export async function send<T>(
  * next attempt finds the signal aborted and sends nothing (SignalHandler).
  */
 function untilAborted<T>(sent: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
+  const aborted = (): Error => {
     sent.catch(() => {});
-    return Promise.reject(signal.reason);
-  }
+    return Object.assign(new Error('store call aborted'), { name: 'AbortError', cause: signal.reason as unknown });
+  };
+  if (signal.aborted) return Promise.reject(aborted());
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      sent.catch(() => {});
-      reject(signal.reason);
-    };
+    const onAbort = (): void => reject(aborted());
     signal.addEventListener('abort', onAbort, { once: true });
-    sent.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
+    sent.finally(() => signal.removeEventListener('abort', onAbort)).then(resolve, reject);
   });
 }
 

@@ -100,7 +100,13 @@ test('an abort during the SDK retry backoff ends the call at once, and no later 
     const call = send(client, metrics, 'GetItem', get('busy'), abort.signal);
     call.catch(() => {});
     // The caller (an admission, a heartbeat, a release) hears back when its signal fires, not after the backoff.
-    const first = await Promise.race([call.then(() => 'answered', () => 'rejected'), new Promise((r) => setTimeout(() => r('still waiting'), 1000))]);
+    const first = await Promise.race([
+      call.then(
+        () => 'answered',
+        () => 'rejected',
+      ),
+      new Promise((r) => setTimeout(() => r('still waiting'), 1000)),
+    ]);
     assert.equal(first, 'rejected');
     await assert.rejects(call, (err: unknown) => err instanceof StoreUnavailableError && err.outcome === 'timeout');
     // And the SDK, when its backoff ends, sends no copy of a call that was given up.
