@@ -155,6 +155,10 @@ export async function admit(
  * the upgrade, and token expiry still closes the socket).
  */
 export async function resume(deps: AdmissionDeps, session: Session): Promise<void> {
+  // A draining gateway closes every socket with 1012, a released one included: the device plays again elsewhere.
+  // Asking the store for a lease here (the drain's own release still on its way) would put one back that the
+  // device's return through another gateway then finds in its way, or evict another device for it.
+  if (deps.gateway.state !== 'running') return;
   if (!session.readmit()) return;
   const deadline = new Deadline(deps.config.admissionTimeoutMs);
   try {

@@ -148,7 +148,8 @@ export async function send<T>(
   try {
     // Without options, so the SDK reuses its middleware stack; the signal goes beside them (SignalHandler).
     if (signal !== undefined) signalByInput.set((command as { input: object }).input, signal);
-    const out = (await client.send(command as never)) as T;
+    const sent = client.send(command as never) as Promise<T>;
+    const out = signal === undefined ? await sent : await untilAborted(sent, signal);
     metrics.dynamodbRequests.inc({ operation, outcome: 'ok', ...where });
     return out;
   } catch (err) {
@@ -160,6 +161,25 @@ export async function send<T>(
     const detail = err instanceof Error ? ` (${err.name}: ${err.message.slice(0, 200)})` : '';
     throw new StoreUnavailableError(`DynamoDB ${operation} failed: ${outcome}${detail}`, outcome, { cause: err });
   }
+}
+
+/**
+ * The SDK's retry middleware no longer sees the signal (it travels beside the
+ * options), so it would sleep out a backoff (up to seconds when throttled)
+ * after an abort. The caller hears of the abort at once instead; the SDK's
+ * next attempt finds the signal aborted and sends nothing (SignalHandler).
+ */
+function untilAborted<T>(sent: Promise<T>, signal: AbortSignal): Promise<T> {
+  const aborted = (): Error => {
+    sent.catch(() => {});
+    return Object.assign(new Error('store call aborted'), { name: 'AbortError', cause: signal.reason as unknown });
+  };
+  if (signal.aborted) return Promise.reject(aborted());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(aborted());
+    signal.addEventListener('abort', onAbort, { once: true });
+    sent.finally(() => signal.removeEventListener('abort', onAbort)).then(resolve, reject);
+  });
 }
 
 export function isConditionFailure(err: unknown): err is Error & { Item?: Item } {

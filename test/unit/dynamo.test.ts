@@ -77,3 +77,43 @@ test('a signal aborts only its own call: one in flight beside it still gets its 
     s.server.close();
   }
 });
+
+test('an abort during the SDK retry backoff ends the call at once, and no later attempt goes out', { timeout: 10_000 }, async () => {
+  // Every request is refused as retryable, with a hint that makes the SDK wait 1.5 s before its next attempt.
+  let requests = 0;
+  const server = createServer((socket: Socket) => {
+    socket.on('data', () => {
+      requests++;
+      const body = '{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"busy"}';
+      socket.write(
+        `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: ${body.length}\r\nx-amz-retry-after: 1500\r\nx-amzn-RequestId: t\r\n\r\n${body}`,
+      );
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  const client = createClient({ endpoint: `http://127.0.0.1:${port}`, requestTimeoutMs: 120_000, maxAttempts: 3 });
+  const metrics = new Metrics();
+  try {
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(), 100);
+    const call = send(client, metrics, 'GetItem', get('busy'), abort.signal);
+    call.catch(() => {});
+    // The caller (an admission, a heartbeat, a release) hears back when its signal fires, not after the backoff.
+    const first = await Promise.race([
+      call.then(
+        () => 'answered',
+        () => 'rejected',
+      ),
+      new Promise((r) => setTimeout(() => r('still waiting'), 1000)),
+    ]);
+    assert.equal(first, 'rejected');
+    await assert.rejects(call, (err: unknown) => err instanceof StoreUnavailableError && err.outcome === 'timeout');
+    // And the SDK, when its backoff ends, sends no copy of a call that was given up.
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal(requests, 1);
+  } finally {
+    client.destroy();
+    server.close();
+  }
+});

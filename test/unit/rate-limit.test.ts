@@ -163,6 +163,46 @@ describe('KeyedLimiter', () => {
     assert.equal(l.size, 0, 'a new pass starts after the last one ended');
   });
 
+  test('a sweep spread over calls, with keys added, refused and blocked between them, changes no verdict', () => {
+    // A limiter that sweeps in random slices answers every check as one that never drops a key (a model of it).
+    const l = limiter({ ratePerSec: 1, burst: 2, blockAfter: 2, blockMs: 5_000, maxKeys: 1_000_000 });
+    let seed = 7;
+    const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const model = new Map<string, { tokens: number; at: number; strikes: number; blockedUntil: number }>();
+    const expected = (key: string, now: number): { ok: boolean; blocked: boolean } => {
+      const e = model.get(key) ?? { tokens: 2, at: now, strikes: 0, blockedUntil: 0 };
+      model.set(key, e);
+      if (e.blockedUntil > now) return { ok: false, blocked: true };
+      e.tokens = Math.min(2, e.tokens + (now - e.at) / 1000);
+      e.at = now;
+      if (e.tokens >= 1) {
+        e.tokens -= 1;
+        e.strikes = 0;
+        return { ok: true, blocked: false };
+      }
+      if (++e.strikes >= 2) {
+        e.strikes = 0;
+        e.blockedUntil = now + 5_000;
+        return { ok: false, blocked: true };
+      }
+      return { ok: false, blocked: false };
+    };
+    let now = 0;
+    let swept = 0;
+    for (let round = 0; round < 2_000; round++) {
+      now += rand(200);
+      for (let i = rand(20); i > 0; i--) {
+        const key = `k${rand(100)}`;
+        const got = l.check(key, now);
+        assert.deepEqual({ ok: got.ok, blocked: got.ok ? false : got.blocked }, expected(key, now), `${key} at ${now}`);
+      }
+      const before = l.size;
+      l.sweep(now, 1 + rand(30));
+      swept += before - l.size;
+    }
+    assert.ok(swept > 100, `the sweep did drop keys (${swept})`);
+  });
+
   describe('eviction at maxKeys', () => {
     test('idle keys (bucket full again, not blocked) are dropped first; active keys keep their state', () => {
       const l = limiter({ ratePerSec: 1, burst: 2, maxKeys: 3 });
