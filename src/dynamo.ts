@@ -126,7 +126,7 @@ export function createClient(opts: DynamoOptions): DynamoDBClient {
   return client;
 }
 
-/** Anything with `send(command, { abortSignal })`: the DynamoDB client. */
+/** Anything with `send(command)`: the DynamoDB client. */
 type Sender = Pick<DynamoDBClient, 'send'>;
 
 /**
