@@ -104,9 +104,16 @@ export class KeyedLimiter {
   #evict(now: number): void {
     this.#sweeping = undefined;
     this.sweep(now);
-    // Still full of active keys: drop the oldest tenth rather than grow.
+    // Still full of active keys: drop the oldest tenth rather than grow, blocked keys last (a flood of new
+    // keys must not unblock an abuser); only a table of nothing but blocked keys loses some of them.
     if (this.#entries.size >= this.#o.maxKeys) {
       let drop = Math.ceil(this.#o.maxKeys / 10);
+      for (const [key, e] of this.#entries) {
+        if (drop <= 0) break;
+        if (e.blockedUntil > now) continue;
+        this.#entries.delete(key);
+        drop--;
+      }
       for (const key of this.#entries.keys()) {
         if (drop-- <= 0) break;
         this.#entries.delete(key);

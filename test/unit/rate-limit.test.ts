@@ -97,6 +97,16 @@ describe('KeyedLimiter', () => {
     assert.deepEqual(fast.check('k', 0), { ok: false, blocked: false, retryAfterSec: 1 });
   });
 
+  test('a table full of active keys never evicts a blocked one: a flood of new keys does not unblock an abuser', () => {
+    const l = limiter({ ratePerSec: 0.001, burst: 1, blockAfter: 1, maxKeys: 10 });
+    assert.equal(l.check('abuser', 0).ok, true);
+    assert.deepEqual(l.check('abuser', 0), { ok: false, blocked: true, retryAfterSec: 60 });
+    // Nine more keys that have spent their token (not refilled: the sweep keeps them), then more new ones.
+    for (let i = 0; i < 30; i++) l.check(`k${i}`, 1);
+    assert.equal(l.check('abuser', 2).ok, false, 'still blocked after the evictions');
+    assert.ok(l.size <= 10);
+  });
+
   test('keys are independent', () => {
     const l = limiter({ burst: 1 });
     assert.equal(l.check('a', 0).ok, true);
