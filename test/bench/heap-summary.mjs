@@ -79,16 +79,23 @@ console.log(
 console.log('bytes/unit  count/unit  kind:constructor');
 for (const r of rows.slice(0, top)) console.log(`${r.size.toFixed(1).padStart(10)}  ${r.count.toFixed(2).padStart(10)}  ${r.k}`);
 
+/** Index of each node's first edge in `s.edges` (node i's edges end where node i + 1's begin). */
+function firstEdges(s) {
+  const n = s.nodes.length / s.nf;
+  const first = new Uint32Array(n + 1);
+  for (let i = 0, e = 0; i < n; i++) {
+    first[i] = e;
+    e += s.nodes[i * s.nf + s.f.edge_count] * s.ef;
+  }
+  first[n] = s.edges.length;
+  return first;
+}
+
 if (values.retainers) {
   const s = snaps[snaps.length - 1];
   const n = s.nodes.length / s.nf;
   // First edge index of every node, and the reverse edges (retainer lists).
-  const firstEdge = new Uint32Array(n + 1);
-  for (let i = 0, e = 0; i < n; i++) {
-    firstEdge[i] = e;
-    e += s.nodes[i * s.nf + s.f.edge_count] * s.ef;
-  }
-  firstEdge[n] = s.edges.length;
+  const firstEdge = firstEdges(s);
   const retainers = Array.from({ length: n }, () => []);
   for (let i = 0; i < n; i++) {
     for (let e = firstEdge[i]; e < firstEdge[i + 1]; e += s.ef) {
@@ -129,12 +136,7 @@ if (values.retainers) {
 if (values.cut) {
   const s = snaps[snaps.length - 1];
   const n = s.nodes.length / s.nf;
-  const firstEdge = new Uint32Array(n + 1);
-  for (let i = 0, e = 0; i < n; i++) {
-    firstEdge[i] = e;
-    e += s.nodes[i * s.nf + s.f.edge_count] * s.ef;
-  }
-  firstEdge[n] = s.edges.length;
+  const firstEdge = firstEdges(s);
   const edgeName = (e) => {
     const t = s.etypes[s.edges[e + s.e.type]];
     const v = s.edges[e + s.e.name_or_index];
