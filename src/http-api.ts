@@ -23,7 +23,7 @@ import type { Region, Regions } from './regions.js';
  *
  * With several regions a user's streams are in the user's home region: the
  * caller's own from its token's `home_region` (or the hash), an operator's
- * target from `?region=<name>` (or the hash: a user homed by claim needs it).
+ * target from `?region=<name>`, else from every region, the hashed home first.
  *
  * Errors are `{"error":{"code","message"}}` with a fitting status; never a stack trace.
  */
@@ -176,9 +176,10 @@ async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse):
   if (route.userId !== undefined && !principal.scopes.has(ADMIN_SCOPE)) {
     throw new HttpError('forbidden', `this route needs the ${ADMIN_SCOPE} scope`);
   }
-  const region = route.userId === undefined ? ownRegion(deps.regions, principal) : targetRegion(deps.regions, req, userId);
+  const regions = route.userId === undefined ? [ownRegion(deps.regions, principal)] : targetRegions(deps.regions, req, userId);
+  const signal = AbortSignal.timeout(deps.config.admissionTimeoutMs);
   if (route.kind === 'list') {
-    const leases = await region.store.listLive(userId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
+    const leases = (await Promise.all(regions.map((r) => r.store.listLive(userId, signal)))).flat();
     const limit = route.userId === undefined ? (principal.maxStreams ?? deps.config.maxStreams) : deps.config.maxStreams;
     sendJson(res, 200, { userId, limit, streams: leases.map(streamView) });
     return;
@@ -186,7 +187,11 @@ async function handle(deps: ApiDeps, req: IncomingMessage, res: ServerResponse):
   if (!ID_PATTERN.test(route.deviceId)) {
     throw new HttpError('bad_device', `device must be ${ID_RULE}`);
   }
-  const lease = await deps.gateway.revokeDevice(region, userId, route.deviceId, AbortSignal.timeout(deps.config.admissionTimeoutMs));
+  let lease: Lease | undefined;
+  for (const region of regions) {
+    lease = await deps.gateway.revokeDevice(region, userId, route.deviceId, signal);
+    if (lease) break;
+  }
   if (!lease) throw new HttpError('no_stream', `device ${route.deviceId} has no live stream`);
   deps.log.info('stream stopped over REST', { userId, deviceId: route.deviceId, by: principal.userId });
   res.writeHead(204, { 'Cache-Control': 'no-store' });
@@ -201,12 +206,16 @@ function ownRegion(regions: Regions, principal: Principal): Region {
   return region;
 }
 
-/** The region holding another user's leases, for an operator: `?region=<name>`, else the hash. */
-function targetRegion(regions: Regions, req: IncomingMessage, userId: string): Region {
+/**
+ * Where to look for another user's leases, for an operator: the region `?region=<name>` names, else every
+ * region, the hashed home first (support staff know a user id, not the `home_region` its tokens claim).
+ */
+function targetRegions(regions: Regions, req: IncomingMessage, userId: string): Region[] {
   const named = new URL(req.url ?? '/', 'http://localhost').searchParams.get('region') ?? undefined;
+  if (named === undefined) return regions.likeliestFor(userId);
   const region = regions.forUser(userId, named);
   if (region === undefined) throw new HttpError('bad_region', `region must be one of ${[...regions].map((r) => r.name).join(', ')}`);
-  return region;
+  return [region];
 }
 
 async function authenticate(auth: Authenticator, req: IncomingMessage): Promise<Principal> {

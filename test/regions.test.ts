@@ -344,6 +344,28 @@ describe('several regions: every user has one home region', () => {
     assert.equal(eu.proxies.eu.userRequests() + eu.proxies.us.userRequests(), 1);
   });
 
+  test("an operator finds and stops a claim-homed user's device without naming the region", async (t) => {
+    const table = newTable();
+    const eu = await startRegionalGateway('eu', table, ENV);
+    t.after(() => eu.stop());
+    // Homed in us by claim while the hash says eu: support staff only know the user id.
+    const user = hashedUser('support-case', 'eu');
+    const device = await granted(connect(eu.url, { token: await mintToken(user, { claims: { home_region: 'us' } }), device: 'tv' }));
+    const admin = { Authorization: `Bearer ${await mintToken('ops', { scope: 'sigma:admin' })}` };
+    const listed = await fetch(`${httpUrl(eu)}/v1/users/${user}/streams`, { headers: admin });
+    assert.equal(listed.status, 200);
+    assert.deepEqual(
+      ((await listed.json()) as { streams: Array<{ deviceId: string }> }).streams.map((s) => s.deviceId),
+      ['tv'],
+    );
+    const stopped = await fetch(`${httpUrl(eu)}/v1/users/${user}/streams/tv`, { method: 'DELETE', headers: admin });
+    assert.equal(stopped.status, 204);
+    assert.equal((await device.closed).code, 4403);
+    const again = await fetch(`${httpUrl(eu)}/v1/users/${user}/streams/tv`, { method: 'DELETE', headers: admin });
+    assert.equal(again.status, 404);
+    assert.equal(((await again.json()) as { error: { code: string } }).error.code, 'no_stream');
+  });
+
   test('a token naming an unknown home_region is refused with 4401 and a reason; REST says 401, and an operator naming no region 400', async (t) => {
     const gw = await startRegionalGateway('eu', newTable(), ENV);
     t.after(() => gw.stop());
