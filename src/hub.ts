@@ -9,6 +9,9 @@ import type { Pending } from './pending.js';
 import type { Region } from './regions.js';
 import type { Ending, Session } from './session.js';
 
+/** A device of a user, the key of {@link Hub}'s released sessions. */
+const releasedKey = (session: Session): string => `${session.userId}\n${session.deviceId}`;
+
 /** Releases a drain keeps in flight at most: enough for the store's pace, few enough not to queue behind it. */
 const DRAIN_RELEASES_IN_FLIGHT = 64;
 
@@ -45,6 +48,11 @@ const EARLY_MAX = 10_000;
 export class Hub {
   readonly #sessions = new Set<Session>();
   readonly #byLease = new Map<string, Session>();
+  /**
+   * Paused sockets whose lease went back (open, holding nothing), by user and device: the same device granted
+   * again here replaces them, or a stale one could later `resume` and take the slot from the new socket.
+   */
+  readonly #released = new Map<string, Session>();
   /** Revocations that arrived before the admission they name was granted, on any path. */
   readonly #early = new Map<string, { code: number; path: RevocationPath; why?: string; until: number }>();
   readonly #keeper: LeaseKeeper;
@@ -81,18 +89,24 @@ export class Hub {
     this.#metrics.wsConnections.inc();
   }
 
+  /** When the socket holding `lease` here was paused (0: playing, or not held here). */
+  pausedSince(lease: Lease): number {
+    return this.#byLease.get(lease.leaseId)?.pausedAt ?? 0;
+  }
+
   /**
    * The admission of `session` was granted `lease`. Returns false when a
    * revocation for that lease came first: the socket is then closed with the
    * code the revoker asked for and the lease given back. The session's
    * region (the user's home) is set before its admission takes a lease.
    */
-  /** When the socket holding `lease` here was paused (0: playing, or not held here). */
-  pausedSince(lease: Lease): number {
-    return this.#byLease.get(lease.leaseId)?.pausedAt ?? 0;
-  }
-
   grant(session: Session, lease: Lease): boolean {
+    const stale = this.#released.get(releasedKey(session));
+    if (stale !== undefined) {
+      this.#released.delete(releasedKey(session));
+      const { close, text, reason } = takenAway(CLOSE.REPLACED.code);
+      if (stale !== session) stale.close(close, text, reason);
+    }
     session.grant(lease);
     this.#byLease.set(lease.leaseId, session);
     this.#keeper.granted(session.region!, session.userId, lease);
@@ -108,6 +122,7 @@ export class Hub {
   releasePaused(session: Session): void {
     const lease = this.#unlease(session, 'paused');
     if (lease === undefined) return;
+    this.#released.set(releasedKey(session), session);
     this.#keeper.release(session.region!, session.userId, lease);
     session.send({ type: 'released', reason: 'paused' });
   }
@@ -174,6 +189,7 @@ export class Hub {
   /** SessionOwner: books the end of a session and gives its lease back through the keeper. */
   ended(session: Session, { close, reason, lease, release }: Ending): void {
     if (close !== undefined && close !== 'terminate') this.#metrics.closesTotal.inc({ code: String(close.code) });
+    if (this.#released.get(releasedKey(session)) === session) this.#released.delete(releasedKey(session));
     if (lease === undefined) return;
     this.#byLease.delete(lease.leaseId);
     this.#metrics.streamsActive.dec();

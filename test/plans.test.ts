@@ -206,6 +206,23 @@ describe('paused players', () => {
     await tablet.close();
   });
 
+  test('a paused socket whose slot went back is replaced (4409) when the same device plays again here', { timeout: 10_000 }, async (t) => {
+    const gw = await startGateway({ env: { PAUSE_RELEASE_MS: '300' } });
+    t.after(() => gw.stop());
+    const token = await mintToken('two-tabs');
+    const old = connect(gw.url, { token, device: 'tv' });
+    await old.decision;
+    old.ws.send(JSON.stringify({ type: 'pause' }));
+    await eventually(() => old.frames.some((f) => f.type === 'released'), 3000);
+    const again = connect(gw.url, { token, device: 'tv' });
+    assert.equal((await again.decision).type, 'granted');
+    // Left open, the stale socket could resume later and take the slot back from the one playing now.
+    assert.deepEqual(await old.closed, { code: 4409, reason: 'replaced: this device connected again elsewhere' });
+    assert.deepEqual(await leaseEntries(gw.endpoint, gw.table, 'two-tabs'), ['tv']);
+    assert.equal(again.ws.readyState, WebSocket.OPEN);
+    await again.close();
+  });
+
   test('resuming before the release keeps the original lease; with the default 0 a pause never releases', async (t) => {
     const gw = await startGateway({ env: { PAUSE_RELEASE_MS: '600' } });
     t.after(() => gw.stop());
