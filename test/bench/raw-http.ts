@@ -13,7 +13,7 @@ import { SignatureV4 } from '@smithy/signature-v4';
 import { createClient, ensureTable, send } from '../../src/dynamo.js';
 import { Metrics } from '../../src/metrics.js';
 import { startDynamoLocal } from '../helpers/dynamodb-local.js';
-import { pool } from './measure.js';
+import { compareClientCpu } from './measure.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const OPS = Number(process.argv[2] ?? 4000);
@@ -100,22 +100,7 @@ const variants = [
 ];
 try {
   await ensureTable(client, table);
-  for (const v of variants) await pool(500, 32, (i) => v.run(`warm-${v.name.length}-${i}`));
-  const cpu = new Map(variants.map((v) => [v.name, 0]));
-  const rounds = 6;
-  for (let r = 0; r < rounds; r++) {
-    for (const v of r % 2 === 0 ? variants : [...variants].reverse()) {
-      const c0 = process.cpuUsage();
-      await pool(OPS / rounds, 32, (i) => v.run(`r${r}-${v.name.length}-${i}`));
-      const c = process.cpuUsage(c0);
-      cpu.set(v.name, cpu.get(v.name)! + (c.user + c.system) / 1000);
-    }
-  }
-  const base = cpu.get(variants[0].name)! / OPS;
-  for (const v of variants) {
-    const ms = cpu.get(v.name)! / OPS;
-    process.stdout.write(`${v.name.padEnd(48)} ${ms.toFixed(3)} CPU-ms per UpdateItem (ratio ${(ms / base).toFixed(2)})\n`);
-  }
+  await compareClientCpu(variants, OPS, 6);
 } finally {
   client.destroy();
   agent.destroy();

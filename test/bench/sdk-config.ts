@@ -9,7 +9,7 @@ import { DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, ensureTable, send } from '../../src/dynamo.js';
 import { Metrics } from '../../src/metrics.js';
 import { startDynamoLocal } from '../helpers/dynamodb-local.js';
-import { pool } from './measure.js';
+import { compareClientCpu } from './measure.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const OPS = Number(process.argv[2] ?? 3000);
@@ -56,22 +56,11 @@ const variants: Variant[] = [
 ];
 try {
   await ensureTable(variants[0].client, table);
-  const cpu = new Map(variants.map((v) => [v.name, 0]));
-  for (const v of variants) await pool(500, 32, (i) => acquire(v.client, `warm-${v.name}-${i}`, v.way));
-  const rounds = 4;
-  for (let r = 0; r < rounds; r++) {
-    for (const v of r % 2 === 0 ? variants : [...variants].reverse()) {
-      const c0 = process.cpuUsage();
-      await pool(OPS / rounds, 32, (i) => acquire(v.client, `r${r}-${v.name}-${i}`, v.way));
-      const c = process.cpuUsage(c0);
-      cpu.set(v.name, cpu.get(v.name)! + (c.user + c.system) / 1000);
-    }
-  }
-  const base = cpu.get(variants[0].name)! / OPS;
-  for (const v of variants) {
-    const ms = cpu.get(v.name)! / OPS;
-    process.stdout.write(`${v.name.padEnd(50)} ${ms.toFixed(3)} CPU-ms per UpdateItem (ratio ${(ms / base).toFixed(2)})\n`);
-  }
+  await compareClientCpu(
+    variants.map((v) => ({ name: v.name, run: (key: string) => acquire(v.client, key, v.way) })),
+    OPS,
+    4,
+  );
 } finally {
   for (const v of variants) v.client.destroy();
   await local.stop();
