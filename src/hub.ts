@@ -101,9 +101,11 @@ export class Hub {
    * region (the user's home) is set before its admission takes a lease.
    */
   grant(session: Session, lease: Lease): boolean {
-    const stale = this.#released.get(releasedKey(session));
+    // Empty unless PAUSE_RELEASE_MS released someone: no key is built on the usual grant.
+    const key = this.#released.size > 0 ? releasedKey(session) : undefined;
+    const stale = key === undefined ? undefined : this.#released.get(key);
     if (stale !== undefined) {
-      this.#released.delete(releasedKey(session));
+      this.#released.delete(key!);
       const { close, text, reason } = takenAway(CLOSE.REPLACED.code);
       if (stale !== session) stale.close(close, text, reason);
     }
@@ -189,7 +191,7 @@ export class Hub {
   /** SessionOwner: books the end of a session and gives its lease back through the keeper. */
   ended(session: Session, { close, reason, lease, release }: Ending): void {
     if (close !== undefined && close !== 'terminate') this.#metrics.closesTotal.inc({ code: String(close.code) });
-    if (this.#released.get(releasedKey(session)) === session) this.#released.delete(releasedKey(session));
+    if (this.#released.size > 0 && this.#released.get(releasedKey(session)) === session) this.#released.delete(releasedKey(session));
     if (lease === undefined) return;
     this.#byLease.delete(lease.leaseId);
     this.#metrics.streamsActive.dec();
