@@ -93,9 +93,9 @@ export async function admit(
   deps: AdmissionDeps,
   session: Session,
   token: string | undefined,
-  takeover: string | undefined,
-  queryClass: string | undefined,
+  query: { readonly takeover?: string; readonly deviceClass?: string; readonly handoff?: string },
 ): Promise<void> {
+  const { takeover, deviceClass: queryClass, handoff } = query;
   const { config: cfg, metrics } = deps;
   const deadline = new Deadline(cfg.admissionTimeoutMs);
   try {
@@ -143,7 +143,7 @@ export async function admit(
       session.close(CLOSE.TRY_LATER, `too many connection attempts for this account, retry in ${verdict.retryAfterSec} s`, 'client_close');
       return;
     }
-    await acquireAndGrant(deps, session, takeover, deadline);
+    await acquireAndGrant(deps, session, takeover, deadline, handoff);
   } finally {
     deadline.clear();
   }
@@ -169,7 +169,13 @@ export async function resume(deps: AdmissionDeps, session: Session): Promise<voi
 }
 
 /** Takes the lease for an authenticated session under its plan, then grants or denies. */
-async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: string | undefined, deadline: Deadline): Promise<void> {
+async function acquireAndGrant(
+  deps: AdmissionDeps,
+  session: Session,
+  takeover: string | undefined,
+  deadline: Deadline,
+  handoff?: string,
+): Promise<void> {
   const { metrics, hub } = deps;
   const plan = session.plan!;
   const started = performance.now();
@@ -201,6 +207,7 @@ async function acquireAndGrant(deps: AdmissionDeps, session: Session, takeover: 
         : undefined,
     policy: plan.policy,
     takeover,
+    handoff,
   };
   const settled = await deps.keeper.acquire(region, request, deadline);
   if (settled.kind !== 'done') {

@@ -105,6 +105,14 @@ export interface Config {
   readonly uncertainWriteHorizonMs: number;
   /** Window over which SIGTERM spreads the 1012 closes. @default 10000 */
   readonly drainMs: number;
+  /**
+   * The drain hands each lease over instead of giving it back: the instance
+   * item is marked draining, the player comes back elsewhere with
+   * `handoff=<lease id>`, and that gateway keeps its slot in one write. Off:
+   * each lease is released before its 1012 (for players that do not send
+   * `handoff`: they then cost one write less each). @default true
+   */
+  readonly drainHandoff: boolean;
   /** Per-attempt timeout of one DynamoDB request. @default 1000 */
   readonly dynamodbRequestTimeoutMs: number;
   /** Attempts per DynamoDB request, first one included (the admission deadline bounds them all). @default 3 */
@@ -442,6 +450,7 @@ export function loadConfig(env: Env = process.env): Config {
     reconcileIntervalMs: int(env, 'RECONCILE_INTERVAL_MS', 60000, 10),
     uncertainWriteHorizonMs: int(env, 'UNCERTAIN_WRITE_HORIZON_MS', 360000, 100),
     drainMs: int(env, 'DRAIN_MS', 10000, 0),
+    drainHandoff: bool(env, 'DRAIN_HANDOFF', true),
     dynamodbRequestTimeoutMs: int(env, 'DYNAMODB_REQUEST_TIMEOUT_MS', 1000, 10),
     dynamodbMaxAttempts: int(env, 'DYNAMODB_MAX_ATTEMPTS', 3, 1, 10),
     maxPayloadBytes: int(env, 'MAX_PAYLOAD_BYTES', 4096, 128, 1024 * 1024),

@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { admit, type AdmissionDeps } from './admission.js';
 import { tokenFromRequest, type Authenticator } from './auth.js';
-import { APP_PROTOCOL, ID_PATTERN, ID_RULE, LEASE_PATH } from './client/protocol.js';
+import { APP_PROTOCOL, ID_PATTERN, ID_RULE, LEASE_ID_PATTERN, LEASE_PATH } from './client/protocol.js';
 import { CLOSE } from './close-codes.js';
 import type { Config } from './config.js';
 import { HTTP_ERRORS, type HttpErrorName } from './http-errors.js';
@@ -85,17 +85,19 @@ function upgradeSocketOnError(this: Duplex): void {
 /** The query parameters of an upgrade, or the sentence that says what is wrong with them. */
 export function parseLeaseQuery(
   params: URLSearchParams,
-): { device: string; content?: string; takeover?: string; deviceClass?: string } | string {
+): { device: string; content?: string; takeover?: string; deviceClass?: string; handoff?: string } | string {
   const device = params.get('device') ?? '';
   const content = params.get('content') ?? undefined;
   const takeover = params.get('takeover') ?? undefined;
   const deviceClass = params.get('class') ?? undefined;
+  const handoff = params.get('handoff') ?? undefined;
   if (!ID_PATTERN.test(device)) return `device must be ${ID_RULE}`;
   if (content !== undefined && !ID_PATTERN.test(content)) return `content must be ${ID_RULE}`;
   if (deviceClass !== undefined && !ID_PATTERN.test(deviceClass)) return `class must be ${ID_RULE}`;
   if (takeover !== undefined && takeover !== 'oldest' && !ID_PATTERN.test(takeover)) return 'takeover must be a device id or "oldest"';
   if (takeover === device) return 'takeover must name another device';
-  return { device, content, takeover, deviceClass };
+  if (handoff !== undefined && !LEASE_ID_PATTERN.test(handoff)) return 'handoff must be the lease id of a granted frame';
+  return { device, content, takeover, deviceClass, handoff };
 }
 
 /**
@@ -319,7 +321,7 @@ export class Gateway {
       session.close(CLOSE.POLICY, query, 'client_close');
       return;
     }
-    admit(this.#admission, session, tokenFromRequest(req.headers), query.takeover, query.deviceClass).catch((err: unknown) => {
+    admit(this.#admission, session, tokenFromRequest(req.headers), query).catch((err: unknown) => {
       this.#log.error('admission crashed', { err });
       session.close(CLOSE.INTERNAL, 'internal error, try again', 'client_close');
     });

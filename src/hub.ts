@@ -151,12 +151,19 @@ export class Hub {
       this.revoke(lease.leaseId, code, path, why);
       return;
     }
+    const signal = AbortSignal.timeout(this.#cfg.admissionTimeoutMs);
+    // The same device back from a drain: its old gateway is closing that socket anyway (a revocation is still
+    // told, or the device would come back with a hand-off and take the slot again).
+    const told =
+      code === CLOSE.REPLACED.code
+        ? region.store
+            .closesOnItsOwn(lease.instanceId, signal)
+            .then((itself) => itself || region.store.notify(lease.instanceId, lease.leaseId, code, signal, why))
+        : region.store.notify(lease.instanceId, lease.leaseId, code, signal, why);
     this.#pending.add(
-      region.store
-        .notify(lease.instanceId, lease.leaseId, code, AbortSignal.timeout(this.#cfg.admissionTimeoutMs), why)
-        .catch((err: unknown) =>
-          this.#log.warn('mailbox write failed; the owner finds out on its next reconcile', { err, instanceId: lease.instanceId }),
-        ),
+      told.catch((err: unknown) =>
+        this.#log.warn('mailbox write failed; the owner finds out on its next reconcile', { err, instanceId: lease.instanceId }),
+      ),
     );
   }
 
@@ -240,34 +247,67 @@ export class Hub {
 
   /**
    * Drain: close every socket with 1012, spread evenly over `windowMs` so
-   * clients do not reconnect in one storm. Each lease goes back before its
-   * socket closes (the release waited for at most `releaseWaitMs`): a device
-   * returns through another gateway within its backoff jitter, and a release
-   * still on its way then would cost that gateway a failed write, a read and
-   * a same-device replacement instead of one write. At most
-   * {@link DRAIN_RELEASES_IN_FLIGHT} releases go at once, so when the store
-   * falls behind the closes slow down to its pace instead of queueing
-   * releases that have not landed when their devices come back; no close
-   * comes later than `windowMs + max(windowMs, releaseWaitMs)` after the start.
-   * Resolves when every socket is closed.
+   * clients do not reconnect in one storm, and hand each lease over rather
+   * than give it back. The instance item is marked draining first; the SDK
+   * comes back through another gateway with `handoff=<its lease id>`, and
+   * that gateway replaces the entry in its one write. The store does no work
+   * here, nor for the devices that do not come back: their entries give way to
+   * any device of theirs that needs a slot, and die with the instance item at
+   * the end of shutdown.
+   *
+   * When the mark cannot be written (the store slow or away, waited for at
+   * most `releaseWaitMs`), each lease goes back before its socket closes, as
+   * a device returning with its old entry in place would otherwise cost the
+   * other gateway a failed write, a read and a same-device replacement. At
+   * most {@link DRAIN_RELEASES_IN_FLIGHT} releases go at once, so when the
+   * store falls behind the closes slow down to its pace instead of queueing
+   * releases that have not landed when their devices come back. Either way no
+   * close comes later than `windowMs + max(windowMs, releaseWaitMs)` after the
+   * start. Resolves when every socket is closed.
    */
   async drain(windowMs: number, releaseWaitMs: number): Promise<void> {
     const sessions = [...this.#sessions].filter((s) => !s.closed);
-    this.#log.info('draining', { sessions: sessions.length, windowMs });
     const start = performance.now();
     const lastCloseAt = start + windowMs + Math.max(windowMs, releaseWaitMs);
+    const handingOver = this.#cfg.drainHandoff ? await this.#markDraining(sessions, releaseWaitMs) : new Set<string>();
+    this.#log.info('draining', { sessions: sessions.length, windowMs, handOver: handingOver.size > 0 });
+    const spreadFrom = performance.now();
     const spacingMs = sessions.length > 0 ? windowMs / sessions.length : 0;
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < sessions.length) {
         const i = next++;
-        const dueMs = start + i * spacingMs - performance.now();
+        const dueMs = spreadFrom + i * spacingMs - performance.now();
         if (dueMs >= 1) await new Promise((r) => setTimeout(r, dueMs));
+        const session = sessions[i];
+        if (session.lease !== undefined && handingOver.has(session.lease.instanceId)) {
+          session.close(CLOSE.RESTART, 'gateway restarting, reconnect', 'shutdown', false);
+          continue;
+        }
         const leftMs = Math.max(0, lastCloseAt - performance.now());
-        await this.#handBackThenClose(sessions[i], Math.min(releaseWaitMs, leftMs));
+        await this.#handBackThenClose(session, Math.min(releaseWaitMs, leftMs));
       }
     };
     await Promise.all(Array.from({ length: Math.min(DRAIN_RELEASES_IN_FLIGHT, sessions.length) }, worker));
+  }
+
+  /** Marks the instance of every region these sessions hold leases in draining; returns the instance ids marked. */
+  async #markDraining(sessions: readonly Session[], waitMs: number): Promise<Set<string>> {
+    const regions = new Set<Region>();
+    for (const s of sessions) if (s.lease !== undefined && s.region !== undefined) regions.add(s.region);
+    const marked = new Set<string>();
+    await Promise.all(
+      [...regions].map(async ({ name, store, instance }) => {
+        const instanceId = instance.id;
+        try {
+          await store.markDraining(instanceId, AbortSignal.timeout(waitMs));
+          marked.add(instanceId);
+        } catch (err) {
+          this.#log.warn('could not mark the instance draining; leases go back one by one', { region: name, instanceId, err });
+        }
+      }),
+    );
+    return marked;
   }
 
   async #handBackThenClose(session: Session, waitMs: number): Promise<void> {

@@ -26,7 +26,8 @@ import type { DenialReason, StreamPolicy } from './plan.js';
  *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class)
  *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
  *                          mailbox (string set of "<leaseId> <closeCode>[ <why>]"),
- *                          dead (set once by the first gateway that acts on its expiry)
+ *                          dead (set once by the first gateway that acts on its expiry),
+ *                          draining (set once by its own gateway before its drain's first 1012)
  *
  * A lease is live while its instance item exists with `expiresAt` in the
  * future (our own timestamps: DynamoDB TTL deletes lazily and is only garbage
@@ -86,6 +87,12 @@ export interface AcquireRequest {
   /** Device to revoke to make room, or the oldest live one whose revocation makes room. */
   readonly takeover?: string;
   /**
+   * The lease id this device held before a drain's 1012 (the SDK's `handoff`
+   * query parameter). Its entry, if still there, is replaced in one write:
+   * the device keeps its slot, and its old gateway gave nothing back.
+   */
+  readonly handoff?: string;
+  /**
    * Is this lease id of our own instance held or being admitted here? Entries
    * of our instance that are neither are orphans (a late copy of a write) and
    * are pruned like dead ones.
@@ -122,8 +129,11 @@ interface UserWrite {
   readonly condition: string;
   readonly names: Record<string, string>;
   readonly values: Item;
-  /** Return attributes after the write: the updated ones (the fast path reads the new `n`) or the whole item. */
-  readonly returns?: 'UPDATED_NEW' | 'ALL_NEW';
+  /**
+   * Return attributes: the updated ones after the write (the fast path reads the new `n`), the whole item
+   * after it, or before it (a hand-off reads the entry it replaced).
+   */
+  readonly returns?: 'UPDATED_NEW' | 'ALL_NEW' | 'ALL_OLD';
 }
 
 /** What a release needs of a lease: which entry, and which counts it is on. */
@@ -148,6 +158,8 @@ const SLOW_PATH_ATTEMPTS = 8;
  * each removed name costs about 7 bytes of it. The rest go with later writes.
  */
 export const MAX_REMOVALS_PER_WRITE = 100;
+/** Draining or dead instances remembered (a few per deploy); the set starts over when full. */
+const GONE_REMEMBERED = 1000;
 
 /** The SDK's attempt count of a reply or an error (ours wraps the SDK's as `cause`). */
 function attemptsOf(x: unknown): number {
@@ -281,6 +293,9 @@ export class LeaseStore {
   readonly #table: string;
   readonly #self: () => string;
   readonly #region: string | undefined;
+  /** Instances known to close their sockets on their own: see {@link closesOnItsOwn}. */
+  readonly #gone = new Set<string>();
+  readonly #goneReads = new Map<string, Promise<boolean>>();
 
   constructor(client: Pick<DynamoDBClient, 'send'>, metrics: Metrics, opts: StoreOptions) {
     this.#client = client;
@@ -345,7 +360,17 @@ export class LeaseStore {
       counted: true,
     };
     let item: Item | undefined;
-    if (req.takeover === undefined) {
+    if (req.handoff !== undefined && req.takeover === undefined) {
+      try {
+        return await this.#handOver(req, lease, req.handoff, signal);
+      } catch (err) {
+        if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
+        if (!isConditionFailure(err)) throw err;
+        // The entry went back, was pruned or replaced, or the plan or the content changed: the slow path
+        // judges the item as it was (a new user, with no item, is written there in one write too).
+        item = err.Item;
+      }
+    } else if (req.takeover === undefined) {
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
       const values: Item = { ':lease': leaseValue(lease), ':one': { N: '1' }, ':limit': { N: String(req.limit) } };
       let condition = 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)';
@@ -381,6 +406,57 @@ export class LeaseStore {
     return this.#acquireSlow(req, lease, item, signal);
   }
 
+  /**
+   * A device back from a drain replaces its own entry in one write, keeping
+   * every count: the condition holds the entry's lease id, its content and
+   * class, and the caps (this device included, as the counts are), so any
+   * change falls to the slow path with the item as it was. The entry it
+   * replaced comes back as `displaced`: its old gateway closes that socket on
+   * its own while it drains, and is told like any same-device replacement
+   * otherwise (a copied lease id gains nothing).
+   */
+  async #handOver(req: AcquireRequest, lease: Lease, oldLeaseId: string, signal?: AbortSignal): Promise<AcquireOutcome> {
+    const names: Record<string, string> = {
+      '#lease': LEASE_PREFIX + req.deviceId,
+      '#id': 'leaseId',
+      '#counted': 'counted',
+      '#n': 'n',
+      '#v': 'v',
+    };
+    const values: Item = {
+      ':lease': leaseValue(lease),
+      ':old': { S: oldLeaseId },
+      ':true': { BOOL: true },
+      ':one': { N: '1' },
+      ':limit': { N: String(req.limit) },
+    };
+    let condition = '#lease.#id = :old AND #lease.#counted = :true AND #n <= :limit';
+    const capped: Array<[string, string, string | undefined, string, number | undefined]> = [
+      ['c', 'contentId', req.contentId, CONTENT_PREFIX, req.contentCap],
+      ['k', 'class', req.deviceClass, CLASS_PREFIX, req.classCap],
+    ];
+    for (const [key, field, value, prefix, cap] of capped) {
+      names[`#${key}f`] = field;
+      if (value === undefined) {
+        condition += ` AND attribute_not_exists(#lease.#${key}f)`;
+        continue;
+      }
+      values[`:${key}`] = { S: value };
+      condition += ` AND #lease.#${key}f = :${key}`;
+      if (cap === undefined) continue;
+      names[`#${key}`] = prefix + value;
+      values[`:${key}cap`] = { N: String(cap) };
+      condition += ` AND #${key} <= :${key}cap`;
+    }
+    const out = await this.#updateUser(
+      req.userId,
+      { update: 'SET #lease = :lease ADD #v :one', condition, names, values, returns: 'ALL_OLD' },
+      signal,
+    );
+    if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
+    return { kind: 'granted', lease, active: num(out.Attributes?.n), displaced: leasesOf(out.Attributes).get(req.deviceId) };
+  }
+
   async #acquireSlow(req: AcquireRequest, lease: Lease, item: Item | undefined, signal?: AbortSignal): Promise<AcquireOutcome> {
     // What the last write we sent displaced and revoked: if it committed but its reply was lost, the
     // retry fails its condition and only this tells whose socket must still be closed.
@@ -392,16 +468,24 @@ export class LeaseStore {
       if (mine?.leaseId === req.leaseId) {
         return { kind: 'granted', lease: mine, active: entries.size, ...sent };
       }
-      const live = await this.#liveInstances(entries.values(), signal, true);
+      const { live, draining } = await this.#instances(entries.values(), signal, true);
       const dead: Lease[] = [];
       const others: Lease[] = [];
+      // On a draining gateway: its sockets are closing, their devices coming back elsewhere with a hand-off.
+      const leaving: Lease[] = [];
       for (const [deviceId, l] of entries) {
         if (deviceId === req.deviceId) continue;
-        if (isLive(l, live, req)) others.push(l);
-        else dead.push(l);
+        if (!isLive(l, live, req)) dead.push(l);
+        else (draining.has(l.instanceId) ? leaving : others).push(l);
       }
+      // They hold their slots, unless this device needs one: then they go (a device that does come back is
+      // admitted like a new one), rather than refuse a viewer for a device that is not playing any more.
+      let blocked = blockedBy(req, [...others, ...leaving]);
+      if (blocked !== undefined && leaving.length > 0) {
+        dead.push(...leaving);
+        blocked = blockedBy(req, others);
+      } else others.push(...leaving);
       others.sort((a, b) => a.acquiredAt - b.acquiredAt);
-      const blocked = blockedBy(req, others);
       const taken = blocked === undefined ? {} : toRevoke(req, others, blocked);
       if (blocked !== undefined && taken === undefined) {
         return { kind: 'denied', reason: blocked.reason, active: others, mustStop: blocked.mustStop };
@@ -633,7 +717,7 @@ export class LeaseStore {
   /** Live leases of a user, oldest first. */
   async listLive(userId: string, signal?: AbortSignal): Promise<Lease[]> {
     const entries = leasesOf(await this.readUser(userId, signal));
-    const live = await this.#liveInstances(entries.values(), signal, false);
+    const { live } = await this.#instances(entries.values(), signal, false);
     return [...entries.values()].filter((l) => live.has(l.instanceId)).sort((a, b) => a.acquiredAt - b.acquiredAt);
   }
 
@@ -649,7 +733,7 @@ export class LeaseStore {
       const lease = leasesOf(await this.readUser(userId, signal)).get(deviceId);
       // Gone after our release "failed": its reply was lost and the retry found it removed. Ours.
       if (!lease) return attempted;
-      const live = await this.#liveInstances([lease], signal, true);
+      const { live } = await this.#instances([lease], signal, true);
       if (!live.has(lease.instanceId)) {
         await this.release(userId, lease, signal);
         return undefined;
@@ -662,15 +746,21 @@ export class LeaseStore {
   }
 
   /**
-   * Instance ids among these leases whose instance item is live now. Our own
-   * is live without a read. With `act` (the caller will prune the dead ones),
-   * an expired instance not yet marked is first marked `dead`, conditioned on
-   * the expiry we read: if a late heartbeat extended it meanwhile, the mark
-   * fails and the instance counts as live; once marked, no heartbeat revives it.
+   * Instance ids among these leases whose instance item is live now, and
+   * which of those are draining. Our own is live without a read. With `act`
+   * (the caller will prune the dead ones), an expired instance not yet marked
+   * is first marked `dead`, conditioned on the expiry we read: if a late
+   * heartbeat extended it meanwhile, the mark fails and the instance counts as
+   * live; once marked, no heartbeat revives it.
    */
-  async #liveInstances(leases: Iterable<Lease>, signal: AbortSignal | undefined, act: boolean): Promise<Set<string>> {
+  async #instances(
+    leases: Iterable<Lease>,
+    signal: AbortSignal | undefined,
+    act: boolean,
+  ): Promise<{ live: Set<string>; draining: Set<string> }> {
     const self = this.#self();
     const live = new Set<string>();
+    const draining = new Set<string>();
     const toRead = new Set<string>();
     for (const l of leases) {
       if (l.instanceId === self) live.add(self);
@@ -678,14 +768,76 @@ export class LeaseStore {
     }
     const now = Date.now();
     const toMark: Item[] = [];
-    for (const it of await this.#batchGet([...toRead].map(instanceKey), 'pk, expiresAt, dead', signal)) {
+    for (const it of await this.#batchGet([...toRead].map(instanceKey), 'pk, expiresAt, dead, draining', signal)) {
       if (it.dead !== undefined) continue;
-      if (num(it.expiresAt) > now) live.add(it.pk.S!.slice('instance#'.length));
-      else if (act) toMark.push(it);
+      const id = it.pk.S!.slice('instance#'.length);
+      if (num(it.expiresAt) > now) {
+        live.add(id);
+        if (it.draining !== undefined) draining.add(this.#leaving(id));
+      } else if (act) toMark.push(it);
     }
     const marks = await Promise.all(toMark.map((it) => this.#markDead(it, signal)));
     marks.forEach((marked, i) => !marked && live.add(toMark[i].pk.S!.slice('instance#'.length)));
-    return live;
+    return { live, draining };
+  }
+
+  /** Remembers an instance that closes its sockets on its own (draining, dead or gone): that never changes. */
+  #leaving(instanceId: string): string {
+    if (this.#gone.size >= GONE_REMEMBERED) this.#gone.clear();
+    this.#gone.add(instanceId);
+    return instanceId;
+  }
+
+  /**
+   * Does the gateway of `instanceId` close its sockets on its own, so that a
+   * replaced lease there needs no note in its mailbox? True once it drains
+   * (it closes every socket within its drain window, and its devices come
+   * back with a hand-off: a note each would be one more write per device on
+   * one item), and when it is dead or gone. Learnt from one strongly
+   * consistent read per instance, shared by the callers asking at once.
+   */
+  closesOnItsOwn(instanceId: string, signal?: AbortSignal): Promise<boolean> {
+    if (this.#gone.has(instanceId)) return Promise.resolve(true);
+    let read = this.#goneReads.get(instanceId);
+    if (read === undefined) {
+      read = this.#send<GetItemCommandOutput>(
+        'GetItem',
+        new GetItemCommand({
+          TableName: this.#table,
+          Key: instanceKey(instanceId),
+          ConsistentRead: true,
+          ProjectionExpression: 'expiresAt, dead, draining',
+        }),
+        signal,
+      )
+        .then(({ Item: it }) => {
+          const leaving = it === undefined || it.dead !== undefined || it.draining !== undefined || num(it.expiresAt) <= Date.now();
+          if (leaving) this.#leaving(instanceId);
+          return leaving;
+        })
+        .finally(() => this.#goneReads.delete(instanceId));
+      this.#goneReads.set(instanceId, read);
+    }
+    return read;
+  }
+
+  /**
+   * Marks our instance item draining, before the drain's first 1012: from
+   * then on its devices come back elsewhere with a hand-off, and its entries
+   * give way to a device that needs a slot (see {@link acquire}).
+   */
+  async markDraining(instanceId: string, signal?: AbortSignal): Promise<void> {
+    await this.#send(
+      'UpdateItem',
+      new UpdateItemCommand({
+        TableName: this.#table,
+        Key: instanceKey(instanceId),
+        UpdateExpression: 'SET draining = :true',
+        ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(dead)',
+        ExpressionAttributeValues: { ':true': { BOOL: true } },
+      }),
+      signal,
+    );
   }
 
   /**

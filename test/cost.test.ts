@@ -129,6 +129,44 @@ describe('DynamoDB requests per step', () => {
     );
   });
 
+  test('drain: 1 UpdateItem marking the instance, none per lease; each return with handoff: 1 UpdateItem', async (t) => {
+    const drainProxy = await startFaultProxy(await dynamoEndpoint());
+    const draining = await startGateway({ table: gw.table, endpoint: drainProxy.endpoint, env: { ...quiet, DRAIN_MS: '200' } });
+    t.after(() => drainProxy.close());
+    const users = ['dana', 'eli', 'fay', 'gus', 'hal'];
+    const held = await Promise.all(
+      users.map(async (user) => {
+        const token = await mintToken(user);
+        const d = connect(draining.url, { token, device: 'tv' });
+        return { token, leaseId: ((await d.decision) as { leaseId: string }).leaseId, device: d };
+      }),
+    );
+    drainProxy.resetCounts();
+    await draining.stop();
+    assert.deepEqual(
+      held.map((h) => h.device.closedAt !== undefined),
+      users.map(() => true),
+    );
+    assert.deepEqual(
+      Object.fromEntries([...drainProxy.counts].sort()),
+      { DeleteItem: 1, UpdateItem: 1 },
+      'the mark and the instance delete',
+    );
+
+    const back: Device[] = [];
+    const seen = await cost(async () => {
+      for (const h of held) {
+        const d = connect(gw.url, { token: h.token, device: 'tv', handoff: h.leaseId });
+        assert.equal((await d.decision).type, 'granted');
+        back.push(d);
+      }
+      // Whether the drained instance wants a note for the entries replaced: read once, then known.
+      await eventually(() => proxy.counts.get('GetItem') === 1);
+    });
+    assert.deepEqual(seen, { GetItem: 1, UpdateItem: users.length });
+    await Promise.all(back.map((d) => d.close()));
+  });
+
   test('heartbeat: 1 UpdateItem per beat per gateway, whatever the number of open streams', async (t) => {
     const endpoint = await dynamoEndpoint();
     const beatProxy = await startFaultProxy(endpoint);

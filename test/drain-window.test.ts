@@ -6,13 +6,13 @@ import { gatewayBehindProxy, leaseEntries, metric } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 /**
- * The drain gives each lease back before the socket hears 1012. Between the two the
+ * With DRAIN_HANDOFF=false the drain gives each lease back before the socket hears 1012. Between the two the
  * session is 'released' (as a paused stream whose slot went back): what a device says
  * in that window must not take a lease again.
  */
 describe('drain window', () => {
   test('a resume sent while the drain gives the lease back takes no new lease: the device hears 1012 with its slot free', async (t) => {
-    const { proxy, gw } = await gatewayBehindProxy(t, { env: { DRAIN_MS: '200' } });
+    const { proxy, gw } = await gatewayBehindProxy(t, { env: { DRAIN_MS: '200', DRAIN_HANDOFF: 'false' } });
     const token = await mintToken('ines');
     const tv = connect(gw.url, { token, device: 'tv' });
     assert.equal((await tv.decision).type, 'granted');
@@ -31,7 +31,7 @@ describe('drain window', () => {
   });
 
   test('while the drain waits for releases, the streams are already off sigma_streams_active and each release is booked once', async (t) => {
-    const { proxy, gw } = await gatewayBehindProxy(t, { env: { DRAIN_MS: '100' } });
+    const { proxy, gw } = await gatewayBehindProxy(t, { env: { DRAIN_MS: '100', DRAIN_HANDOFF: 'false' } });
     const token = await mintToken('joel');
     const devices = ['tv', 'phone'].map((device) => connect(gw.url, { token, device }));
     await Promise.all(devices.map((d) => d.decision));

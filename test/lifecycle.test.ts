@@ -21,7 +21,7 @@ const TTL = Number(FAST_TIMINGS.INSTANCE_TTL_MS);
 const MARGIN = Number(FAST_TIMINGS.FENCING_MARGIN_MS);
 
 describe('process lifecycle', () => {
-  test('SIGTERM drains with 1012, releases every lease, deletes the instance item and exits 0', async () => {
+  test('SIGTERM drains with 1012, hands every lease over, deletes the instance item and exits 0', async () => {
     const gw = await spawnGateway({ env: { DRAIN_MS: '1000' } });
     const token = await mintToken('tess');
     const devices = ['a', 'b', 'c'].map((device) => connect(gw.url, { token, device }));
@@ -50,14 +50,27 @@ describe('process lifecycle', () => {
       [],
       'instance item deleted',
     );
-    assert.deepEqual(await leaseEntries(endpoint, gw.table, 'tess'), [], 'no lease left');
+    // Nothing was given back: the entries wait for their devices' hand-off and died with the instance item.
+    assert.deepEqual(await leaseEntries(endpoint, gw.table, 'tess'), ['a', 'b', 'c']);
     assert.ok(gw.lines.some((l) => l.includes('"msg":"stopped"')));
+    const b = await startGateway({ table: gw.table });
+    try {
+      const others = ['d', 'e', 'f'].map((device) => connect(b.url, { token, device }));
+      assert.deepEqual(
+        (await Promise.all(others.map((d) => d.decision))).map((f) => f.type),
+        ['granted', 'granted', 'granted'],
+        'devices that did not come back hold no slot',
+      );
+      await Promise.all(others.map((d) => d.close()));
+    } finally {
+      await b.stop();
+    }
   });
 
-  test('a draining gateway gives each lease back before it closes the socket: a device back at once elsewhere gets the fast path', async (t) => {
+  test('with DRAIN_HANDOFF=false the drain gives each lease back before it closes the socket: a device back at once elsewhere gets the fast path', async (t) => {
     const table = newTable();
     // A's store answers 300 ms late: a release sent after the close would still be on its way when the device is back.
-    const { proxy, gw: a } = await gatewayBehindProxy(t, { table, env: { DRAIN_MS: '600' } });
+    const { proxy, gw: a } = await gatewayBehindProxy(t, { table, env: { DRAIN_MS: '600', DRAIN_HANDOFF: 'false' } });
     const b = await startGateway({ table });
     t.after(() => b.stop());
     const token = await mintToken('hugo');

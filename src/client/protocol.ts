@@ -15,6 +15,8 @@ export const STREAMS_PATH = '/v1/streams';
 export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 /** The id rule in words, for error messages and close reasons. */
 export const ID_RULE = '1-128 characters of A-Z a-z 0-9 . _ : -';
+/** A lease id as a `granted` frame carries it (a UUID): what the `handoff` query parameter takes. */
+export const LEASE_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface ActiveStream {
   readonly deviceId: string;
@@ -133,4 +135,5 @@ export const CODES = {
   REVOKED: CLOSE.REVOKED.code,
   REPLACED: CLOSE.REPLACED.code,
   LIMIT: CLOSE.LIMIT.code,
+  RESTART: CLOSE.RESTART.code,
 } as const;

@@ -182,6 +182,11 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   #attempt = 0;
   /** Carried by every connect until the next grant, then dropped (a later reconnect must not kick anyone). */
   #takeover: string | undefined;
+  /**
+   * The lease id a drain's 1012 ended, sent as `handoff` until the next
+   * answer: the gateway it comes back to keeps the slot in one write.
+   */
+  #handoff: string | undefined;
   /** One fresh token per 4401; a second 4401 in a row is final. */
   #triedFreshToken = false;
   #pending: Deferred<Grant> | undefined;
@@ -391,14 +396,15 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       return;
     }
     if (run !== this.#run) return;
-    this.#conn = this.#open(token, this.#takeover);
+    this.#conn = this.#open(token, this.#takeover, this.#handoff);
   }
 
-  #open(token: string, takeover: string | undefined): Connection {
+  #open(token: string, takeover: string | undefined, handoff: string | undefined): Connection {
     const params = new URLSearchParams({ device: this.deviceId });
     if (this.contentId !== undefined) params.set('content', this.contentId);
     if (this.deviceClass !== undefined) params.set('class', this.deviceClass);
     if (takeover !== undefined) params.set('takeover', takeover);
+    else if (handoff !== undefined) params.set('handoff', handoff);
     const base = this.#url()
       .replace(/^http(s?):/i, 'ws$1:')
       .replace(/\/+$/, '');
@@ -447,7 +453,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     if (conn !== this.#conn) return;
     this.#grant = grant;
     this.#grantedAt = Date.now();
-    this.#takeover = undefined;
+    this.#takeover = this.#handoff = undefined;
     this.#triedFreshToken = false;
     this.#setState('granted');
     this.#scheduleRefresh(conn.token);
@@ -529,7 +535,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       // This gateway does not re-authenticate live sockets: swap sockets instead.
       this.#reauthToken = undefined;
       clearTimeout(this.#refreshTimer);
-      this.#refreshConn = this.#open(token, undefined);
+      this.#refreshConn = this.#open(token, undefined, this.#grant?.leaseId);
     }
   }
 
@@ -560,6 +566,8 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     if (this.#state === 'released' && this.#resuming === undefined) return;
     const wasGranted = this.#state === 'granted';
     if (wasGranted && Date.now() - this.#grantedAt >= this.#backoff.stableAfterMs) this.#attempt = 0;
+    // A drain closes with 1012 and keeps our entry for us: the next gateway takes it over.
+    if (wasGranted) this.#handoff = code === CODES.RESTART ? this.#grant?.leaseId : undefined;
     const rule = reconnectRule(code);
     const event = { code, reason, viewerMessage: viewerMessage({ kind: 'close', code }) };
 
@@ -593,6 +601,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
 
   /** A terminal state: no socket, no timer; a waiting start() fails with `error`. */
   #finish(state: LeaseState, error: Error): void {
+    this.#handoff = undefined;
     this.#teardown(state);
     this.#setState(state);
     for (const waiting of [this.#pending, this.#resuming]) waiting?.reject(error);
@@ -633,7 +642,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       }, this.#timing.pongTimeoutMs);
       return;
     }
-    this.#refreshConn = this.#open(token, undefined);
+    this.#refreshConn = this.#open(token, undefined, this.#grant?.leaseId);
   }
 
   #setState(state: LeaseState): void {

@@ -26,6 +26,8 @@ export interface ConnectOptions {
   device: string;
   content?: string;
   takeover?: string;
+  /** The lease id a drain's 1012 ended (what the SDK sends coming back). */
+  handoff?: string;
   /** 'header' (default, native players) or 'subprotocol' (browsers). */
   carriage?: 'header' | 'subprotocol' | 'none';
   /** Answer protocol pings (default true); false simulates a dead device. */
@@ -39,6 +41,7 @@ export function leaseUrl(base: string, opts: ConnectOptions): string {
   const params = new URLSearchParams({ device: opts.device });
   if (opts.content !== undefined) params.set('content', opts.content);
   if (opts.takeover !== undefined) params.set('takeover', opts.takeover);
+  if (opts.handoff !== undefined) params.set('handoff', opts.handoff);
   return `${base}/v1/lease?${opts.query ?? params.toString()}`;
 }
 

@@ -1,0 +1,202 @@
+/**
+ * The drain's hand-off: a draining gateway marks its instance item, closes
+ * with 1012 and gives nothing back; the SDK comes back elsewhere with
+ * `handoff=<lease id>` and that gateway keeps the device's slot in one write.
+ * What must hold around it: a copied lease id gains nothing, a device that
+ * does not come back never locks its viewer out, and a lost reply costs no slot.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import WebSocket from 'ws';
+import { StreamLease } from '../src/client/index.js';
+import { connect } from './helpers/devices.js';
+import { gatewayBehindProxy, newTable, scanTable, startGateway, type TestGateway } from './helpers/gateway.js';
+import { mintToken } from './helpers/tokens.js';
+
+const BOUNDED = { timeout: 20_000 };
+
+/** A user's item and the instance items, as the table holds them now. */
+async function table(gw: TestGateway, userId: string) {
+  const items = await scanTable(gw.endpoint, gw.table);
+  const user = items.find((i) => i.pk.S === `user#${userId}`);
+  const entries = Object.entries(user ?? {})
+    .filter(([k]) => k.startsWith('lease:'))
+    .map(([k, v]) => ({ device: k.slice('lease:'.length), leaseId: v.M!.leaseId.S!, instanceId: v.M!.instanceId.S! }));
+  const instances = items.filter((i) => i.pk.S!.startsWith('instance#'));
+  return { n: Number(user?.n?.N ?? 0), entries, instances };
+}
+
+describe('drain hand-off', () => {
+  test(
+    'the SDK comes back through another gateway with handoff: one write there, its slot kept, nothing given back',
+    BOUNDED,
+    async (t) => {
+      const tbl = newTable();
+      const a = await startGateway({ table: tbl, env: { DRAIN_MS: '200' } });
+      const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+      let target = a.url;
+      const lease = new StreamLease({
+        url: () => target,
+        getToken: () => mintToken('hana'),
+        deviceId: 'tv',
+        WebSocket,
+        backoff: { initialMs: 50, maxMs: 100, stableAfterMs: 60_000 },
+      });
+      t.after(() => lease.stop());
+      const first = await lease.start();
+      const lost: number[] = [];
+      lease.on('lost', (e) => lost.push(e.code));
+      const granted = new Promise<{ leaseId: string }>((r) => lease.on('granted', r));
+      proxy.resetCounts();
+      target = b.url;
+      await a.stop();
+      const second = await granted;
+
+      assert.deepEqual(lost, [1012]);
+      assert.notEqual(second.leaseId, first.leaseId);
+      assert.equal(proxy.userRequests(), 1, 'B admitted the device in one request on its user item');
+      const { n, entries } = await table(b, 'hana');
+      assert.equal(n, 1);
+      assert.deepEqual(
+        entries.map((e) => [e.device, e.leaseId, e.instanceId]),
+        [['tv', second.leaseId, b.app.instance.id]],
+      );
+    },
+  );
+
+  test('a player without handoff is admitted too, and a draining gateway gets no mailbox note for it', BOUNDED, async (t) => {
+    const tbl = newTable();
+    // Two sockets over 2 s: the second keeps A draining, its instance item in place, after the first is back.
+    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '2000' } });
+    const b = await startGateway({ table: tbl });
+    t.after(() => b.stop());
+    const tv = connect(a.url, { token: await mintToken('ivo'), device: 'tv' });
+    const other = connect(a.url, { token: await mintToken('jan'), device: 'tv' });
+    await Promise.all([tv.decision, other.decision]);
+    const stopping = a.stop();
+    assert.equal((await tv.closed).code, 1012);
+    const back = connect(b.url, { token: await mintToken('ivo'), device: 'tv' });
+    assert.equal((await back.decision).type, 'granted');
+    const during = await table(b, 'ivo');
+    const aItem = during.instances.find((i) => i.pk.S === `instance#${a.app.instance.id}`);
+    assert.ok(aItem?.draining?.BOOL, 'A is still draining');
+    assert.equal(aItem.mailbox, undefined, 'no note for the device A closes itself');
+    assert.deepEqual(
+      during.entries.map((e) => e.device),
+      ['tv'],
+    );
+    assert.equal(during.n, 1);
+    await stopping;
+    await back.close();
+  });
+
+  test('a stop from another device still reaches a socket on a draining gateway (4403): it does not come back', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
+    const b = await startGateway({ table: tbl });
+    t.after(() => b.stop());
+    const first = connect(a.url, { token: await mintToken('kai'), device: 'tv' });
+    const tv = connect(a.url, { token: await mintToken('lea'), device: 'tv' });
+    await Promise.all([first.decision, tv.decision]);
+    const stopping = a.stop();
+    await first.closed;
+    // lea's tv is still open on draining A (its 1012 is due 1.5 s in): lea stops it from her phone through B.
+    const res = await fetch(`${b.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${await mintToken('lea')}` },
+    });
+    assert.equal(res.status, 204);
+    const { code, reason } = await tv.closed;
+    assert.equal(code, 4403, reason);
+    await stopping;
+  });
+
+  test('a copied lease id gains nothing: the socket that holds it is closed with 4409', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await startGateway({ table: tbl });
+    const b = await startGateway({ table: tbl });
+    t.after(() => Promise.all([a.stop(), b.stop()]).then(() => {}));
+    const token = await mintToken('mia');
+    const tv = connect(a.url, { token, device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    // A modified player opens a second socket for the same device with the first one's lease id; A is not draining.
+    const copy = connect(b.url, { token, device: 'tv', handoff: leaseId });
+    const granted = (await copy.decision) as { type: string; leaseId: string };
+    assert.equal(granted.type, 'granted');
+    const { code } = await tv.closed;
+    assert.equal(code, 4409);
+    assert.match(await a.metrics(), /sigma_revocations_total\{code="4409",path="mailbox"\} 1/, 'told at once, through its mailbox');
+    const { n, entries } = await table(b, 'mia');
+    assert.equal(n, 1);
+    assert.deepEqual(
+      entries.map((e) => e.leaseId),
+      [granted.leaseId],
+    );
+    await copy.close();
+  });
+
+  test("a draining gateway's device that does not come back never locks its viewer out", BOUNDED, async (t) => {
+    const tbl = newTable();
+    const env = { MAX_STREAMS: '1' };
+    const a = await startGateway({ table: tbl, env: { ...env, DRAIN_MS: '3000' } });
+    const b = await startGateway({ table: tbl, env });
+    t.after(() => b.stop());
+    const tv = connect(a.url, { token: await mintToken('noa'), device: 'tv' });
+    const other = connect(a.url, { token: await mintToken('oli'), device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    await other.decision;
+    const stopping = a.stop();
+    assert.equal((await tv.closed).code, 1012);
+    // The tv does not come back (the viewer switched it off); A still drains. Her phone plays.
+    const phone = connect(b.url, { token: await mintToken('noa'), device: 'phone' });
+    const decision = await phone.decision;
+    assert.equal(decision.type, 'granted', JSON.stringify(decision));
+    assert.deepEqual(
+      (await table(b, 'noa')).entries.map((e) => e.device),
+      ['phone'],
+    );
+    // Had it come back after all, it would be a new device at the limit.
+    const late = connect(b.url, { token: await mintToken('noa'), device: 'tv', handoff: leaseId });
+    assert.equal((await late.closed).code, 4429);
+    assert.equal(other.closedAt, undefined, 'A was draining throughout');
+    await stopping;
+    await phone.close();
+  });
+
+  test('a hand-off whose reply is lost is granted once, on its retry, with the count unchanged', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await startGateway({ table: tbl });
+    const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+    t.after(() => a.stop());
+    const token = await mintToken('pim');
+    const tv = connect(a.url, { token, device: 'tv' });
+    const held = (await tv.decision) as { leaseId: string };
+    proxy.set('drop-reply', { only: ['UpdateItem'], usersOnly: true, times: 1 });
+    const back = connect(b.url, { token, device: 'tv', handoff: held.leaseId });
+    const granted = (await back.decision) as { type: string; leaseId: string };
+    assert.equal(granted.type, 'granted');
+    assert.equal(proxy.faulted.get('drop-reply'), 1, 'the first reply was lost');
+    // The retry found its own entry, not whom the first attempt replaced: A's reconcile backstop finds its lease gone.
+    assert.equal((await tv.closed).code, 4409, 'the socket that held the entry is told');
+    assert.match(await a.metrics(), /sigma_revocations_total\{code="4409",path="reconcile"\} 1/);
+    const { n, entries } = await table(b, 'pim');
+    assert.equal(n, 1);
+    assert.deepEqual(
+      entries.map((e) => e.leaseId),
+      [granted.leaseId],
+    );
+    await back.close();
+  });
+
+  test('a handoff that is not a lease id is refused with 1008 and a reason', BOUNDED, async () => {
+    const gw = await startGateway();
+    try {
+      const bad = connect(gw.url, { token: await mintToken('quin'), device: 'tv', handoff: 'not-a-lease' });
+      const { code, reason } = await bad.closed;
+      assert.equal(code, 1008);
+      assert.equal(reason, 'handoff must be the lease id of a granted frame');
+    } finally {
+      await gw.stop();
+    }
+  });
+});
