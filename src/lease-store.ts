@@ -470,7 +470,7 @@ export class LeaseStore {
       }
       const { live, draining } = await this.#instances(entries.values(), signal, true);
       const dead: Lease[] = [];
-      const others: Lease[] = [];
+      let others: Lease[] = [];
       // On a draining gateway: its sockets are closing, their devices coming back elsewhere with a hand-off.
       const leaving: Lease[] = [];
       for (const [deviceId, l] of entries) {
@@ -478,15 +478,19 @@ export class LeaseStore {
         if (!isLive(l, live, req)) dead.push(l);
         else (draining.has(l.instanceId) ? leaving : others).push(l);
       }
-      // They hold their slots, unless this device needs one: then they go (a device that does come back is
+      // They hold their slots and are revoked like any other (a takeover, evict_oldest: told, so they do not
+      // come back), unless this device would be refused: then they go (a device that does come back is
       // admitted like a new one), rather than refuse a viewer for a device that is not playing any more.
-      let blocked = blockedBy(req, [...others, ...leaving]);
-      if (blocked !== undefined && leaving.length > 0) {
-        dead.push(...leaving);
-        blocked = blockedBy(req, others);
-      } else others.push(...leaving);
+      others.push(...leaving);
       others.sort((a, b) => a.acquiredAt - b.acquiredAt);
-      const taken = blocked === undefined ? {} : toRevoke(req, others, blocked);
+      let blocked = blockedBy(req, others);
+      let taken = blocked === undefined ? {} : toRevoke(req, others, blocked);
+      if (taken === undefined && leaving.length > 0) {
+        dead.push(...leaving);
+        others = others.filter((l) => !leaving.includes(l));
+        blocked = blockedBy(req, others);
+        taken = blocked === undefined ? {} : toRevoke(req, others, blocked);
+      }
       if (blocked !== undefined && taken === undefined) {
         return { kind: 'denied', reason: blocked.reason, active: others, mustStop: blocked.mustStop };
       }

@@ -1,0 +1,91 @@
+/**
+ * Review of the drain hand-off (f20eb90): what a draining gateway's entries
+ * must still do when another device of their user asks for their slot on
+ * purpose (takeover, evict_oldest). Entries of a draining instance give way
+ * to a device that would otherwise be refused; they must not swallow a
+ * revocation the viewer asked for.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { connect } from './helpers/devices.js';
+import { leaseEntries, newTable, startGateway } from './helpers/gateway.js';
+import { mintToken } from './helpers/tokens.js';
+
+const BOUNDED = { timeout: 20_000 };
+
+describe('drain hand-off under takeover and evict_oldest', () => {
+  test("a takeover of a draining gateway's device closes it with 4403: it does not come back and take the slot", BOUNDED, async (t) => {
+    const tbl = newTable();
+    // Three sockets over 3 s on A: the filler at 0, the tv at 1 s, the phone at 2 s.
+    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
+    const b = await startGateway({ table: tbl });
+    t.after(() => b.stop());
+    const token = await mintToken('rae', { maxStreams: 2 });
+    const filler = connect(a.url, { token: await mintToken('sam'), device: 'tv' });
+    const tv = connect(a.url, { token, device: 'tv' });
+    const phone = connect(a.url, { token, device: 'phone' });
+    await Promise.all([filler.decision, tv.decision, phone.decision]);
+    const stopping = a.stop();
+    await filler.closed;
+    // The viewer, at her limit, stops the tv from her laptop while A drains.
+    const laptop = connect(b.url, { token, device: 'laptop', takeover: 'tv' });
+    assert.equal((await laptop.decision).type, 'granted');
+    const { code, reason } = await tv.closed;
+    assert.equal(code, 4403, reason);
+    // The phone was not asked for: it keeps its entry for its hand-off.
+    assert.deepEqual((await leaseEntries(b.endpoint, b.table, 'rae')).sort(), ['laptop', 'phone']);
+    await stopping;
+    await laptop.close();
+  });
+
+  test('a takeover of a playing device is honoured even when a draining entry could make room', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
+    const b = await startGateway({ table: tbl });
+    t.after(() => b.stop());
+    const token = await mintToken('tia', { maxStreams: 2 });
+    const filler = connect(a.url, { token: await mintToken('udo'), device: 'tv' });
+    const tv = connect(a.url, { token, device: 'tv' });
+    await Promise.all([filler.decision, tv.decision]);
+    const phone = connect(b.url, { token, device: 'phone' });
+    await phone.decision;
+    const stopping = a.stop();
+    await filler.closed;
+    // She stops the phone to play on the laptop; the tv on A is only restarting.
+    const laptop = connect(b.url, { token, device: 'laptop', takeover: 'phone' });
+    assert.equal((await laptop.decision).type, 'granted');
+    const { code, reason } = await phone.closed;
+    assert.equal(code, 4403, reason);
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    assert.equal((await tv.closed).code, 1012);
+    const back = connect(b.url, { token, device: 'tv', handoff: leaseId });
+    const decision = await back.decision;
+    assert.equal(decision.type, 'granted', JSON.stringify(decision));
+    await stopping;
+    await Promise.all([laptop.close(), back.close()]);
+  });
+
+  test('evict_oldest stops the oldest device even when it is on a draining gateway, not a bystander', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
+    const b = await startGateway({ table: tbl });
+    t.after(() => b.stop());
+    const token = await mintToken('vic', { maxStreams: 2, claims: { stream_policy: 'evict_oldest' } });
+    const filler = connect(a.url, { token: await mintToken('wes'), device: 'tv' });
+    const tv = connect(a.url, { token, device: 'tv' });
+    await Promise.all([filler.decision, tv.decision]);
+    const phone = connect(b.url, { token, device: 'phone' });
+    await phone.decision;
+    const stopping = a.stop();
+    await filler.closed;
+    // The laptop starts: the tv played longest, so the tv stops (as it would without a drain).
+    const laptop = connect(b.url, { token, device: 'laptop' });
+    assert.equal((await laptop.decision).type, 'granted');
+    const { code, reason } = await tv.closed;
+    assert.equal(code, 4403, reason);
+    assert.deepEqual((await leaseEntries(b.endpoint, b.table, 'vic')).sort(), ['laptop', 'phone']);
+    assert.equal(phone.closedAt, undefined, 'the phone keeps playing');
+    await stopping;
+    await Promise.all([laptop.close(), phone.close()]);
+  });
+});
