@@ -257,6 +257,8 @@ async function acquireAndGrant(
   if (outcome.displaced) hub.takeAway(region, outcome.displaced, CLOSE.REPLACED.code);
   if (outcome.revoked) hub.takeAway(region, outcome.revoked, CLOSE.REVOKED.code);
   if (outcome.evicted) hub.takeAway(region, outcome.evicted, CLOSE.REVOKED.code, 'local', 'evicted');
+  // Devices of a draining gateway that gave way: stopped now, not at their 1012 (or the user plays one more).
+  for (const l of outcome.gaveWay ?? []) hub.takeAway(region, l, CLOSE.REVOKED.code);
 
   // The socket may have gone, the gateway may be draining, or fenced, while we waited.
   const draining = deps.gateway.state !== 'running';

@@ -163,8 +163,15 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     this.#doubt(region, req.userId, req.leaseId);
     for (const victim of trace.victims) {
       if (victim.deviceId === req.deviceId) this.#suspectVictim(region, req.userId, victim, CLOSE.REPLACED.code);
-      // Without a takeover, the only other lease a write revokes is the one evict_oldest chose.
-      else this.#suspectVictim(region, req.userId, victim, CLOSE.REVOKED.code, req.takeover === undefined ? 'evicted' : undefined);
+      // Without a takeover, another lease a write revokes is the one evict_oldest chose, or a draining one that gave way.
+      else
+        this.#suspectVictim(
+          region,
+          req.userId,
+          victim,
+          CLOSE.REVOKED.code,
+          req.takeover === undefined && req.policy === 'evict_oldest' ? 'evicted' : undefined,
+        );
     }
     const check = (): void => this.#pending.add(this.#checkUsers(region, [req.userId]));
     attempt.then(check, check);

@@ -113,6 +113,8 @@ export type AcquireOutcome =
       readonly revoked?: Lease;
       /** The longest-playing lease, revoked under `evict_oldest` (its socket gets 4403). */
       readonly evicted?: Lease;
+      /** Leases of a draining gateway removed to make room, this device being otherwise refused (4403 each). */
+      readonly gaveWay?: readonly Lease[];
     }
   | {
       readonly kind: 'denied';
@@ -254,6 +256,13 @@ function toRevoke(req: AcquireRequest, others: readonly Lease[], blocked: Blocke
     return { evicted: others[0] };
   }
   return undefined;
+}
+
+/** Does removing `l` lift (or lower) what blocks this request? A lease of another content or class does not. */
+function makesRoomFor(req: AcquireRequest, l: Lease, blocked: Blocked): boolean {
+  if (blocked.reason === 'content_limit') return l.contentId === req.contentId;
+  if (blocked.reason === 'class_limit') return l.deviceClass === req.deviceClass;
+  return true;
 }
 
 function num(v: AttributeValue | undefined): number {
@@ -460,7 +469,7 @@ export class LeaseStore {
   async #acquireSlow(req: AcquireRequest, lease: Lease, item: Item | undefined, signal?: AbortSignal): Promise<AcquireOutcome> {
     // What the last write we sent displaced and revoked: if it committed but its reply was lost, the
     // retry fails its condition and only this tells whose socket must still be closed.
-    let sent: { displaced?: Lease; revoked?: Lease; evicted?: Lease } = {};
+    let sent: { displaced?: Lease; revoked?: Lease; evicted?: Lease; gaveWay?: readonly Lease[] } = {};
     for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
       const entries = leasesOf(item);
       const mine = entries.get(req.deviceId);
@@ -479,25 +488,42 @@ export class LeaseStore {
         else (draining.has(l.instanceId) ? leaving : others).push(l);
       }
       // They hold their slots and are revoked like any other (a takeover, evict_oldest: told, so they do not
-      // come back), unless this device would be refused: then they go (a device that does come back is
-      // admitted like a new one), rather than refuse a viewer for a device that is not playing any more.
+      // come back), unless this device would be refused: then, oldest first, as many as make room give way
+      // (a device that does come back is admitted like a new one) rather than refuse a viewer for a device
+      // that may not be playing any more. Each is told (4403): its socket may still play until its 1012.
       others.push(...leaving);
       others.sort((a, b) => a.acquiredAt - b.acquiredAt);
       let blocked = blockedBy(req, others);
       let taken = blocked === undefined ? {} : toRevoke(req, others, blocked);
+      const gaveWay: Lease[] = [];
       if (taken === undefined && leaving.length > 0) {
-        dead.push(...leaving);
-        others = others.filter((l) => !leaving.includes(l));
-        blocked = blockedBy(req, others);
-        taken = blocked === undefined ? {} : toRevoke(req, others, blocked);
+        let rest = others;
+        let still = blocked;
+        while (still !== undefined) {
+          const by = still;
+          const l = rest.find((o) => leaving.includes(o) && makesRoomFor(req, o, by));
+          if (l === undefined) break;
+          gaveWay.push(l);
+          rest = rest.filter((o) => o !== l);
+          still = blockedBy(req, rest);
+        }
+        const rescue = still === undefined ? {} : toRevoke(req, rest, still);
+        if (rescue !== undefined) {
+          others = rest;
+          blocked = still;
+          taken = rescue;
+        } else gaveWay.length = 0;
       }
       if (blocked !== undefined && taken === undefined) {
-        return { kind: 'denied', reason: blocked.reason, active: others, mustStop: blocked.mustStop };
+        // The draining ones would give way: the viewer must stop some of the others.
+        const active = others.filter((l) => !leaving.includes(l));
+        const { reason, mustStop } = blockedBy(req, active) ?? blocked;
+        return { kind: 'denied', reason, active, mustStop };
       }
       const { revoked, evicted } = taken ?? {};
       const victim = revoked ?? evicted;
 
-      const removed = [...(victim ? [victim] : []), ...dead].slice(0, MAX_REMOVALS_PER_WRITE);
+      const removed = [...(victim ? [victim] : []), ...gaveWay, ...dead].slice(0, MAX_REMOVALS_PER_WRITE);
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
       removed.forEach((l, i) => (names[`#r${i}`] = LEASE_PREFIX + l.deviceId));
       // The counts move by what this write adds and removes; reconcile repairs any drift.
@@ -510,8 +536,8 @@ export class LeaseStore {
       // n counts entries, dead ones not yet removed included, so the fast path's `n < limit` stays exact.
       const count = entries.size - removed.length + (mine ? 0 : 1);
       const active = others.length + 1 - (victim ? 1 : 0);
-      sent = { displaced: mine, revoked, evicted };
-      if (req.trace) req.trace.victims = [mine, victim].filter((l): l is Lease => l !== undefined);
+      sent = { displaced: mine, revoked, evicted, ...(gaveWay.length > 0 ? { gaveWay } : {}) };
+      if (req.trace) req.trace.victims = [mine, victim, ...gaveWay].filter((l): l is Lease => l !== undefined);
       const values: Item = {
         ':lease': leaseValue(lease),
         ':count': { N: String(count) },

@@ -88,4 +88,54 @@ describe('drain hand-off under takeover and evict_oldest', () => {
     await stopping;
     await Promise.all([laptop.close(), phone.close()]);
   });
+  test(
+    "a device that takes a draining device's slot stops it at once: no stream over the limit for the rest of the drain",
+    BOUNDED,
+    async (t) => {
+      const tbl = newTable();
+      const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
+      const b = await startGateway({ table: tbl });
+      t.after(() => b.stop());
+      const token = await mintToken('xia', { maxStreams: 1 });
+      const filler = connect(a.url, { token: await mintToken('yan'), device: 'tv' });
+      const tv = connect(a.url, { token, device: 'tv' });
+      await Promise.all([filler.decision, tv.decision]);
+      const stopping = a.stop();
+      await filler.closed;
+      // The tv still plays on A (its 1012 is due 1.5 s in); the phone needs its slot and gets it.
+      const phone = connect(b.url, { token, device: 'phone' });
+      assert.equal((await phone.decision).type, 'granted');
+      const { code, reason } = await tv.closed;
+      assert.equal(code, 4403, reason);
+      await stopping;
+      await phone.close();
+    },
+  );
+
+  test('draining devices give way one by one, the oldest first, only as many as the new device needs', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
+    const b = await startGateway({ table: tbl });
+    t.after(() => b.stop());
+    const token = await mintToken('zoe', { maxStreams: 2 });
+    const filler = connect(a.url, { token: await mintToken('abe'), device: 'tv' });
+    await filler.decision;
+    const tv = connect(a.url, { token, device: 'tv' });
+    await tv.decision;
+    const phone = connect(a.url, { token, device: 'phone' });
+    const { leaseId } = (await phone.decision) as { leaseId: string };
+    const stopping = a.stop();
+    await filler.closed;
+    const laptop = connect(b.url, { token, device: 'laptop' });
+    assert.equal((await laptop.decision).type, 'granted');
+    assert.equal((await tv.closed).code, 4403, 'the oldest gave way');
+    assert.deepEqual((await leaseEntries(b.endpoint, b.table, 'zoe')).sort(), ['laptop', 'phone']);
+    // The phone keeps its slot through its hand-off.
+    assert.equal((await phone.closed).code, 1012);
+    const back = connect(b.url, { token, device: 'phone', handoff: leaseId });
+    const decision = await back.decision;
+    assert.equal(decision.type, 'granted', JSON.stringify(decision));
+    await stopping;
+    await Promise.all([laptop.close(), back.close()]);
+  });
 });
