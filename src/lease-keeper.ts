@@ -41,6 +41,11 @@ interface Victim {
   /** Revoked by `evict_oldest`: the close reason says another device started playing. */
   readonly why: 'evicted' | undefined;
   readonly until: number;
+  /**
+   * A hand-off's victim, whose instance (empty in `lease`) the write did not know: the entry of this lease id,
+   * once the write landed, names it (`handedFrom`).
+   */
+  readonly via?: string;
 }
 
 interface Held {
@@ -162,7 +167,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     // has settled (no more SDK retries after that), then on every reconcile round until the horizon.
     this.#doubt(region, req.userId, req.leaseId);
     for (const victim of trace.victims) {
-      if (victim.deviceId === req.deviceId) this.#suspectVictim(region, req.userId, victim, CLOSE.REPLACED.code);
+      if (victim.deviceId === req.deviceId) this.#suspectVictim(region, req.userId, victim, CLOSE.REPLACED.code, undefined, req.leaseId);
       // Without a takeover, another lease a write revokes is the one evict_oldest chose, or a draining one that gave way.
       else
         this.#suspectVictim(
@@ -276,8 +281,9 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     else this.#doubts.set(leaseId, { region, userId, until });
   }
 
-  #suspectVictim(region: Region, userId: string, lease: Lease, code: number, why?: 'evicted'): void {
-    this.#victims.set(lease.leaseId, { region, userId, lease, code, why, until: performance.now() + this.#cfg.uncertainWriteHorizonMs });
+  #suspectVictim(region: Region, userId: string, lease: Lease, code: number, why?: 'evicted', via?: string): void {
+    const until = performance.now() + this.#cfg.uncertainWriteHorizonMs;
+    this.#victims.set(lease.leaseId, { region, userId, lease, code, why, until, ...(lease.instanceId === '' ? { via } : {}) });
   }
 
   // ---- reconcile ----------------------------------------------------------
@@ -416,10 +422,17 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   #settleVictims(region: Region, userId: string, item: Item | undefined): void {
     const entries = leasesOf(item);
     for (const [leaseId, v] of this.#victims) {
-      if (v.region !== region || v.userId !== userId || entries.get(v.lease.deviceId)?.leaseId === leaseId) continue;
+      const entry = entries.get(v.lease.deviceId);
+      if (v.region !== region || v.userId !== userId || entry?.leaseId === leaseId) continue;
       this.#victims.delete(leaseId);
+      let lease = v.lease;
+      if (lease.instanceId === '') {
+        // A hand-off's victim: told only if that hand-off is what replaced it (else whoever did told it).
+        if (entry === undefined || entry.leaseId !== v.via || entry.handedFrom === undefined) continue;
+        lease = { ...lease, instanceId: entry.handedFrom };
+      }
       this.#metrics.leaseRepairs.inc({ kind: 'victim' });
-      this.emit('taken', v.lease, v.code, v.why, region);
+      this.emit('taken', lease, v.code, v.why, region);
     }
   }
 }

@@ -54,6 +54,12 @@ export interface Lease {
    * leaves the counts alone.
    */
   readonly counted?: boolean;
+  /**
+   * The instance whose entry a hand-off replaced to write this one: whom to
+   * tell when that write's reply was lost (its retry, or the lease keeper's
+   * check, then finds this entry in place and no trace of the one it replaced).
+   */
+  readonly handedFrom?: string;
 }
 
 /**
@@ -285,6 +291,7 @@ export function leasesOf(item: Item | undefined): Map<string, Lease> {
       contentId: m.contentId?.S,
       deviceClass: m.class?.S,
       counted: m.counted?.BOOL === true,
+      handedFrom: m.handedFrom?.S,
     });
   }
   return out;
@@ -428,12 +435,17 @@ export class LeaseStore {
     const names: Record<string, string> = {
       '#lease': LEASE_PREFIX + req.deviceId,
       '#id': 'leaseId',
+      '#inst': 'instanceId',
+      '#at': 'acquiredAt',
+      '#from': 'handedFrom',
       '#counted': 'counted',
       '#n': 'n',
       '#v': 'v',
     };
     const values: Item = {
-      ':lease': leaseValue(lease),
+      ':id': { S: lease.leaseId },
+      ':inst': { S: lease.instanceId },
+      ':at': { N: String(lease.acquiredAt) },
       ':old': { S: oldLeaseId },
       ':true': { BOOL: true },
       ':one': { N: '1' },
@@ -457,11 +469,12 @@ export class LeaseStore {
       values[`:${key}cap`] = { N: String(cap) };
       condition += ` AND #${key} <= :${key}cap`;
     }
-    const out = await this.#updateUser(
-      req.userId,
-      { update: 'SET #lease = :lease ADD #v :one', condition, names, values, returns: 'ALL_OLD' },
-      signal,
-    );
+    // Content, class and `counted` stay as they are (the condition holds them equal); the entry keeps the
+    // instance it replaces, in case this write's reply is lost.
+    const update = 'SET #lease.#id = :id, #lease.#inst = :inst, #lease.#at = :at, #lease.#from = #lease.#inst ADD #v :one';
+    // Its instance is not known before the write: the keeper learns it from the entry, if this one's outcome is unknown.
+    if (req.trace) req.trace.victims = [{ ...lease, leaseId: oldLeaseId, instanceId: '' }];
+    const out = await this.#updateUser(req.userId, { update, condition, names, values, returns: 'ALL_OLD' }, signal);
     if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
     return { kind: 'granted', lease, active: num(out.Attributes?.n), displaced: leasesOf(out.Attributes).get(req.deviceId) };
   }
@@ -473,9 +486,11 @@ export class LeaseStore {
     for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
       const entries = leasesOf(item);
       const mine = entries.get(req.deviceId);
-      // A retried write whose first attempt committed: the blocking entry is ours.
+      // A retried write whose first attempt committed: the blocking entry is ours. A hand-off's says whom it replaced.
       if (mine?.leaseId === req.leaseId) {
-        return { kind: 'granted', lease: mine, active: entries.size, ...sent };
+        const handedFrom = mine.handedFrom === undefined || req.handoff === undefined ? undefined : mine.handedFrom;
+        const displaced = handedFrom && { ...mine, leaseId: req.handoff!, instanceId: handedFrom, handedFrom: undefined };
+        return { kind: 'granted', lease: mine, active: entries.size, ...(displaced ? { displaced } : {}), ...sent };
       }
       const { live, draining } = await this.#instances(entries.values(), signal, true);
       const dead: Lease[] = [];

@@ -8,10 +8,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { connect } from './helpers/devices.js';
-import { leaseEntries, newTable, startGateway } from './helpers/gateway.js';
+import { gatewayBehindProxy, leaseEntries, newTable, startGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 20_000 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('drain hand-off under takeover and evict_oldest', () => {
   test("a takeover of a draining gateway's device closes it with 4403: it does not come back and take the slot", BOUNDED, async (t) => {
@@ -137,5 +138,38 @@ describe('drain hand-off under takeover and evict_oldest', () => {
     assert.equal(decision.type, 'granted', JSON.stringify(decision));
     await stopping;
     await Promise.all([laptop.close(), back.close()]);
+  });
+  test('a hand-off that committed after its admission deadline still tells the socket it replaced', BOUNDED, async (t) => {
+    const tbl = newTable();
+    // The replaced socket's gateway (not draining: a copied lease id) would only find out by reconcile, a minute later.
+    const a = await startGateway({ table: tbl, env: { RECONCILE_INTERVAL_MS: '60000' } });
+    t.after(() => a.stop());
+    const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl, env: { DYNAMODB_REQUEST_TIMEOUT_MS: '5000' } });
+    const token = await mintToken('bea', { maxStreams: 1 });
+    const tv = connect(a.url, { token, device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    // The hand-off's write commits but its reply arrives after the 1.5 s deadline.
+    proxy.set('hold-reply', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: 2500 });
+    const copy = connect(b.url, { token, device: 'tv', handoff: leaseId });
+    assert.equal((await copy.closed).code, 1013);
+    const close = await Promise.race([tv.closed, sleep(5000).then(() => ({ code: 0, reason: 'still playing' }))]);
+    assert.equal(close.code, 4409, close.reason);
+  });
+
+  test('a hand-off whose reply is lost tells the socket it replaced through its mailbox, not a reconcile later', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await startGateway({ table: tbl, env: { RECONCILE_INTERVAL_MS: '60000' } });
+    t.after(() => a.stop());
+    const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+    const token = await mintToken('cal', { maxStreams: 1 });
+    const tv = connect(a.url, { token, device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    proxy.set('drop-reply', { only: ['UpdateItem'], usersOnly: true, times: 1 });
+    const back = connect(b.url, { token, device: 'tv', handoff: leaseId });
+    assert.equal((await back.decision).type, 'granted');
+    const close = await Promise.race([tv.closed, sleep(5000).then(() => ({ code: 0, reason: 'still playing' }))]);
+    assert.equal(close.code, 4409, close.reason);
+    assert.match(await a.metrics(), /sigma_revocations_total\{code="4409",path="mailbox"\} 1/);
+    await back.close();
   });
 });

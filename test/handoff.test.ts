@@ -176,9 +176,9 @@ describe('drain hand-off', () => {
     const granted = (await back.decision) as { type: string; leaseId: string };
     assert.equal(granted.type, 'granted');
     assert.equal(proxy.faulted.get('drop-reply'), 1, 'the first reply was lost');
-    // The retry found its own entry, not whom the first attempt replaced: A's reconcile backstop finds its lease gone.
+    // The retry found its own entry, which names the instance the first attempt replaced: told through its mailbox.
     assert.equal((await tv.closed).code, 4409, 'the socket that held the entry is told');
-    assert.match(await a.metrics(), /sigma_revocations_total\{code="4409",path="reconcile"\} 1/);
+    assert.match(await a.metrics(), /sigma_revocations_total\{code="4409",path="mailbox"\} 1/);
     const { n, entries } = await table(b, 'pim');
     assert.equal(n, 1);
     assert.deepEqual(
