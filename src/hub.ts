@@ -151,15 +151,18 @@ export class Hub {
       this.revoke(lease.leaseId, code, path, why);
       return;
     }
-    const signal = AbortSignal.timeout(this.#cfg.admissionTimeoutMs);
+    // Each request its own deadline: a note after a read that failed slowly still gets its full time.
+    const within = () => AbortSignal.timeout(this.#cfg.admissionTimeoutMs);
+    const note = () => region.store.notify(lease.instanceId, lease.leaseId, code, within(), why);
     // The same device back from a drain: its old gateway is closing that socket anyway (a revocation is still
-    // told, or the device would come back with a hand-off and take the slot again).
+    // told, or the device would come back with a hand-off and take the slot again). Not known: the note goes.
     const told =
       code === CLOSE.REPLACED.code
-        ? region.store
-            .closesOnItsOwn(lease.instanceId, signal)
-            .then((itself) => itself || region.store.notify(lease.instanceId, lease.leaseId, code, signal, why))
-        : region.store.notify(lease.instanceId, lease.leaseId, code, signal, why);
+        ? region.store.closesOnItsOwn(lease.instanceId, within()).then(
+            (itself) => itself || note(),
+            () => note(),
+          )
+        : note();
     this.#pending.add(
       told.catch((err: unknown) =>
         this.#log.warn('mailbox write failed; the owner finds out on its next reconcile', { err, instanceId: lease.instanceId }),

@@ -172,4 +172,21 @@ describe('drain hand-off under takeover and evict_oldest', () => {
     assert.match(await a.metrics(), /sigma_revocations_total\{code="4409",path="mailbox"\} 1/);
     await back.close();
   });
+  test('a same-device replacement still tells the old socket when the read of its instance fails', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await startGateway({ table: tbl, env: { RECONCILE_INTERVAL_MS: '60000' } });
+    t.after(() => a.stop());
+    const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+    const token = await mintToken('dee', { maxStreams: 1 });
+    const tv = connect(a.url, { token, device: 'tv' });
+    await tv.decision;
+    // Whether A closes the socket on its own is read with one GetItem: the store refuses it (every attempt).
+    proxy.set('error500', { only: ['GetItem'] });
+    const again = connect(b.url, { token, device: 'tv' });
+    assert.equal((await again.decision).type, 'granted');
+    const close = await Promise.race([tv.closed, sleep(5000).then(() => ({ code: 0, reason: 'still playing' }))]);
+    assert.equal(close.code, 4409, close.reason);
+    proxy.set('pass');
+    await again.close();
+  });
 });
