@@ -436,7 +436,6 @@ export class LeaseStore {
       '#lease': LEASE_PREFIX + req.deviceId,
       '#id': 'leaseId',
       '#inst': 'instanceId',
-      '#at': 'acquiredAt',
       '#from': 'handedFrom',
       '#counted': 'counted',
       '#n': 'n',
@@ -445,7 +444,6 @@ export class LeaseStore {
     const values: Item = {
       ':id': { S: lease.leaseId },
       ':inst': { S: lease.instanceId },
-      ':at': { N: String(lease.acquiredAt) },
       ':old': { S: oldLeaseId },
       ':true': { BOOL: true },
       ':one': { N: '1' },
@@ -469,14 +467,17 @@ export class LeaseStore {
       values[`:${key}cap`] = { N: String(cap) };
       condition += ` AND #${key} <= :${key}cap`;
     }
-    // Content, class and `counted` stay as they are (the condition holds them equal); the entry keeps the
+    // Content, class and `counted` stay as they are (the condition holds them equal), and so does acquiredAt: the
+    // device keeps its slot, and its place among the longest-playing (evict_oldest, `since`). The entry keeps the
     // instance it replaces, in case this write's reply is lost.
-    const update = 'SET #lease.#id = :id, #lease.#inst = :inst, #lease.#at = :at, #lease.#from = #lease.#inst ADD #v :one';
+    const update = 'SET #lease.#id = :id, #lease.#inst = :inst, #lease.#from = #lease.#inst ADD #v :one';
     // Its instance is not known before the write: the keeper learns it from the entry, if this one's outcome is unknown.
     if (req.trace) req.trace.victims = [{ ...lease, leaseId: oldLeaseId, instanceId: '' }];
     const out = await this.#updateUser(req.userId, { update, condition, names, values, returns: 'ALL_OLD' }, signal);
     if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
-    return { kind: 'granted', lease, active: num(out.Attributes?.n), displaced: leasesOf(out.Attributes).get(req.deviceId) };
+    const displaced = leasesOf(out.Attributes).get(req.deviceId);
+    const kept = displaced === undefined ? lease : { ...lease, acquiredAt: displaced.acquiredAt };
+    return { kind: 'granted', lease: kept, active: num(out.Attributes?.n), displaced };
   }
 
   async #acquireSlow(req: AcquireRequest, lease: Lease, item: Item | undefined, signal?: AbortSignal): Promise<AcquireOutcome> {

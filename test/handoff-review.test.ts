@@ -189,4 +189,33 @@ describe('drain hand-off under takeover and evict_oldest', () => {
     proxy.set('pass');
     await again.close();
   });
+  test(
+    'a hand-off keeps when the stream started: evict_oldest still stops the longest-playing device after a deploy',
+    BOUNDED,
+    async (t) => {
+      const tbl = newTable();
+      const a = await startGateway({ table: tbl, env: { DRAIN_MS: '200' } });
+      const b = await startGateway({ table: tbl });
+      t.after(() => b.stop());
+      const token = await mintToken('eli', { maxStreams: 2, claims: { stream_policy: 'evict_oldest' } });
+      const tv = connect(a.url, { token, device: 'tv' });
+      const tvLease = ((await tv.decision) as { leaseId: string }).leaseId;
+      await sleep(50);
+      const phone = connect(a.url, { token, device: 'phone' });
+      const phoneLease = ((await phone.decision) as { leaseId: string }).leaseId;
+      await a.stop();
+      // The phone happens to come back first.
+      const phoneBack = connect(b.url, { token, device: 'phone', handoff: phoneLease });
+      assert.equal((await phoneBack.decision).type, 'granted');
+      await sleep(50);
+      const tvBack = connect(b.url, { token, device: 'tv', handoff: tvLease });
+      assert.equal((await tvBack.decision).type, 'granted');
+      // The tv has played longest: it stops, as it would have without the deploy.
+      const laptop = connect(b.url, { token, device: 'laptop' });
+      assert.equal((await laptop.decision).type, 'granted');
+      const stopped = await Promise.race([tvBack.closed.then((c) => ['tv', c.code]), phoneBack.closed.then((c) => ['phone', c.code])]);
+      assert.deepEqual(stopped, ['tv', 4403]);
+      await Promise.all([phoneBack.close(), laptop.close()]);
+    },
+  );
 });
