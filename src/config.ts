@@ -109,8 +109,10 @@ export interface Config {
    * The drain hands each lease over instead of giving it back: the instance
    * item is marked draining, the player comes back elsewhere with
    * `handoff=<lease id>`, and that gateway keeps its slot in one write. Off:
-   * each lease is released before its 1012 (for players that do not send
-   * `handoff`: they then cost one write less each). @default true
+   * each lease is released before its 1012, for players that do not send
+   * `handoff` (a release and a write each, where a hand-off leaves them a
+   * failed write, a read and a write; a player that sends it then pays one
+   * failed write more). @default true
    */
   readonly drainHandoff: boolean;
   /** Per-attempt timeout of one DynamoDB request. @default 1000 */

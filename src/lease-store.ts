@@ -168,6 +168,11 @@ const SLOW_PATH_ATTEMPTS = 8;
 export const MAX_REMOVALS_PER_WRITE = 100;
 /** Draining or dead instances remembered (a few per deploy); the set starts over when full. */
 const GONE_REMEMBERED = 1000;
+/**
+ * How long an instance read live and not draining answers {@link LeaseStore.closesOnItsOwn} without another
+ * read: a same-device replacement on the slow path has just read it. Stale only costs a note it did not need.
+ */
+const LIVE_SEEN_MS = 1000;
 
 /** The SDK's attempt count of a reply or an error (ours wraps the SDK's as `cause`). */
 function attemptsOf(x: unknown): number {
@@ -312,6 +317,8 @@ export class LeaseStore {
   /** Instances known to close their sockets on their own: see {@link closesOnItsOwn}. */
   readonly #gone = new Set<string>();
   readonly #goneReads = new Map<string, Promise<boolean>>();
+  /** Instances read live and not draining, with when (Date.now()). */
+  readonly #liveSeen = new Map<string, number>();
 
   constructor(client: Pick<DynamoDBClient, 'send'>, metrics: Metrics, opts: StoreOptions) {
     this.#client = client;
@@ -820,6 +827,7 @@ export class LeaseStore {
       if (num(it.expiresAt) > now) {
         live.add(id);
         if (it.draining !== undefined) draining.add(this.#leaving(id));
+        else this.#seenLive(id, now);
       } else if (act) toMark.push(it);
     }
     const marks = await Promise.all(toMark.map((it) => this.#markDead(it, signal)));
@@ -828,6 +836,11 @@ export class LeaseStore {
   }
 
   /** Remembers an instance that closes its sockets on its own (draining, dead or gone): that never changes. */
+  #seenLive(instanceId: string, at: number): void {
+    if (this.#liveSeen.size >= GONE_REMEMBERED) this.#liveSeen.clear();
+    this.#liveSeen.set(instanceId, at);
+  }
+
   #leaving(instanceId: string): string {
     if (this.#gone.size >= GONE_REMEMBERED) this.#gone.clear();
     this.#gone.add(instanceId);
@@ -844,6 +857,7 @@ export class LeaseStore {
    */
   closesOnItsOwn(instanceId: string, signal?: AbortSignal): Promise<boolean> {
     if (this.#gone.has(instanceId)) return Promise.resolve(true);
+    if (Date.now() - (this.#liveSeen.get(instanceId) ?? -Infinity) < LIVE_SEEN_MS) return Promise.resolve(false);
     let read = this.#goneReads.get(instanceId);
     if (read === undefined) {
       read = this.#send<GetItemCommandOutput>(
@@ -859,6 +873,7 @@ export class LeaseStore {
         .then(({ Item: it }) => {
           const leaving = it === undefined || it.dead !== undefined || it.draining !== undefined || num(it.expiresAt) <= Date.now();
           if (leaving) this.#leaving(instanceId);
+          else this.#seenLive(instanceId, Date.now());
           return leaving;
         })
         .finally(() => this.#goneReads.delete(instanceId));
