@@ -3,7 +3,8 @@
  * conditional UpdateItem (the gateway's fast path, test/bench/admission.ts
  * rawAcquire) for SDK client configurations, in alternating rounds against
  * one DynamoDB Local, concurrency 32. Used to decide src/dynamo.ts
- * createClient's options; the figures are quoted in docs/bench/notes.md.
+ * createClient's options; the figures are quoted in docs/bench/notes.md and
+ * docs/bench/sdk-trim.md.
  */
 import { DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, ensureTable, send } from '../../src/dynamo.js';
@@ -52,6 +53,12 @@ const variants: Variant[] = [
   },
   { name: 'createClient, send(cmd, {abortSignal})', client: createClient(options), way: 'sdk-signal' },
   { name: 'createClient, send(cmd) (no signal)', client: createClient(options), way: 'plain' },
+  {
+    // The SDK's stack as it comes (no trimStack): what the trimmed stack saves.
+    name: 'createClient untrimmed, dynamo.ts send() with a signal',
+    client: createClient({ ...options, trimStack: false }),
+    way: 'our-send',
+  },
   { name: 'createClient, dynamo.ts send() with a signal', client: createClient(options), way: 'our-send' },
 ];
 try {
