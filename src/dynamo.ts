@@ -66,6 +66,13 @@ export interface DynamoOptions {
    * @default true
    */
   cacheMiddleware?: boolean;
+  /**
+   * Take out of the SDK's middleware stack the per-request work that does
+   * nothing for this gateway: see {@link trimStack}. `false` leaves the stack
+   * as the SDK builds it (test/bench/sdk-config.ts compares the two).
+   * @default true
+   */
+  trimStack?: boolean;
 }
 
 /**
@@ -115,6 +122,7 @@ export function createClient(opts: DynamoOptions): DynamoDBClient {
       httpsAgent: new HttpsAgent(agentOptions),
     }),
   });
+  if (opts.trimStack ?? true) trimStack(client);
   client.middlewareStack.add(
     (next) => (args) => {
       const signal = signalByInput.get(args.input);
@@ -124,6 +132,86 @@ export function createClient(opts: DynamoOptions): DynamoDBClient {
     { step: 'deserialize', name: 'sigmaAbortSignal', priority: 'low' },
   );
   return client;
+}
+
+const USER_AGENT_MIDDLEWARE = 'getUserAgentMiddleware';
+
+/**
+ * What the SDK runs on every request that this gateway does not need. Each
+ * removal keeps what goes on the wire (retries, backoff, signing, credentials,
+ * endpoint, error classes are untouched); test/bench/sdk-config.ts measures it
+ * and docs/bench/sdk-trim.md has the figures.
+ *
+ * - `loggerMiddleware` only writes to the client's `logger`, and we give the
+ *   client none (the SDK's NoOpLogger). It still builds a log entry for every
+ *   failed call, a condition failure at the stream limit included: a walk of
+ *   the whole input through the schema's sensitive-field filter, thrown away.
+ * - `recursionDetectionMiddleware` does something only inside AWS Lambda (it
+ *   copies Lambda's X-Ray trace id and trace context into the request); the
+ *   gateway is a long-lived server on Kubernetes. Per request it scans the
+ *   headers and awaits Lambda's invoke store.
+ * - the user agent: see {@link cacheUserAgent}.
+ */
+function trimStack(client: DynamoDBClient): void {
+  client.middlewareStack.remove('loggerMiddleware');
+  client.middlewareStack.remove('recursionDetectionMiddleware');
+  cacheUserAgent(client);
+}
+
+type Headers = Record<string, string>;
+
+/**
+ * The SDK's user-agent middleware rebuilds the same two headers on every
+ * request (awaits its providers, escapes every section with regular
+ * expressions, encodes the feature flags): about a tenth of our client's CPU
+ * per UpdateItem (docs/bench/sdk-trim.md). This runs the SDK's own
+ * middleware, alone, on the client's first requests and sets the headers it
+ * wrote on every later one: the same bytes (test/unit/dynamo.test.ts compares
+ * them with the untrimmed stack's, retries included). What it cannot follow:
+ * a feature flag that first appears on a later request. None does for this
+ * client (the flags say endpoint override, retry mode, account-id endpoint
+ * mode and credential source, all fixed per client, and the credentials are
+ * resolved before the user agent is built), and the header is telemetry for
+ * AWS that nothing of ours reads. If the stack is not the one this expects,
+ * the SDK's middleware stays.
+ */
+function cacheUserAgent(client: DynamoDBClient): void {
+  const stack = client.middlewareStack;
+  // A stack holding the SDK's user-agent middleware and nothing else. identify() lists "name (a.k.a. ...) - step",
+  // without the entries placed relative to the command's middleware (httpAuthSchemeMiddleware, before the endpoint's).
+  const sdkUserAgent = stack.clone();
+  for (const entry of stack.identify()) {
+    const name = entry.split(' ')[0];
+    if (name !== USER_AGENT_MIDDLEWARE) sdkUserAgent.remove(name);
+  }
+  sdkUserAgent.remove('httpAuthSchemeMiddleware');
+  try {
+    // Throws if an entry is left that is placed relative to one not there.
+    sdkUserAgent.resolve(() => Promise.resolve({ output: {} as never, response: undefined }), {});
+  } catch {
+    return;
+  }
+  if (sdkUserAgent.identify().length !== 1 || !stack.remove(USER_AGENT_MIDDLEWARE)) return;
+  let cached: Headers | undefined;
+  stack.add(
+    (next, context) => async (args) => {
+      const headers = (args.request as { headers?: Headers } | undefined)?.headers;
+      if (headers === undefined) return next(args);
+      if (cached !== undefined) {
+        Object.assign(headers, cached);
+      } else {
+        // The SDK's middleware sets the headers on this request in place; the handler after it sends nothing.
+        await sdkUserAgent.resolve(() => Promise.resolve({ output: {} as never, response: undefined }), context)(args);
+        const { 'user-agent': userAgent, 'x-amz-user-agent': amzUserAgent } = headers;
+        cached = {
+          ...(userAgent === undefined ? {} : { 'user-agent': userAgent }),
+          ...(amzUserAgent === undefined ? {} : { 'x-amz-user-agent': amzUserAgent }),
+        };
+      }
+      return next(args);
+    },
+    { step: 'build', priority: 'low', name: 'sigmaCachedUserAgent', tags: ['SET_USER_AGENT', 'USER_AGENT'] },
+  );
 }
 
 /** Anything with `send(command)`: the DynamoDB client. */

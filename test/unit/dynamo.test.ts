@@ -117,3 +117,47 @@ test('an abort during the SDK retry backoff ends the call at once, and no later 
     server.close();
   }
 });
+
+test('the trimmed stack sends the user agent the SDK would, on every request and every retry', async () => {
+  // Each request's user-agent headers; the second request of every client is refused once as retryable.
+  const seen: string[] = [];
+  let requests = 0;
+  const server = createServer((socket: Socket) => {
+    socket.on('data', (data) => {
+      const head = data.toString();
+      const agents = [...head.matchAll(/^(user-agent|x-amz-user-agent): (.*)\r$/gim)].map((m) => `${m[1].toLowerCase()}: ${m[2]}`);
+      seen.push(agents.sort().join(' | '));
+      const retry = ++requests % 4 === 2;
+      const body = retry ? '{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"busy"}' : '{}';
+      socket.write(
+        `HTTP/1.1 ${retry ? '500 Internal Server Error' : '200 OK'}\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: ${body.length}\r\nx-amzn-RequestId: t\r\n\r\n${body}`,
+      );
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  const endpoint = `http://127.0.0.1:${port}`;
+  const metrics = new Metrics();
+  const headersOf = async (trimStack: boolean): Promise<string[]> => {
+    seen.length = 0;
+    const client = createClient({ endpoint, requestTimeoutMs: 5000, maxAttempts: 3, trimStack });
+    try {
+      // Three calls, four requests (the second call is retried once), with and without a signal.
+      await send(client, metrics, 'GetItem', get('a'));
+      await send(client, metrics, 'GetItem', get('b'), new AbortController().signal);
+      await send(client, metrics, 'GetItem', get('c'));
+      return [...seen];
+    } finally {
+      client.destroy();
+    }
+  };
+  try {
+    const sdk = await headersOf(false);
+    const trimmed = await headersOf(true);
+    assert.equal(sdk.length, 4);
+    assert.match(sdk[0], /^user-agent: aws-sdk-js\/\S+ .* m\/\S+ \| x-amz-user-agent: aws-sdk-js\/\S+$/);
+    assert.deepEqual(trimmed, sdk);
+  } finally {
+    server.close();
+  }
+});
