@@ -8,6 +8,7 @@ import {
   UpdateTimeToLiveCommand,
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
+import { DirectWriter, HandOver } from './direct.js';
 import type { Metrics } from './metrics.js';
 
 export type Item = Record<string, AttributeValue>;
@@ -73,6 +74,13 @@ export interface DynamoOptions {
    * @default true
    */
   trimStack?: boolean;
+  /**
+   * Send the first attempt of each UpdateItem by hand, the SDK taking over
+   * for retries: see {@link DirectWriter}. `false`: every attempt through the
+   * SDK (test/bench/raw-http.ts compares the two).
+   * @default true
+   */
+  direct?: boolean;
 }
 
 /**
@@ -84,6 +92,8 @@ export interface DynamoOptions {
  * entry lives as long as its command or request.
  */
 const signalByInput = new WeakMap<object, AbortSignal>();
+/** Clients whose UpdateItems go by hand first: see {@link DirectWriter}. */
+const directWriters = new WeakMap<object, DirectWriter>();
 const signalByRequest = new WeakMap<object, AbortSignal>();
 
 type HandlerOptions = Parameters<NodeHttpHandler['handle']>[1];
@@ -106,6 +116,8 @@ export function createClient(opts: DynamoOptions): DynamoDBClient {
   const local = opts.endpoint !== undefined;
   const maxSockets = opts.maxSockets ?? 256;
   const agentOptions = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets };
+  const httpAgent = new HttpAgent(agentOptions);
+  const httpsAgent = new HttpsAgent(agentOptions);
   const client = new DynamoDBClient({
     endpoint: opts.endpoint,
     region: opts.region ?? 'local',
@@ -118,10 +130,16 @@ export function createClient(opts: DynamoOptions): DynamoDBClient {
       requestTimeout: opts.requestTimeoutMs,
       // Without this the SDK only logs a warning and keeps waiting.
       throwOnRequestTimeout: true,
-      httpAgent: new HttpAgent(agentOptions),
-      httpsAgent: new HttpsAgent(agentOptions),
+      httpAgent,
+      httpsAgent,
     }),
   });
+  if (opts.direct ?? true) {
+    directWriters.set(
+      client,
+      new DirectWriter(client, { endpoint: opts.endpoint, requestTimeoutMs: opts.requestTimeoutMs, httpAgent, httpsAgent }),
+    );
+  }
   if (opts.trimStack ?? true) trimStack(client);
   client.middlewareStack.add(
     (next) => (args) => {
@@ -234,10 +252,8 @@ export async function send<T>(
   // With several regions every request is booked under its region; with one, no label (as before regions).
   const where = region === undefined ? {} : { region };
   try {
-    // Without options, so the SDK reuses its middleware stack; the signal goes beside them (SignalHandler).
-    if (signal !== undefined) signalByInput.set((command as { input: object }).input, signal);
-    const sent = client.send(command as never) as Promise<T>;
-    const out = signal === undefined ? await sent : await untilAborted(sent, signal);
+    const direct = operation === 'UpdateItem' ? directWriters.get(client) : undefined;
+    const out = direct === undefined ? await sdkSend<T>(client, command, signal) : await directThenSdk<T>(direct, client, command, signal);
     metrics.dynamodbRequests.inc({ operation, outcome: 'ok', ...where });
     return out;
   } catch (err) {
@@ -249,6 +265,54 @@ export async function send<T>(
     const detail = err instanceof Error ? ` (${err.name}: ${err.message.slice(0, 200)})` : '';
     throw new StoreUnavailableError(`DynamoDB ${operation} failed: ${outcome}${detail}`, outcome, { cause: err });
   }
+}
+
+/** Through the SDK: without options, so it reuses its middleware stack; the signal goes beside them (SignalHandler). */
+function sdkSend<T>(client: Sender, command: unknown, signal: AbortSignal | undefined): Promise<T> {
+  if (signal !== undefined) signalByInput.set((command as { input: object }).input, signal);
+  const sent = client.send(command as never) as Promise<T>;
+  return signal === undefined ? sent : untilAborted(sent, signal);
+}
+
+/** SDK retry base delay: its first retry after a throttle waits up to this (full jitter). */
+const HANDOVER_BACKOFF_MS = 100;
+
+/**
+ * The first attempt by hand ({@link DirectWriter}); the SDK takes over for
+ * anything but a definite answer, its attempt count including ours when ours
+ * may have been applied.
+ */
+async function directThenSdk<T>(direct: DirectWriter, client: Sender, command: unknown, signal: AbortSignal | undefined): Promise<T> {
+  try {
+    return (await direct.updateItem((command as { input: object }).input, signal)) as T;
+  } catch (err) {
+    if (!(err instanceof HandOver)) throw err;
+    if (err.backOff) await sleep(Math.random() * HANDOVER_BACKOFF_MS, signal);
+    const counted = (x: unknown): void => {
+      const meta = (x as { $metadata?: { attempts?: number } } | null)?.$metadata;
+      if (err.sent && meta !== undefined) meta.attempts = (meta.attempts ?? 1) + 1;
+    };
+    try {
+      const out = await sdkSend<T>(client, command, signal);
+      counted(out);
+      return out;
+    } catch (sdkErr) {
+      counted(sdkErr);
+      throw sdkErr;
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }
 
 /**
