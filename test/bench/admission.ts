@@ -5,11 +5,14 @@
  *
  * The raw operation is exactly the gateway's fast path: the conditional
  * UpdateItem that takes a slot below the limit, on the gateway's own table,
- * through a client configured like the gateway's (src/dynamo.ts).
+ * through a client configured like the gateway's and sent the way the
+ * gateway sends it (src/dynamo.ts createClient and send(): the first attempt
+ * by hand). A plain SDK client goes through the SDK as its docs show.
  */
 import { DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import WebSocket from 'ws';
-import { createClient } from '../../src/dynamo.js';
+import { createClient, send } from '../../src/dynamo.js';
+import { Metrics } from '../../src/metrics.js';
 import { mintToken } from '../helpers/tokens.js';
 import { pool, progress, sample, summarize, type Summary } from './measure.js';
 import { cpuSeconds, schedstat } from './procs.js';
@@ -24,9 +27,15 @@ export function plainClient(endpoint: string): DynamoDBClient {
   return new DynamoDBClient({ endpoint, region: 'local', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
 }
 
-/** The fast-path acquire of src/lease-store.ts, done directly. */
+/** Books the raw calls' requests (send() always books one); nobody reads it. */
+const rawMetrics = new Metrics();
+
+/** The fast-path acquire of src/lease-store.ts, done directly (send() uses the client's hand-sent first attempt, if any). */
 export async function rawAcquire(client: DynamoDBClient, table: string, userId: string): Promise<void> {
-  await client.send(
+  await send(
+    client,
+    rawMetrics,
+    'UpdateItem',
     new UpdateItemCommand({
       TableName: table,
       Key: { pk: { S: `user#${userId}` } },
