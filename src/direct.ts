@@ -71,8 +71,9 @@ export class DirectWriter {
 
   /**
    * Where the requests go, resolved once by the SDK's own endpoint rules (so
-   * FIPS, dual-stack and partitions come out as the SDK's would); undefined
-   * when that fails, and then every call goes through the SDK.
+   * FIPS, dual-stack, partitions and account-id endpoints come out as the
+   * SDK's would); undefined when that fails, and then the call goes through
+   * the SDK (the next one tries again).
    */
   #resolveTarget(): Promise<Target | undefined> {
     return (this.#target ??= (async () => {
@@ -81,16 +82,23 @@ export class DirectWriter {
         let url: URL;
         if (this.#opts.endpoint !== undefined) url = new URL(this.#opts.endpoint);
         else {
+          // The account id comes with the credentials (web identity, SSO and process credentials carry it):
+          // with it, the SDK's rules choose DynamoDB's account-id endpoints unless the mode says otherwise.
+          const credentials = await config.credentials();
           const resolved = config.endpointProvider({
             Region: await config.region(),
             UseFIPS: await config.useFipsEndpoint(),
             UseDualStack: await config.useDualstackEndpoint(),
+            AccountId: credentials.accountId,
+            AccountIdEndpointMode: await config.accountIdEndpointMode(),
           });
           url = new URL(resolved.url.href);
         }
         const https = url.protocol === 'https:';
         return { url, request: https ? httpsRequest : httpRequest, agent: https ? this.#opts.httpsAgent : this.#opts.httpAgent };
       } catch {
+        // Not for good: credentials that are not there yet (STS, IMDS at start-up) come later.
+        this.#target = undefined;
         return undefined;
       }
     })());
