@@ -135,18 +135,23 @@ export class DirectWriter {
     );
     const { status, text, requestId } = await this.#post(target, signed.headers, body, signal);
     const metadata = { httpStatusCode: status, requestId, attempts: 1, totalRetryDelay: 0 };
-    let parsed: Record<string, unknown>;
+    let parsed: unknown;
     try {
-      parsed = JSON.parse(text) as Record<string, unknown>;
+      parsed = JSON.parse(text);
     } catch {
+      // Handled below.
+    }
+    // Not DynamoDB's JSON object (a proxy's page, a cut body, `null`): whatever it was may have been applied.
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       throw new HandOver(`unreadable answer (status ${status})`, true);
     }
     if (status === 200) return { ...parsed, $metadata: metadata };
     const str = (v: unknown): string => (typeof v === 'string' ? v : '');
-    const type = str(parsed.__type);
+    const answer = parsed as Record<string, unknown>;
+    const type = str(answer.__type);
     if (status === 400 && type.slice(type.lastIndexOf('#') + 1) === CONDITION_FAILED) {
-      const message = str(parsed.message) || str(parsed.Message) || 'The conditional request failed';
-      throw Object.assign(new Error(message), { name: CONDITION_FAILED, Item: parsed.Item, $metadata: metadata });
+      const message = str(answer.message) || str(answer.Message) || 'The conditional request failed';
+      throw Object.assign(new Error(message), { name: CONDITION_FAILED, Item: answer.Item, $metadata: metadata });
     }
     // Throttling, server errors, clock skew, anything unexpected: the SDK knows what to do with each. A 4xx
     // was refused, not applied; a 5xx may have been.

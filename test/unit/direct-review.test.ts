@@ -6,13 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
+import { getEventListeners } from 'node:events';
 import { Agent as HttpsAgent } from 'node:https';
 import { Agent as HttpAgent, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { DynamoDBClient, UpdateItemCommand, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { DirectWriter, HandOver } from '../../src/direct.js';
-import { createClient, send } from '../../src/dynamo.js';
+import { createClient, isConditionFailure, send } from '../../src/dynamo.js';
 import { Metrics } from '../../src/metrics.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -382,5 +383,115 @@ test('endpoint: credentials that fail once (STS or IMDS at start-up) do not turn
     assert.deepEqual(hosts, ['dynamodb.eu-west-1.amazonaws.com'], 'the second call went by hand');
   } finally {
     client.destroy();
+  }
+});
+
+// ---- how the first attempt can end: what the lease keeper is told ----
+
+type Attempts = { $metadata?: { attempts?: number } };
+const attemptsOf = (x: unknown): number | undefined => (x as Attempts | null)?.$metadata?.attempts;
+
+/** Runs one UpdateItem through `send` with the first request answered by `first`, the rest 200. */
+async function firstAnswered(first: Answer, opts: { requestTimeoutMs?: number; maxAttempts?: number } = {}) {
+  const r = await recorder((req, res, n) => (n === 1 ? first(req, res, n) : ok(req, res, n)));
+  const client = createClient({
+    endpoint: r.endpoint,
+    requestTimeoutMs: opts.requestTimeoutMs ?? 2000,
+    maxAttempts: opts.maxAttempts ?? 3,
+  });
+  const signal = new AbortController().signal;
+  try {
+    const out = await send<Attempts>(client, new Metrics(), 'UpdateItem', command(), signal).then(
+      (v) => ({ ok: true as const, v }),
+      (e: unknown) => ({ ok: false as const, e }),
+    );
+    return { out, requests: r.seen.length, listeners: getEventListeners(signal, 'abort').length };
+  } finally {
+    client.destroy();
+    r.close();
+  }
+}
+
+const rawReply =
+  (text: string): Answer =>
+  (req) =>
+    // Bytes straight on the socket, then the connection goes.
+    req.socket.end(text);
+
+test('every first attempt that may have landed is counted, and no listener is left on the signal', async () => {
+  const cases: Array<[string, Answer, number]> = [
+    ['a reset after the request was read', (req) => req.socket.destroy(), 2],
+    [
+      'a 200 cut off mid-body',
+      rawReply('HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 100\r\n\r\n{"Attribu'),
+      2,
+    ],
+    ['a 200 whose body is not JSON', rawReply('HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\n<html>'), 2],
+    ['a 200 with a chunked body cut off', rawReply('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"Att\r\n'), 2],
+    ['a 500 with an empty body', (_q, res) => res.writeHead(500).end(), 2],
+    ['a 500 whose body is JSON null', (_q, res) => json(res, 500, null), 2],
+    ['a 503 whose body is a JSON string', (_q, res) => json(res, 503, 'Service Unavailable'), 2],
+    [
+      'a 400 ValidationException (refused, not applied)',
+      (_q, res) => json(res, 400, { __type: 'com.amazon.coral.validate#ValidationException', message: 'x' }),
+      1,
+    ],
+  ];
+  const wrong: string[] = [];
+  for (const [name, answer, attempts] of cases) {
+    const { out, requests, listeners } = await firstAnswered(answer);
+    if (!out.ok) wrong.push(`${name}: failed (${String(out.e)})`);
+    else if (attemptsOf(out.v) !== attempts) wrong.push(`${name}: attempts ${attemptsOf(out.v)}, want ${attempts}`);
+    if (requests !== 2) wrong.push(`${name}: ${requests} requests`);
+    if (listeners !== 0) wrong.push(`${name}: ${listeners} abort listeners left`);
+  }
+  assert.deepEqual(wrong, []);
+});
+
+test('a condition failure on the direct path and one after a hand-over: the SDK shape, the attempts, no listener left', async () => {
+  const failed: Answer = (_q, res) =>
+    json(res, 400, {
+      __type: 'com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException',
+      message: 'The conditional request failed',
+      Item: { n: { N: '2' } },
+    });
+  const r = await recorder((q, res, n) => (n === 2 ? q.socket.destroy() : failed(q, res, n)));
+  const client = createClient({ endpoint: r.endpoint, requestTimeoutMs: 2000, maxAttempts: 3 });
+  const signal = new AbortController().signal;
+  try {
+    // The first call: direct, the condition failure as it came. The second: its direct attempt is reset after
+    // the request was read (it may have landed), the SDK's retry fails the condition (maybe on our own write).
+    for (const attempts of [1, 2]) {
+      await assert.rejects(send(client, new Metrics(), 'UpdateItem', command(), signal), (err: unknown) => {
+        assert.ok(isConditionFailure(err));
+        assert.deepEqual(err.Item, { n: { N: '2' } });
+        assert.equal(attemptsOf(err), attempts);
+        return true;
+      });
+      assert.equal(getEventListeners(signal, 'abort').length, 0);
+    }
+  } finally {
+    client.destroy();
+    r.close();
+  }
+});
+
+test('an abort during the hand-over backoff sends nothing more and leaves no listener', async () => {
+  const r = await recorder((_q, res) =>
+    json(res, 400, { __type: 'com.amazonaws.dynamodb.v20120810#ThrottlingException', message: 'slow down' }),
+  );
+  const client = createClient({ endpoint: r.endpoint, requestTimeoutMs: 2000, maxAttempts: 3 });
+  const ac = new AbortController();
+  try {
+    const sent = send(client, new Metrics(), 'UpdateItem', command(), ac.signal);
+    while (r.seen.length === 0) await new Promise((res) => setTimeout(res, 1));
+    ac.abort();
+    await assert.rejects(sent, /timeout|abort/);
+    await new Promise((res) => setTimeout(res, 200));
+    assert.equal(r.seen.length, 1, 'nothing sent after the abort');
+    assert.equal(getEventListeners(ac.signal, 'abort').length, 0);
+  } finally {
+    client.destroy();
+    r.close();
   }
 });
