@@ -495,3 +495,53 @@ test('an abort during the hand-over backoff sends nothing more and leaves no lis
     r.close();
   }
 });
+
+test('clock skew: the SDK corrects it after a hand-over, and the next direct attempt signs at the corrected time', async () => {
+  // A store whose clock is an hour ahead: like DynamoDB it refuses a signature more than 5 minutes off, with its Date.
+  const ahead = 3600_000;
+  const r = await recorder((req, res) => {
+    const amzDate = String(req.headers['x-amz-date']);
+    const signedAt = Date.parse(amzDate.replace(/^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/, '$1-$2-$3T$4:$5:$6Z'));
+    const date = new Date(Date.now() + ahead).toUTCString();
+    if (Math.abs(signedAt - (Date.now() + ahead)) <= 300_000) {
+      res.writeHead(200, { 'Content-Type': 'application/x-amz-json-1.0', 'Content-Length': 2, Date: date });
+      return res.end('{}');
+    }
+    const text = JSON.stringify({ __type: 'com.amazon.coral.service#InvalidSignatureException', message: 'Signature expired' });
+    res.writeHead(400, {
+      'Content-Type': 'application/x-amz-json-1.0',
+      'Content-Length': text.length,
+      Date: new Date(Date.now() + ahead).toUTCString(),
+    });
+    res.end(text);
+  });
+  const client = createClient({ endpoint: r.endpoint, requestTimeoutMs: 2000, maxAttempts: 3 });
+  try {
+    const first = await send<Attempts>(client, new Metrics(), 'UpdateItem', command());
+    assert.equal(attemptsOf(first), 2, "the SDK's own two; ours was refused, not applied");
+    const before = r.seen.length;
+    await send(client, new Metrics(), 'UpdateItem', command());
+    assert.equal(r.seen.length - before, 1, 'the next call went by hand, at the corrected time');
+  } finally {
+    client.destroy();
+    r.close();
+  }
+});
+
+test(
+  'attempts per UpdateItem: DYNAMODB_MAX_ATTEMPTS counts the first one, the direct path adds one (documented, not fixed)',
+  {
+    todo: 'the hand-over gives the SDK its whole budget: 1 + maxAttempts requests, and the SDK retry quota never sees the first',
+  },
+  async () => {
+    const r = await recorder((_q, res) => json(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: 'x' }));
+    const client = createClient({ endpoint: r.endpoint, requestTimeoutMs: 2000, maxAttempts: 1 });
+    try {
+      await assert.rejects(send(client, new Metrics(), 'UpdateItem', command()));
+      assert.equal(r.seen.length, 1, 'maxAttempts 1: one request');
+    } finally {
+      client.destroy();
+      r.close();
+    }
+  },
+);
