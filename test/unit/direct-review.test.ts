@@ -335,6 +335,8 @@ test('endpoint: the direct path goes where the SDK goes (region, FIPS, dual-stac
     ['eu-west-1, account id', { ...withAccount, region: 'eu-west-1' }],
     ['eu-west-1, account id, mode required', { ...withAccount, region: 'eu-west-1', accountIdEndpointMode: 'required' }],
     ['eu-west-1, account id, mode disabled', { ...withAccount, region: 'eu-west-1', accountIdEndpointMode: 'disabled' }],
+    ['us-east-1 FIPS, account id', { ...withAccount, region: 'us-east-1', useFipsEndpoint: true }],
+    ['us-east-1 dual-stack, account id', { ...withAccount, region: 'us-east-1', useDualstackEndpoint: true }],
   ];
   const wrong: string[] = [];
   for (const [name, config] of cases) {
