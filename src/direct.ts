@@ -71,8 +71,9 @@ export class DirectWriter {
 
   /**
    * Where the requests go, resolved once by the SDK's own endpoint rules (so
-   * FIPS, dual-stack and partitions come out as the SDK's would); undefined
-   * when that fails, and then every call goes through the SDK.
+   * FIPS, dual-stack, partitions and account-id endpoints come out as the
+   * SDK's would); undefined when that fails, and then the call goes through
+   * the SDK (the next one tries again).
    */
   #resolveTarget(): Promise<Target | undefined> {
     return (this.#target ??= (async () => {
@@ -81,16 +82,23 @@ export class DirectWriter {
         let url: URL;
         if (this.#opts.endpoint !== undefined) url = new URL(this.#opts.endpoint);
         else {
+          // The account id comes with the credentials (web identity, SSO and process credentials carry it):
+          // with it, the SDK's rules choose DynamoDB's account-id endpoints unless the mode says otherwise.
+          const credentials = await config.credentials();
           const resolved = config.endpointProvider({
             Region: await config.region(),
             UseFIPS: await config.useFipsEndpoint(),
             UseDualStack: await config.useDualstackEndpoint(),
+            AccountId: credentials.accountId,
+            AccountIdEndpointMode: await config.accountIdEndpointMode(),
           });
           url = new URL(resolved.url.href);
         }
         const https = url.protocol === 'https:';
         return { url, request: https ? httpsRequest : httpRequest, agent: https ? this.#opts.httpsAgent : this.#opts.httpAgent };
       } catch {
+        // Not for good: credentials that are not there yet (STS, IMDS at start-up) come later.
+        this.#target = undefined;
         return undefined;
       }
     })());
@@ -127,18 +135,23 @@ export class DirectWriter {
     );
     const { status, text, requestId } = await this.#post(target, signed.headers, body, signal);
     const metadata = { httpStatusCode: status, requestId, attempts: 1, totalRetryDelay: 0 };
-    let parsed: Record<string, unknown>;
+    let parsed: unknown;
     try {
-      parsed = JSON.parse(text) as Record<string, unknown>;
+      parsed = JSON.parse(text);
     } catch {
+      // Handled below.
+    }
+    // Not DynamoDB's JSON object (a proxy's page, a cut body, `null`): whatever it was may have been applied.
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       throw new HandOver(`unreadable answer (status ${status})`, true);
     }
     if (status === 200) return { ...parsed, $metadata: metadata };
     const str = (v: unknown): string => (typeof v === 'string' ? v : '');
-    const type = str(parsed.__type);
+    const answer = parsed as Record<string, unknown>;
+    const type = str(answer.__type);
     if (status === 400 && type.slice(type.lastIndexOf('#') + 1) === CONDITION_FAILED) {
-      const message = str(parsed.message) || str(parsed.Message) || 'The conditional request failed';
-      throw Object.assign(new Error(message), { name: CONDITION_FAILED, Item: parsed.Item, $metadata: metadata });
+      const message = str(answer.message) || str(answer.Message) || 'The conditional request failed';
+      throw Object.assign(new Error(message), { name: CONDITION_FAILED, Item: answer.Item, $metadata: metadata });
     }
     // Throttling, server errors, clock skew, anything unexpected: the SDK knows what to do with each. A 4xx
     // was refused, not applied; a 5xx may have been.
