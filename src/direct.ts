@@ -24,15 +24,23 @@ import { SignatureV4 } from '@smithy/signature-v4';
 export class HandOver extends Error {
   /** The request may have reached DynamoDB (a timeout, a lost reply, a 5xx): count it as an attempt. */
   readonly sent: boolean;
-  /** DynamoDB answered "not now" (throttling, a 5xx): the SDK's attempt waits a backoff first. */
-  readonly backOff: boolean;
-  constructor(message: string, sent: boolean, backOff = false) {
+  /** What the SDK's next attempt waits first: a throttle's backoff, a transient error's, or none. */
+  readonly backOff: 'throttle' | 'transient' | undefined;
+  /** Why, as `sigma_dynamodb_handovers_total{reason}` books it. */
+  readonly reason: HandOverReason;
+  /** DynamoDB's error type, when it answered with one (the error's name if no retry is left). */
+  readonly type: string | undefined;
+  constructor(message: string, reason: HandOverReason, sent: boolean, backOff?: 'throttle' | 'transient', type?: string) {
     super(message);
-    this.name = 'HandOver';
+    this.name = type ?? (reason === 'timeout' ? 'TimeoutError' : 'HandOver');
+    this.reason = reason;
     this.sent = sent;
     this.backOff = backOff;
+    this.type = type;
   }
 }
+
+export type HandOverReason = 'throttled' | 'server_error' | 'refused' | 'timeout' | 'connection' | 'unreadable' | 'no_endpoint';
 
 const CONDITION_FAILED = 'ConditionalCheckFailedException';
 
@@ -46,6 +54,11 @@ export interface DirectOptions {
   /** The endpoint override (DynamoDB Local, dynalite); else the SDK's endpoint rules for the region. */
   readonly endpoint?: string;
   readonly requestTimeoutMs: number;
+  /**
+   * The clock offset to sign with: the SDK corrects its client's `systemClockOffset` after a clock-skew error,
+   * on whichever client sent the request (the hand-over's retries go through another). Default: `client`'s.
+   */
+  readonly clockOffset?: () => number;
   readonly httpAgent: HttpAgent;
   readonly httpsAgent: HttpsAgent;
 }
@@ -111,10 +124,10 @@ export class DirectWriter {
    */
   async updateItem(input: object, signal?: AbortSignal): Promise<Record<string, unknown>> {
     const target = await this.#resolveTarget();
-    if (target === undefined) throw new HandOver('no endpoint for the direct path', false);
+    if (target === undefined) throw new HandOver('no endpoint for the direct path', 'no_endpoint', false);
     const { url } = target;
     const body = JSON.stringify(input);
-    const offset = (this.#client.config as { systemClockOffset?: number }).systemClockOffset ?? 0;
+    const offset = this.#opts.clockOffset?.() ?? offsetOf(this.#client);
     const signed = await this.#signer.sign(
       {
         method: 'POST',
@@ -143,7 +156,7 @@ export class DirectWriter {
     }
     // Not DynamoDB's JSON object (a proxy's page, a cut body, `null`): whatever it was may have been applied.
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new HandOver(`unreadable answer (status ${status})`, true);
+      throw new HandOver(`unreadable answer (status ${status})`, 'unreadable', true, 'transient');
     }
     if (status === 200) return { ...parsed, $metadata: metadata };
     const str = (v: unknown): string => (typeof v === 'string' ? v : '');
@@ -155,7 +168,11 @@ export class DirectWriter {
     }
     // Throttling, server errors, clock skew, anything unexpected: the SDK knows what to do with each. A 4xx
     // was refused, not applied; a 5xx may have been.
-    throw new HandOver(`status ${status} ${type}`, status >= 500, status >= 500 || /Throttl|ThroughputExceeded|LimitExceeded/.test(type));
+    const name = type.slice(type.lastIndexOf('#') + 1) || undefined;
+    if (/Throttl|ThroughputExceeded|LimitExceeded/.test(type))
+      throw new HandOver(`throttled: ${name}`, 'throttled', false, 'throttle', name);
+    if (status >= 500) throw new HandOver(`status ${status} ${type}`, 'server_error', true, 'transient', name ?? 'InternalServerError');
+    throw new HandOver(`status ${status} ${type}`, 'refused', false, undefined, name);
   }
 
   #post(
@@ -189,7 +206,7 @@ export class DirectWriter {
               requestId: typeof requestId === 'string' ? requestId : undefined,
             });
           });
-          res.on('error', () => fail(new HandOver('reply cut off', true)));
+          res.on('error', () => fail(new HandOver('reply cut off', 'connection', true, 'transient')));
         },
       );
       const onAbort = (): void => fail(abortError(signal!));
@@ -200,11 +217,16 @@ export class DirectWriter {
         reject(err);
       };
       signal?.addEventListener('abort', onAbort, { once: true });
-      req.on('timeout', () => fail(new HandOver(`no answer within ${this.#opts.requestTimeoutMs} ms`, written)));
-      req.on('error', () => fail(new HandOver('connection failed', written)));
+      req.on('timeout', () => fail(new HandOver(`no answer within ${this.#opts.requestTimeoutMs} ms`, 'timeout', written, 'transient')));
+      req.on('error', () => fail(new HandOver('connection failed', 'connection', written, 'transient')));
       req.end(body, () => (written = true));
     });
   }
+}
+
+/** The SDK's clock-skew correction of a client, ms. */
+export function offsetOf(client: DynamoDBClient): number {
+  return (client.config as { systemClockOffset?: number }).systemClockOffset ?? 0;
 }
 
 function abortError(signal: AbortSignal): Error {

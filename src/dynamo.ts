@@ -8,7 +8,7 @@ import {
   UpdateTimeToLiveCommand,
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
-import { DirectWriter, HandOver } from './direct.js';
+import { DirectWriter, HandOver, offsetOf } from './direct.js';
 import type { Metrics } from './metrics.js';
 
 export type Item = Record<string, AttributeValue>;
@@ -93,7 +93,7 @@ export interface DynamoOptions {
  */
 const signalByInput = new WeakMap<object, AbortSignal>();
 /** Clients whose UpdateItems go by hand first: see {@link DirectWriter}. */
-const directWriters = new WeakMap<object, DirectWriter>();
+const directWriters = new WeakMap<object, { readonly writer: DirectWriter; readonly retries: DynamoDBClient | undefined }>();
 const signalByRequest = new WeakMap<object, AbortSignal>();
 
 type HandlerOptions = Parameters<NodeHttpHandler['handle']>[1];
@@ -118,37 +118,53 @@ export function createClient(opts: DynamoOptions): DynamoDBClient {
   const agentOptions = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets };
   const httpAgent = new HttpAgent(agentOptions);
   const httpsAgent = new HttpsAgent(agentOptions);
-  const client = new DynamoDBClient({
-    endpoint: opts.endpoint,
-    region: opts.region ?? 'local',
-    maxAttempts: opts.maxAttempts,
-    cacheMiddleware: opts.cacheMiddleware ?? true,
-    // DynamoDB Local and dynalite accept any credentials; real AWS uses the default chain (IRSA on EKS).
-    ...(local && opts.region === undefined ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } } : {}),
-    requestHandler: new SignalHandler({
-      connectionTimeout: opts.requestTimeoutMs,
-      requestTimeout: opts.requestTimeoutMs,
-      // Without this the SDK only logs a warning and keeps waiting.
-      throwOnRequestTimeout: true,
-      httpAgent,
-      httpsAgent,
-    }),
+  const requestHandler = new SignalHandler({
+    connectionTimeout: opts.requestTimeoutMs,
+    requestTimeout: opts.requestTimeoutMs,
+    // Without this the SDK only logs a warning and keeps waiting.
+    throwOnRequestTimeout: true,
+    httpAgent,
+    httpsAgent,
   });
-  if (opts.direct ?? true) {
-    directWriters.set(
-      client,
-      new DirectWriter(client, { endpoint: opts.endpoint, requestTimeoutMs: opts.requestTimeoutMs, httpAgent, httpsAgent }),
+  const sdkClient = (maxAttempts: number): DynamoDBClient => {
+    const client = new DynamoDBClient({
+      endpoint: opts.endpoint,
+      region: opts.region ?? 'local',
+      maxAttempts,
+      cacheMiddleware: opts.cacheMiddleware ?? true,
+      // DynamoDB Local and dynalite accept any credentials; real AWS uses the default chain (IRSA on EKS).
+      ...(local && opts.region === undefined ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } } : {}),
+      requestHandler,
+    });
+    if (opts.trimStack ?? true) trimStack(client);
+    client.middlewareStack.add(
+      (next) => (args) => {
+        const signal = signalByInput.get(args.input);
+        if (signal !== undefined) signalByRequest.set(args.request as object, signal);
+        return next(args);
+      },
+      { step: 'deserialize', name: 'sigmaAbortSignal', priority: 'low' },
     );
+    return client;
+  };
+  const client = sdkClient(opts.maxAttempts);
+  if (opts.direct ?? true) {
+    // The hand-sent attempt is the first of `maxAttempts`: the SDK's retries after it get the rest (same handler and
+    // agents; destroying the client destroys them for both).
+    const retries = opts.maxAttempts > 1 ? sdkClient(opts.maxAttempts - 1) : undefined;
+    // Whichever client last learnt of a clock skew (a retry, or any other call) knows the offset.
+    const clockOffset = (): number => (retries !== undefined && offsetOf(retries) !== 0 ? offsetOf(retries) : offsetOf(client));
+    directWriters.set(client, {
+      writer: new DirectWriter(client, {
+        endpoint: opts.endpoint,
+        requestTimeoutMs: opts.requestTimeoutMs,
+        httpAgent,
+        httpsAgent,
+        clockOffset,
+      }),
+      retries,
+    });
   }
-  if (opts.trimStack ?? true) trimStack(client);
-  client.middlewareStack.add(
-    (next) => (args) => {
-      const signal = signalByInput.get(args.input);
-      if (signal !== undefined) signalByRequest.set(args.request as object, signal);
-      return next(args);
-    },
-    { step: 'deserialize', name: 'sigmaAbortSignal', priority: 'low' },
-  );
   return client;
 }
 
@@ -253,7 +269,7 @@ export async function send<T>(
   const where = region === undefined ? {} : { region };
   try {
     const direct = operation === 'UpdateItem' ? directWriters.get(client) : undefined;
-    const out = direct === undefined ? await sdkSend<T>(client, command, signal) : await directThenSdk<T>(direct, client, command, signal);
+    const out = direct === undefined ? await sdkSend<T>(client, command, signal) : await directThenSdk<T>(direct, command, signal, metrics);
     metrics.dynamodbRequests.inc({ operation, outcome: 'ok', ...where });
     return out;
   } catch (err) {
@@ -274,26 +290,40 @@ function sdkSend<T>(client: Sender, command: unknown, signal: AbortSignal | unde
   return signal === undefined ? sent : untilAborted(sent, signal);
 }
 
-/** SDK retry base delay: its first retry after a throttle waits up to this (full jitter). */
-const HANDOVER_BACKOFF_MS = 100;
+/**
+ * What the SDK's own first retry waits (full jitter up to this, ms) after a
+ * throttle and after a transient error (a 5xx, a timeout, a broken
+ * connection): the SDK's retry strategy for DynamoDB, which never saw our
+ * attempt, would send its first one at once.
+ */
+const HANDOVER_BACKOFF_MS = { throttle: 1000, transient: 25 } as const;
 
 /**
- * The first attempt by hand ({@link DirectWriter}); the SDK takes over for
- * anything but a definite answer, its attempt count including ours when ours
- * may have been applied.
+ * The first attempt by hand ({@link DirectWriter}); for anything but a
+ * definite answer the SDK's retries take over with the attempts left, after
+ * the backoff the SDK would wait, their attempt count including ours when ours
+ * may have been applied. No attempt left: the first attempt's error, named as
+ * DynamoDB named it.
  */
-async function directThenSdk<T>(direct: DirectWriter, client: Sender, command: unknown, signal: AbortSignal | undefined): Promise<T> {
+async function directThenSdk<T>(
+  direct: { readonly writer: DirectWriter; readonly retries: DynamoDBClient | undefined },
+  command: unknown,
+  signal: AbortSignal | undefined,
+  metrics: Metrics,
+): Promise<T> {
   try {
-    return (await direct.updateItem((command as { input: object }).input, signal)) as T;
+    return (await direct.writer.updateItem((command as { input: object }).input, signal)) as T;
   } catch (err) {
     if (!(err instanceof HandOver)) throw err;
-    if (err.backOff) await sleep(Math.random() * HANDOVER_BACKOFF_MS, signal);
+    metrics.dynamodbHandovers.inc({ reason: err.reason });
     const counted = (x: unknown): void => {
       const meta = (x as { $metadata?: { attempts?: number } } | null)?.$metadata;
       if (err.sent && meta !== undefined) meta.attempts = (meta.attempts ?? 1) + 1;
     };
+    if (direct.retries === undefined) throw Object.assign(err, { $metadata: { attempts: 1 } });
+    if (err.backOff !== undefined) await sleep(Math.random() * HANDOVER_BACKOFF_MS[err.backOff], signal);
     try {
-      const out = await sdkSend<T>(client, command, signal);
+      const out = await sdkSend<T>(direct.retries, command, signal);
       counted(out);
       return out;
     } catch (sdkErr) {

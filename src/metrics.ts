@@ -67,6 +67,7 @@ export class Metrics {
   readonly releaseTotal: Counter<'reason'>;
   readonly acquireDuration: Histogram;
   readonly dynamodbRequests: Counter<'operation' | 'outcome' | 'region'>;
+  readonly dynamodbHandovers: Counter<'reason'>;
   readonly heartbeatAge: Gauge;
   readonly ready: Gauge;
   readonly admissionsInFlight: Gauge;
@@ -144,6 +145,15 @@ export class Metrics {
       labelNames: ['operation', 'outcome', 'region'],
       registers,
     });
+    this.dynamodbHandovers = new Counter({
+      name: 'sigma_dynamodb_handovers_total',
+      help: 'UpdateItems whose hand-sent first attempt got no definite answer and went to the SDK, by reason (throttled, server_error, refused, timeout, connection, unreadable, no_endpoint). refused growing with every write: DynamoDB does not accept our requests (a signature or endpoint problem).',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of ['throttled', 'server_error', 'refused', 'timeout', 'connection', 'unreadable', 'no_endpoint']) {
+      this.dynamodbHandovers.inc({ reason }, 0);
+    }
     for (const operation of ['UpdateItem', 'GetItem', 'BatchGetItem', 'PutItem', 'DeleteItem']) {
       for (const outcome of ['ok', 'conditional_failed', 'throttled', 'timeout', 'error']) {
         if (regions.length === 0) this.dynamodbRequests.inc({ operation, outcome }, 0);

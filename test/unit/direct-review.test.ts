@@ -530,20 +530,25 @@ test('clock skew: the SDK corrects it after a hand-over, and the next direct att
   }
 });
 
-test(
-  'attempts per UpdateItem: DYNAMODB_MAX_ATTEMPTS counts the first one, the direct path adds one (documented, not fixed)',
-  {
-    todo: 'the hand-over gives the SDK its whole budget: 1 + maxAttempts requests, and the SDK retry quota never sees the first',
-  },
-  async () => {
-    const r = await recorder((_q, res) => json(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: 'x' }));
-    const client = createClient({ endpoint: r.endpoint, requestTimeoutMs: 2000, maxAttempts: 1 });
+test('attempts per UpdateItem: DYNAMODB_MAX_ATTEMPTS counts the hand-sent first one', async () => {
+  const r = await recorder((_q, res) => json(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: 'x' }));
+  const client = createClient({ endpoint: r.endpoint, requestTimeoutMs: 2000, maxAttempts: 1 });
+  try {
+    const metrics = new Metrics();
+    await assert.rejects(send(client, metrics, 'UpdateItem', command()), /InternalServerError/);
+    assert.equal(r.seen.length, 1, 'maxAttempts 1: one request');
+    assert.match(await metrics.registry.metrics(), /sigma_dynamodb_requests_total\{operation="UpdateItem",outcome="error"\} 1/);
+    assert.match(await metrics.registry.metrics(), /sigma_dynamodb_handovers_total\{reason="server_error"\} 1/);
+    const three = createClient({ endpoint: r.endpoint, requestTimeoutMs: 2000, maxAttempts: 3 });
     try {
-      await assert.rejects(send(client, new Metrics(), 'UpdateItem', command()));
-      assert.equal(r.seen.length, 1, 'maxAttempts 1: one request');
+      const before = r.seen.length;
+      await assert.rejects(send(three, new Metrics(), 'UpdateItem', command()));
+      assert.equal(r.seen.length - before, 3, 'maxAttempts 3: ours and two by the SDK');
     } finally {
-      client.destroy();
-      r.close();
+      three.destroy();
     }
-  },
-);
+  } finally {
+    client.destroy();
+    r.close();
+  }
+});
