@@ -8,51 +8,17 @@ import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
 import { getEventListeners } from 'node:events';
 import { Agent as HttpsAgent } from 'node:https';
-import { Agent as HttpAgent, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Agent as HttpAgent } from 'node:http';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { DynamoDBClient, UpdateItemCommand, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { DirectWriter, HandOver } from '../../src/direct.js';
 import { createClient, isConditionFailure, send } from '../../src/dynamo.js';
 import { Metrics } from '../../src/metrics.js';
+import { json, recorder, type Answer, type Seen } from '../helpers/store-recorder.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-type Seen = { method: string; url: string; rawHeaders: string[]; body: string };
-type Answer = (req: IncomingMessage, res: ServerResponse, n: number) => void;
-
-async function recorder(answer: Answer): Promise<{ endpoint: string; seen: Seen[]; server: Server; close(): void }> {
-  const seen: Seen[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      seen.push({ method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString() });
-      answer(req, res, seen.length);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const endpoint = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  return {
-    endpoint,
-    seen,
-    server,
-    close: () => {
-      server.closeAllConnections();
-      server.close();
-    },
-  };
-}
-
-const json = (res: ServerResponse, status: number, body: unknown): void => {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'Content-Type': 'application/x-amz-json-1.0',
-    'Content-Length': Buffer.byteLength(text),
-    'x-amzn-RequestId': 'r1',
-  });
-  res.end(text);
-};
 const ok: Answer = (_req, res) => json(res, 200, { Attributes: { n: { N: '1' } } });
 
 const command = () =>

@@ -5,44 +5,19 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import { test } from 'node:test';
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, isConditionFailure, send } from '../../src/dynamo.js';
 import { Metrics } from '../../src/metrics.js';
+import { json, recorder, type Answer } from '../helpers/store-recorder.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-type Seen = { headers: IncomingHttpHeaders; body: string };
-type Answer = (res: ServerResponse, n: number) => void;
-
-async function recorder(answer: Answer): Promise<{ endpoint: string; seen: Seen[]; server: Server }> {
-  const seen: Seen[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      seen.push({ headers: req.headers, body: Buffer.concat(chunks).toString() });
-      answer(res, seen.length);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { endpoint: `http://127.0.0.1:${(server.address() as { port: number }).port}`, seen, server };
-}
-
-const json = (res: ServerResponse, status: number, body: object): void => {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'Content-Type': 'application/x-amz-json-1.0',
-    'Content-Length': Buffer.byteLength(text),
-    'x-amzn-RequestId': 'r1',
-  });
-  res.end(text);
-};
-const ok: Answer = (res) => json(res, 200, { Attributes: { n: { N: '1' } } });
+const ok: Answer = (_req, res) => json(res, 200, { Attributes: { n: { N: '1' } } });
 const error =
   (type: string, status = 400, extra: object = {}): Answer =>
-  (res) =>
+  (_req, res) =>
     json(res, status, { __type: `com.amazonaws.dynamodb.v20120810#${type}`, message: type, ...extra });
 
 const command = () =>
@@ -107,7 +82,7 @@ test('a throttled first attempt goes to the SDK, which retries; a 5xx counts as 
     [error('ProvisionedThroughputExceededException'), 1],
     [error('InternalServerError', 500), 2],
   ] as const) {
-    const r = await recorder((res, n) => (n === 1 ? answer(res, n) : ok(res, n)));
+    const r = await recorder((req, res, n) => (n === 1 ? answer(req, res, n) : ok(req, res, n)));
     const client = createClient({ endpoint: r.endpoint, requestTimeoutMs: 2000, maxAttempts: 3 });
     try {
       const out = await send<{ $metadata: { attempts: number } }>(client, new Metrics(), 'UpdateItem', command());
@@ -122,7 +97,7 @@ test('a throttled first attempt goes to the SDK, which retries; a 5xx counts as 
 });
 
 test('a first attempt with no answer in time goes to the SDK as a retry; an abort ends the call', { timeout: 10_000 }, async () => {
-  const r = await recorder((res, n) => (n === 1 ? undefined : ok(res, n)));
+  const r = await recorder((req, res, n) => (n === 1 ? undefined : ok(req, res, n)));
   const client = createClient({ endpoint: r.endpoint, requestTimeoutMs: 200, maxAttempts: 3 });
   try {
     const out = await send<{ $metadata: { attempts: number } }>(client, new Metrics(), 'UpdateItem', command());
