@@ -119,6 +119,12 @@ export interface Config {
   readonly dynamodbRequestTimeoutMs: number;
   /** Attempts per DynamoDB request, first one included (the admission deadline bounds them all). @default 3 */
   readonly dynamodbMaxAttempts: number;
+  /**
+   * Send the first attempt of each UpdateItem by hand (src/direct.ts), the
+   * SDK retrying; `false`: every attempt through the SDK (about twice the
+   * client CPU per write). @default true
+   */
+  readonly dynamodbDirectWrites: boolean;
   /** Largest accepted WebSocket message. @default 4096 */
   readonly maxPayloadBytes: number;
   /** Browser origins allowed to open sockets and call the REST API; '*' allows any. */
@@ -455,6 +461,7 @@ export function loadConfig(env: Env = process.env): Config {
     drainHandoff: bool(env, 'DRAIN_HANDOFF', true),
     dynamodbRequestTimeoutMs: int(env, 'DYNAMODB_REQUEST_TIMEOUT_MS', 1000, 10),
     dynamodbMaxAttempts: int(env, 'DYNAMODB_MAX_ATTEMPTS', 3, 1, 10),
+    dynamodbDirectWrites: bool(env, 'DYNAMODB_DIRECT_WRITES', true),
     maxPayloadBytes: int(env, 'MAX_PAYLOAD_BYTES', 4096, 128, 1024 * 1024),
     allowedOrigins,
     trustedProxyHops: int(env, 'TRUSTED_PROXY_HOPS', 0, 0, 10),

@@ -128,6 +128,7 @@ export function openRegions(
       region: rc.awsRegion,
       requestTimeoutMs: config.dynamodbRequestTimeoutMs,
       maxAttempts: config.dynamodbMaxAttempts,
+      direct: config.dynamodbDirectWrites,
     });
     clients.set(rc.name, client);
     // The store judges entries of its own instance without a read; the instance id changes when it fences.

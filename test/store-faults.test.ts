@@ -116,3 +116,21 @@ describe('the lease store failing under one gateway', () => {
     await next.close();
   });
 });
+
+test('a throttled first attempt is sent again by the SDK and booked as a hand-over; DYNAMODB_DIRECT_WRITES=false sends every attempt through the SDK', async (t) => {
+  for (const direct of ['true', 'false']) {
+    const proxy = await startFaultProxy(await dynamoEndpoint());
+    const gw = await startGateway({ endpoint: proxy.endpoint, env: { DYNAMODB_DIRECT_WRITES: direct } });
+    t.after(async () => {
+      await gw.stop();
+      await proxy.close();
+    });
+    proxy.set('throttle', { only: ['UpdateItem'], usersOnly: true, times: 1 });
+    const tv = connect(gw.url, { token: await mintToken(`throttled-${direct}`), device: 'tv' });
+    assert.equal((await tv.decision).type, 'granted');
+    assert.equal(proxy.faulted.get('throttle'), 1);
+    const handovers = metric(await gw.metrics(), 'sigma_dynamodb_handovers_total{reason="throttled"}');
+    assert.equal(handovers, direct === 'true' ? 1 : 0, `DYNAMODB_DIRECT_WRITES=${direct}`);
+    await tv.close();
+  }
+});
