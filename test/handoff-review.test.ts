@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { connect } from './helpers/devices.js';
-import { gatewayBehindProxy, leaseEntries, newTable, startGateway } from './helpers/gateway.js';
+import { drainPair, gatewayBehindProxy, leaseEntries, newTable, startGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 20_000 };
@@ -16,11 +16,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('drain hand-off under takeover and evict_oldest', () => {
   test("a takeover of a draining gateway's device closes it with 4403: it does not come back and take the slot", BOUNDED, async (t) => {
-    const tbl = newTable();
     // Three sockets over 3 s on A: the filler at 0, the tv at 1 s, the phone at 2 s.
-    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
-    const b = await startGateway({ table: tbl });
-    t.after(() => b.stop());
+    const { a, b } = await drainPair(t, { DRAIN_MS: '3000' });
     const token = await mintToken('rae', { maxStreams: 2 });
     const filler = connect(a.url, { token: await mintToken('sam'), device: 'tv' });
     const tv = connect(a.url, { token, device: 'tv' });
@@ -40,10 +37,7 @@ describe('drain hand-off under takeover and evict_oldest', () => {
   });
 
   test('a takeover of a playing device is honoured even when a draining entry could make room', BOUNDED, async (t) => {
-    const tbl = newTable();
-    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
-    const b = await startGateway({ table: tbl });
-    t.after(() => b.stop());
+    const { a, b } = await drainPair(t, { DRAIN_MS: '3000' });
     const token = await mintToken('tia', { maxStreams: 2 });
     const filler = connect(a.url, { token: await mintToken('udo'), device: 'tv' });
     const tv = connect(a.url, { token, device: 'tv' });
@@ -67,10 +61,7 @@ describe('drain hand-off under takeover and evict_oldest', () => {
   });
 
   test('evict_oldest stops the oldest device even when it is on a draining gateway, not a bystander', BOUNDED, async (t) => {
-    const tbl = newTable();
-    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
-    const b = await startGateway({ table: tbl });
-    t.after(() => b.stop());
+    const { a, b } = await drainPair(t, { DRAIN_MS: '3000' });
     const token = await mintToken('vic', { maxStreams: 2, claims: { stream_policy: 'evict_oldest' } });
     const filler = connect(a.url, { token: await mintToken('wes'), device: 'tv' });
     const tv = connect(a.url, { token, device: 'tv' });
@@ -93,10 +84,7 @@ describe('drain hand-off under takeover and evict_oldest', () => {
     "a device that takes a draining device's slot stops it at once: no stream over the limit for the rest of the drain",
     BOUNDED,
     async (t) => {
-      const tbl = newTable();
-      const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
-      const b = await startGateway({ table: tbl });
-      t.after(() => b.stop());
+      const { a, b } = await drainPair(t, { DRAIN_MS: '3000' });
       const token = await mintToken('xia', { maxStreams: 1 });
       const filler = connect(a.url, { token: await mintToken('yan'), device: 'tv' });
       const tv = connect(a.url, { token, device: 'tv' });
@@ -114,10 +102,7 @@ describe('drain hand-off under takeover and evict_oldest', () => {
   );
 
   test('draining devices give way one by one, the oldest first, only as many as the new device needs', BOUNDED, async (t) => {
-    const tbl = newTable();
-    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
-    const b = await startGateway({ table: tbl });
-    t.after(() => b.stop());
+    const { a, b } = await drainPair(t, { DRAIN_MS: '3000' });
     const token = await mintToken('zoe', { maxStreams: 2 });
     const filler = connect(a.url, { token: await mintToken('abe'), device: 'tv' });
     await filler.decision;
@@ -193,10 +178,7 @@ describe('drain hand-off under takeover and evict_oldest', () => {
     'a hand-off keeps when the stream started: evict_oldest still stops the longest-playing device after a deploy',
     BOUNDED,
     async (t) => {
-      const tbl = newTable();
-      const a = await startGateway({ table: tbl, env: { DRAIN_MS: '200' } });
-      const b = await startGateway({ table: tbl });
-      t.after(() => b.stop());
+      const { a, b } = await drainPair(t, { DRAIN_MS: '200' });
       const token = await mintToken('eli', { maxStreams: 2, claims: { stream_policy: 'evict_oldest' } });
       const tv = connect(a.url, { token, device: 'tv' });
       const tvLease = ((await tv.decision) as { leaseId: string }).leaseId;

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { StreamLease } from '../src/client/index.js';
 import { connect } from './helpers/devices.js';
-import { gatewayBehindProxy, newTable, scanTable, startGateway, type TestGateway } from './helpers/gateway.js';
+import { drainPair, gatewayBehindProxy, newTable, scanTable, startGateway, type TestGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 20_000 };
@@ -65,11 +65,8 @@ describe('drain hand-off', () => {
   );
 
   test('a player without handoff is admitted too, and a draining gateway gets no mailbox note for it', BOUNDED, async (t) => {
-    const tbl = newTable();
     // Two sockets over 2 s: the second keeps A draining, its instance item in place, after the first is back.
-    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '2000' } });
-    const b = await startGateway({ table: tbl });
-    t.after(() => b.stop());
+    const { a, b } = await drainPair(t, { DRAIN_MS: '2000' });
     const tv = connect(a.url, { token: await mintToken('ivo'), device: 'tv' });
     const other = connect(a.url, { token: await mintToken('jan'), device: 'tv' });
     await Promise.all([tv.decision, other.decision]);
@@ -91,10 +88,7 @@ describe('drain hand-off', () => {
   });
 
   test('a stop from another device still reaches a socket on a draining gateway (4403): it does not come back', BOUNDED, async (t) => {
-    const tbl = newTable();
-    const a = await startGateway({ table: tbl, env: { DRAIN_MS: '3000' } });
-    const b = await startGateway({ table: tbl });
-    t.after(() => b.stop());
+    const { a, b } = await drainPair(t, { DRAIN_MS: '3000' });
     const first = connect(a.url, { token: await mintToken('kai'), device: 'tv' });
     const tv = connect(a.url, { token: await mintToken('lea'), device: 'tv' });
     await Promise.all([first.decision, tv.decision]);
@@ -136,11 +130,7 @@ describe('drain hand-off', () => {
   });
 
   test("a draining gateway's device that does not come back never locks its viewer out", BOUNDED, async (t) => {
-    const tbl = newTable();
-    const env = { MAX_STREAMS: '1' };
-    const a = await startGateway({ table: tbl, env: { ...env, DRAIN_MS: '3000' } });
-    const b = await startGateway({ table: tbl, env });
-    t.after(() => b.stop());
+    const { a, b } = await drainPair(t, { DRAIN_MS: '3000' }, { MAX_STREAMS: '1' });
     const tv = connect(a.url, { token: await mintToken('noa'), device: 'tv' });
     const other = connect(a.url, { token: await mintToken('oli'), device: 'tv' });
     const { leaseId } = (await tv.decision) as { leaseId: string };

@@ -107,6 +107,22 @@ export async function gatewayBehindProxy(
   return { proxy, gw };
 }
 
+/**
+ * Gateway A, to be drained in the test (`a.stop()`), and gateway B, where its players come back, on one
+ * table: B stops with the test.
+ */
+export async function drainPair(
+  t: { after(fn: () => Promise<void>): void },
+  aEnv: Record<string, string>,
+  env: Record<string, string> = {},
+): Promise<{ a: TestGateway; b: TestGateway }> {
+  const table = newTable();
+  const a = await startGateway({ table, env: { ...env, ...aEnv } });
+  const b = await startGateway({ table, env });
+  t.after(() => b.stop());
+  return { a, b };
+}
+
 /** Two in-process gateways sharing one table, as two replicas behind a load balancer. */
 export async function startPair(opts: Omit<GatewayEnvOptions, 'table'> = {}): Promise<[TestGateway, TestGateway]> {
   const table = newTable();

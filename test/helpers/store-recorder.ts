@@ -2,6 +2,7 @@
  * A stand-in DynamoDB endpoint on 127.0.0.1 that records every request and answers as the test says: for
  * what the store client puts on the wire (src/direct.ts, src/dynamo.ts), which DynamoDB Local cannot show.
  */
+import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 
 export interface Seen {
@@ -53,3 +54,22 @@ export function json(res: ServerResponse, status: number, body: unknown): void {
   });
   res.end(text);
 }
+
+/**
+ * The fast path's conditional UpdateItem, with non-ASCII in a name and a value (the body's length and
+ * hash are of bytes, not characters) and a BOOL, as the lease entries carry.
+ */
+export const updateItem = (): UpdateItemCommand =>
+  new UpdateItemCommand({
+    TableName: 't',
+    Key: { pk: { S: 'user#ann' } },
+    UpdateExpression: 'SET #lease = :lease ADD #n :one',
+    ConditionExpression: 'attribute_not_exists(#lease)',
+    ExpressionAttributeNames: { '#lease': 'lease:tv  é', '#n': 'n' },
+    ExpressionAttributeValues: { ':lease': { M: { leaseId: { S: 'l1 ✓' }, counted: { BOOL: true } } }, ':one': { N: '1' } },
+    ReturnValues: 'UPDATED_NEW',
+    ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+  });
+
+/** Answers every request with an UpdateItem's success. */
+export const ok: Answer = (_req, res) => json(res, 200, { Attributes: { n: { N: '1' } } });

@@ -11,27 +11,13 @@ import { Agent as HttpsAgent } from 'node:https';
 import { Agent as HttpAgent } from 'node:http';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
-import { DynamoDBClient, UpdateItemCommand, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
+import { DynamoDBClient, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { DirectWriter, HandOver } from '../../src/direct.js';
 import { createClient, isConditionFailure, send } from '../../src/dynamo.js';
 import { Metrics } from '../../src/metrics.js';
-import { json, recorder, type Answer, type Seen } from '../helpers/store-recorder.js';
+import { json, ok, recorder, updateItem as command, type Answer, type Seen } from '../helpers/store-recorder.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
-const ok: Answer = (_req, res) => json(res, 200, { Attributes: { n: { N: '1' } } });
-
-const command = () =>
-  new UpdateItemCommand({
-    TableName: 't',
-    Key: { pk: { S: 'user#ann' } },
-    UpdateExpression: 'SET #lease = :lease ADD #n :one',
-    ConditionExpression: 'attribute_not_exists(#lease)',
-    ExpressionAttributeNames: { '#lease': 'lease:tv  é', '#n': 'n' },
-    ExpressionAttributeValues: { ':lease': { M: { leaseId: { S: 'l1 ✓' } } }, ':one': { N: '1' } },
-    ReturnValues: 'UPDATED_NEW',
-    ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-  });
 
 // ---- an independent SigV4 verifier (docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html) ----
 

@@ -7,30 +7,16 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { test } from 'node:test';
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, isConditionFailure, send } from '../../src/dynamo.js';
 import { Metrics } from '../../src/metrics.js';
-import { json, recorder, type Answer } from '../helpers/store-recorder.js';
+import { json, ok, recorder, updateItem as command, type Answer } from '../helpers/store-recorder.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const ok: Answer = (_req, res) => json(res, 200, { Attributes: { n: { N: '1' } } });
 const error =
   (type: string, status = 400, extra: object = {}): Answer =>
   (_req, res) =>
     json(res, status, { __type: `com.amazonaws.dynamodb.v20120810#${type}`, message: type, ...extra });
-
-const command = () =>
-  new UpdateItemCommand({
-    TableName: 't',
-    Key: { pk: { S: 'user#ann' } },
-    UpdateExpression: 'SET #lease = :lease ADD #n :one',
-    ConditionExpression: 'attribute_not_exists(#lease)',
-    ExpressionAttributeNames: { '#lease': 'lease:tv', '#n': 'n' },
-    ExpressionAttributeValues: { ':lease': { M: { leaseId: { S: 'l1' }, counted: { BOOL: true } } }, ':one': { N: '1' } },
-    ReturnValues: 'UPDATED_NEW',
-    ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-  });
 
 const signedHeaders = (h: IncomingHttpHeaders): string => /SignedHeaders=([^,]+)/.exec(String(h.authorization))?.[1] ?? '';
 
