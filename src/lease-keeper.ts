@@ -30,6 +30,12 @@ interface Doubt {
   readonly userId: string;
   /** Monotonic ms after which no late copy can land any more. */
   until: number;
+  /**
+   * Its write's outcome was unknown (retried, timed out, abandoned, revoked before its grant). The others
+   * are every lease given back or refused here: a copy the SDK never sent (a retrying proxy or sidecar on
+   * the path to DynamoDB) can bring those back just the same, but only these count as uncertain.
+   */
+  uncertain: boolean;
 }
 
 /** The victim of a write whose outcome is unknown. */
@@ -76,7 +82,9 @@ const RELEASE_BACKOFF_MAX_MS = 5000;
  * processed) can still commit later, when a delayed copy reaches DynamoDB.
  * Such ids are *doubts*: re-checked with strongly consistent reads until no
  * copy can land any more (`UNCERTAIN_WRITE_HORIZON_MS`), and released whenever
- * one is found in the store with no socket here holding it. Victims of an
+ * one is found in the store with no socket here holding it. So is every lease
+ * id given back or refused here, whatever its write's outcome: something on
+ * the path to DynamoDB other than the SDK may have copied the request. Victims of an
  * unknown write that meant to revoke someone are told once a read shows them
  * gone. The reconcile loop does those checks, closes sockets whose lease was
  * removed without a mailbox note, removes orphans of this instance and
@@ -117,7 +125,11 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     this.#metrics = deps.metrics;
     this.#log = deps.log;
     this.#pending = deps.pending;
-    this.#metrics.uncertainLeasesSource = () => this.#doubts.size + this.#victims.size;
+    this.#metrics.uncertainLeasesSource = () => {
+      let uncertain = this.#victims.size;
+      for (const d of this.#doubts.values()) if (d.uncertain) uncertain++;
+      return uncertain;
+    };
   }
 
   start(): void {
@@ -137,11 +149,6 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     this.#closed = true;
   }
 
-  /** Lease ids under suspicion, for tests and metrics. */
-  get doubts(): number {
-    return this.#doubts.size;
-  }
-
   // ---- acquire ------------------------------------------------------------
 
   /**
@@ -159,13 +166,13 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     if (settled.kind === 'done' && settled.value.kind === 'granted') return settled;
     this.#admitting.delete(req.leaseId);
     if (settled.kind === 'done') {
-      // Denied. A retried request may still have a copy in the network that lands once a slot frees.
-      if (trace.retried) this.#doubt(region, req.userId, req.leaseId);
+      // Denied. A copy of the request may still be in the network, and land once a slot frees.
+      this.#doubt(region, req.userId, req.leaseId, trace.retried);
       return settled;
     }
     // Gave up or failed: the write may have committed, or may still. Check as soon as our own attempt
     // has settled (no more SDK retries after that), then on every reconcile round until the horizon.
-    this.#doubt(region, req.userId, req.leaseId);
+    this.#doubt(region, req.userId, req.leaseId, true);
     for (const victim of trace.victims) {
       if (victim.deviceId === req.deviceId) this.#suspectVictim(region, req.userId, victim, CLOSE.REPLACED.code, undefined, req.leaseId);
       // Without a takeover, another lease a write revokes is the one evict_oldest chose, or a draining one that gave way.
@@ -199,9 +206,10 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   /**
    * Gives a lease back, retrying while the store is unreachable, until the
    * answer is definite (removed, or already gone) or the instance it belongs
-   * to has been replaced (then it is dead anyway). With `doubtful` (revoked
-   * before its grant was processed, or its admission was retried) the lease
-   * id stays under suspicion after the release: a late copy may bring it back.
+   * to has been replaced (then it is dead anyway). The lease id stays a doubt
+   * after the release, for a late copy of its admission may bring it back; an
+   * uncertain one when `doubtful` (revoked before its grant was processed) or
+   * its admission was retried.
    */
   release(region: Region, userId: string, lease: Lease, doubtful = false): void {
     void this.handBack(region, userId, lease, doubtful);
@@ -212,7 +220,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     const held = this.#unhold(lease.leaseId);
     const admitting = this.#admitting.get(lease.leaseId);
     this.#admitting.delete(lease.leaseId);
-    if (doubtful || held?.retried || admitting?.trace.retried) this.#doubt(region, userId, lease.leaseId);
+    this.#doubt(region, userId, lease.leaseId, doubtful || held?.retried === true || admitting?.trace.retried === true);
     const released = this.#releaseEventually(region, userId, lease, lease.instanceId);
     this.#pending.add(released);
     return released;
@@ -245,7 +253,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
         // A replaced instance's leases are dead anyway; a closed gateway has no client left. Either way the
         // id stays a doubt, so a later round still removes the entry if the instance comes back to life.
         if (this.#closed || region.instance.id !== instanceId) {
-          this.#doubt(region, userId, leaseId);
+          this.#doubt(region, userId, leaseId, true);
           return;
         }
         this.#log.warn('release failed, retrying', { userId, deviceId, leaseId, region: region.name, err, retryInMs: delay });
@@ -274,11 +282,13 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
 
   // ---- suspicion ----------------------------------------------------------
 
-  #doubt(region: Region, userId: string, leaseId: string): void {
+  #doubt(region: Region, userId: string, leaseId: string, uncertain: boolean): void {
     const until = performance.now() + this.#cfg.uncertainWriteHorizonMs;
     const known = this.#doubts.get(leaseId);
-    if (known) known.until = until;
-    else this.#doubts.set(leaseId, { region, userId, until });
+    if (known) {
+      known.until = until;
+      known.uncertain ||= uncertain;
+    } else this.#doubts.set(leaseId, { region, userId, until, uncertain });
   }
 
   #suspectVictim(region: Region, userId: string, lease: Lease, code: number, why?: 'evicted', via?: string): void {
@@ -409,7 +419,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
       const doubted = this.#doubts.has(entry.leaseId);
       if (!doubted && entry.instanceId !== region.instance.id) continue;
       this.#metrics.leaseRepairs.inc({ kind: 'orphan' });
-      this.#log.warn('reconcile: releasing an entry no socket holds (a late copy of an uncertain write)', {
+      this.#log.warn('reconcile: releasing an entry no socket holds (a late copy of a write)', {
         userId,
         deviceId,
         leaseId: entry.leaseId,

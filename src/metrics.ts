@@ -219,7 +219,7 @@ export class Metrics {
     for (const result of ['complete', 'partial', 'failed']) this.reconcileRounds.inc({ result }, 0);
     this.leaseRepairs = new Counter({
       name: 'sigma_lease_repairs_total',
-      help: 'What the reconcile loop fixed: orphan (an entry no socket holds, a late copy of an uncertain write), victim (told a socket a write revoked), count (n differed from the entries).',
+      help: 'What the reconcile loop fixed: orphan (an entry no socket holds: a late copy of a write), victim (told a socket a write revoked), count (n differed from the entries).',
       labelNames: ['kind'],
       registers,
     });

@@ -247,4 +247,31 @@ describe('DynamoDB requests per step', () => {
     assert.ok(Math.abs(busy - idle) <= 1, `40 open streams cost no extra requests (idle ${idle}, busy ${busy})`);
     assert.deepEqual([...beatProxy.counts.keys()], ['UpdateItem']);
   });
+
+  test('reconcile: 1 BatchGetItem per round while a user streams here or ended a stream within the horizon, none after', async (t) => {
+    const readProxy = await startFaultProxy(await dynamoEndpoint());
+    const env = { ...quiet, RECONCILE_INTERVAL_MS: '200', UNCERTAIN_WRITE_HORIZON_MS: '1200' };
+    const reading = await startGateway({ endpoint: readProxy.endpoint, env });
+    t.after(async () => {
+      await reading.stop();
+      await readProxy.close();
+    });
+    const reads = async (ms: number): Promise<number> => {
+      readProxy.resetCounts();
+      await new Promise((r) => setTimeout(r, ms));
+      return readProxy.counts.get('BatchGetItem') ?? 0;
+    };
+    assert.equal(await reads(600), 0, 'nobody to read');
+    const d = connect(reading.url, { token: await mintToken('reader'), device: 'tv' });
+    assert.equal((await d.decision).type, 'granted');
+    const streaming = await reads(1000);
+    assert.ok(streaming >= 3 && streaming <= 6, `about 5 rounds of 200 ms while it streams, saw ${streaming}`);
+    await d.close();
+    // A late copy of its admission could still land (a proxy on the way may have copied it): read on.
+    const ended = await reads(1000);
+    assert.ok(ended >= 3 && ended <= 6, `about 5 rounds within the horizon after it ended, saw ${ended}`);
+    // Past the horizon, and one read that began after it: nothing left to read.
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(await reads(800), 0, 'no reads after the horizon');
+  });
 });

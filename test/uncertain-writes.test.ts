@@ -67,6 +67,51 @@ describe('late copies of an acquire', () => {
   });
 });
 
+describe('copies the SDK never sent (a retrying proxy or sidecar on the path to DynamoDB)', () => {
+  /** The first attempt is answered at once, so the SDK never retries; a second copy lands `LATE_MS` later. */
+  const COPIED = { RECONCILE_INTERVAL_MS: '500', UNCERTAIN_WRITE_HORIZON_MS: '10000' };
+
+  test('a copy of a granted admission that lands after the release does not take the slot for good', async (t) => {
+    const { proxy, gw } = await gatewayBehindProxy(t, { env: COPIED });
+    const token = await mintToken('dup-1', { maxStreams: 1 });
+    proxy.set('duplicate', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: LATE_MS });
+    const d = connect(gw.url, { token, device: 'tv' });
+    assert.equal((await d.decision).type, 'granted');
+    await d.close();
+    await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'dup-1')).length === 0, 2000);
+    assert.equal(metric(await gw.metrics(), 'sigma_uncertain_leases'), 0, 'nothing the gateway saw was uncertain');
+    // The copy lands now and writes tv's entry back; no socket holds it and the SDK saw no retry.
+    await sleep(LATE_MS + 200);
+    await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'dup-1')).length === 0, 3000);
+    assert.ok(metric(await gw.metrics(), 'sigma_lease_repairs_total{kind="orphan"}') >= 1);
+    // Through another gateway, which never prunes this one's entries: the viewer plays again.
+    const other = await startGateway({ table: gw.table });
+    t.after(() => other.stop());
+    const next = connect(other.url, { token, device: 'phone' });
+    assert.equal((await next.decision).type, 'granted', 'the viewer is not locked out');
+    await next.close();
+  });
+
+  test('a copy of a refused admission that lands after a slot frees does not lock the viewer out', async (t) => {
+    const { proxy, gw } = await gatewayBehindProxy(t, { env: COPIED });
+    const token = await mintToken('dup-2', { maxStreams: 1 });
+    const held = connect(gw.url, { token, device: 'a' });
+    assert.equal((await held.decision).type, 'granted');
+    proxy.set('duplicate', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: LATE_MS });
+    const second = connect(gw.url, { token, device: 'b' });
+    assert.equal((await second.decision).type, 'denied');
+    await held.close();
+    // The copy finds the slot free and writes b's entry; nobody plays on b.
+    await sleep(LATE_MS + 200);
+    await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'dup-2')).length === 0, 3000);
+    const other = await startGateway({ table: gw.table });
+    t.after(() => other.stop());
+    const again = connect(other.url, { token, device: 'c' });
+    assert.equal((await again.decision).type, 'granted', 'the viewer is not locked out');
+    await again.close();
+  });
+});
+
 describe('revocations that arrive before the grant they name', () => {
   /** Device `first`'s write commits at once but its reply is held; `second` arrives meanwhile. */
   async function heldGrant(
