@@ -326,7 +326,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     let abandoned = 0;
     for (const [id, d] of this.#doubts) if (d.until < giveUpBefore && !this.#held.has(id) && this.#doubts.delete(id)) abandoned++;
     for (const [id, v] of this.#victims) if (v.until < giveUpBefore && this.#victims.delete(id)) abandoned++;
-    if (abandoned > 0) this.#log.warn('reconcile: forgot uncertain writes that could not be re-checked for two horizons', { abandoned });
+    if (abandoned > 0) this.#log.warn('reconcile: forgot lease ids that could not be re-checked for two horizons', { abandoned });
     const users = [...this.#users().values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     if (users.length === 0) return 0;
     // Start after where the last unfinished round stopped, then wrap around.
