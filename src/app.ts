@@ -27,10 +27,10 @@ export interface App {
   shutdown(): Promise<void>;
 }
 
-function listen(server: Server, port: number, host: string): Promise<number> {
+function listen(server: Server, port: number, host: string, backlog?: number): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog }, () => {
       server.off('error', reject);
       resolve((server.address() as AddressInfo).port);
     });
@@ -97,7 +97,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     if (!r.instance.live)
       log.error('lease store not answering at start-up; serving 1013 until it does', { table: config.table, region: r.name });
   }
-  const port = await listen(publicServer, config.port, config.host);
+  const port = await listen(publicServer, config.port, config.host, config.listenBacklog);
   const opsPort = await listen(opsServer, config.opsPort, config.host);
 
   let stopping: Promise<void> | undefined;

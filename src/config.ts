@@ -146,6 +146,13 @@ export interface Config {
   readonly messageBurstPerSocket: number;
   /** Sockets this process accepts; more get 503 before the upgrade. @default 20000 */
   readonly maxConnections: number;
+  /**
+   * Connections the kernel queues for the public port while the event loop is busy (the listen backlog;
+   * Linux caps it at net.core.somaxconn). A full queue drops new SYNs, and each dropped client waits for its
+   * SYN to be sent again (1 s, then 3 s, 7 s): a reconnect storm then waits on timers instead of the gateway.
+   * @default 4096
+   */
+  readonly listenBacklog: number;
   /** A request (or upgrade) whose headers are not complete by then is cut. @default 10000 */
   readonly handshakeTimeoutMs: number;
   /** JWKS background refresh period. @default 300000 */
@@ -474,6 +481,7 @@ export function loadConfig(env: Env = process.env): Config {
     messageRatePerSocket: int(env, 'MESSAGE_RATE_PER_SOCKET', 5, 1),
     messageBurstPerSocket: int(env, 'MESSAGE_BURST_PER_SOCKET', 20, 1),
     maxConnections: int(env, 'MAX_CONNECTIONS', 20000, 1),
+    listenBacklog: int(env, 'LISTEN_BACKLOG', 4096, 1),
     handshakeTimeoutMs: int(env, 'HANDSHAKE_TIMEOUT_MS', 10000, 100),
     jwksRefreshMs: int(env, 'JWKS_REFRESH_MS', 300000, 100),
     jwksMaxStaleMs: int(env, 'JWKS_MAX_STALE_MS', 3600000, 100),

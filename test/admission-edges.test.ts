@@ -5,13 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { connect as tcpConnect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { test } from 'node:test';
 import { exportJWK, SignJWT } from 'jose';
 import { connect, eventually } from './helpers/devices.js';
-import { leaseEntries, startGateway } from './helpers/gateway.js';
+import { leaseEntries, spawnGateway, startGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 test('the admission deadline covers the token check: a slow JWKS refetch ends in 1013 on time', async (t) => {
@@ -92,6 +93,35 @@ test('a refused upgrade whose socket fails afterwards does not crash the gateway
   const d = connect(gw.url, { token: await mintToken('after-errors'), device: 'tv' });
   assert.equal((await d.decision).type, 'granted');
   await d.close();
+});
+
+/**
+ * Players that open TCP connections while the gateway's event loop is stopped (SIGSTOP here; a GC pause or a
+ * starved CPU in a storm): how many complete the handshake within 800 ms, that is without a SYN the kernel
+ * dropped and the client sends again after 1 s.
+ */
+async function handshakesWhileFrozen(env: Record<string, string>, players: number): Promise<number> {
+  const gw = await spawnGateway({ env });
+  const port = Number(new URL(gw.url).port);
+  gw.kill('SIGSTOP');
+  const sockets = Array.from({ length: players }, () => tcpConnect(port, '127.0.0.1').on('error', () => {}));
+  let connected = 0;
+  for (const s of sockets) s.once('connect', () => connected++);
+  await new Promise((r) => setTimeout(r, 800));
+  for (const s of sockets) s.destroy();
+  gw.kill('SIGCONT');
+  gw.kill('SIGKILL');
+  await gw.exited;
+  return connected;
+}
+
+test('a reconnect storm queues in the kernel while the gateway is busy: LISTEN_BACKLOG connections, not 511', async () => {
+  const players = 1500;
+  // Linux caps a listen backlog at net.core.somaxconn (4096 by default) and queues one more than the backlog.
+  const somaxconn = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+  assert.equal(await handshakesWhileFrozen({}, players), Math.min(players, Math.min(4096, somaxconn) + 1));
+  // Node's default backlog: most of the storm would wait 1 s or more for its SYN to be sent again.
+  assert.equal(await handshakesWhileFrozen({ LISTEN_BACKLOG: '511' }, players), Math.min(players, Math.min(511, somaxconn) + 1));
 });
 
 test('PONG_TIMEOUT_MS equal to PING_INTERVAL_MS is accepted and still frees a silent device', async (t) => {
