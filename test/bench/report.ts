@@ -699,6 +699,9 @@ export function markdown(r: Results, svgName: string): string {
         ['players that ended / not back in time', `${st.ended} / ${st.missing}`],
         ['admissions on B that ended 1013 (retried by the SDK)', String(st.bTryLater)],
         ['B peak event-loop delay', `${f(st.bLagMaxMs, 0)} ms`],
+        ...(st.listenDrops === undefined
+          ? []
+          : [['SYNs dropped at a full listen queue (TcpExt ListenDrops, whole machine)', String(st.listenDrops)]]),
         ["SIGTERM to A's exit (drain and releases)", `${f(st.aExitMs / 1000, 2)} s`],
         ...(st.bStore
           ? [

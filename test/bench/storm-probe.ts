@@ -2,7 +2,8 @@
  * `node --import tsx test/bench/storm-probe.ts [players] [rawPerSec]`: the
  * reconnect storm of `npm run bench` (phase 7) on its own, for working on it:
  * prints the result, B's DynamoDB requests by outcome included. The floor
- * uses `rawPerSec` (default 2000) instead of a measured phase 2.
+ * uses `rawPerSec` (default 2000) instead of a measured phase 2. LISTEN_BACKLOG in the environment goes to
+ * both gateways (511, Node's default, to see what the listen queue costs).
  */
 import { ensureTable } from '../../src/dynamo.js';
 import { rawClient } from './admission.js';
@@ -23,7 +24,11 @@ try {
     devices,
     drainMs: 5000,
     rawPerSec,
-    env: { ADMISSION_TIMEOUT_MS: '10000', DYNAMODB_REQUEST_TIMEOUT_MS: '5000' },
+    env: {
+      ADMISSION_TIMEOUT_MS: '10000',
+      DYNAMODB_REQUEST_TIMEOUT_MS: '5000',
+      ...(process.env.LISTEN_BACKLOG && { LISTEN_BACKLOG: process.env.LISTEN_BACKLOG }),
+    },
   });
   const { t0Us: _t0, t1Us: _t1, ...shown } = r;
   process.stdout.write(JSON.stringify(shown, null, 2) + '\n');

@@ -16,6 +16,7 @@
  *   `granted`, against raw UpdateItems arriving at the same rate.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import WebSocket from 'ws';
@@ -79,10 +80,29 @@ export interface StormResult {
   bLagMaxMs: number;
   /** B's admissions that ended 1013 (store too slow) during the storm, which the SDK retried. */
   bTryLater: number;
+  /**
+   * SYNs the kernel dropped at a full listen queue during the storm (TcpExt ListenDrops in /proc/net/netstat,
+   * the whole machine: B's public port takes nearly all connections then). Each costs a player 1 s or more.
+   */
+  listenDrops?: number;
   /** B's DynamoDB requests during the storm, by `operation:outcome` (sigma_dynamodb_requests_total). */
   bStore?: Record<string, number>;
   /** CPU seconds from the SIGTERM to the last grant, per process: where the storm's time went on 2 cores. */
   cpu?: { a: number; b: number; store: number; clients: number; wallS: number };
+}
+
+/** TcpExt ListenDrops since boot (Linux), or undefined where /proc/net/netstat does not say. */
+function listenDrops(): number | undefined {
+  try {
+    const [names, values] = readFileSync('/proc/net/netstat', 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('TcpExt:'))
+      .map((l) => l.split(/\s+/));
+    const at = names.indexOf('ListenDrops');
+    return at > 0 ? Number(values[at]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Every `operation:outcome` series of sigma_dynamodb_requests_total in a scrape. */
@@ -171,6 +191,7 @@ export async function measureStorm(opts: {
     });
     // A's CPU is read until it exits (its last read stands for the rest).
     const cpu0 = cpuNow();
+    const drops0 = listenDrops();
     let aCpu = cpu0.a;
     const aWatch = setInterval(() => {
       if (a.proc.exitCode === null) aCpu = cpuSeconds(a.proc.pid!);
@@ -189,6 +210,7 @@ export async function measureStorm(opts: {
     clearInterval(ticker);
     clearInterval(aWatch);
     const cpu1 = cpuNow();
+    const drops1 = listenDrops();
     const bAfter = await b.metrics();
     const aExitMs = await Promise.race([aExited, sleep(20_000).then(() => NaN)]);
     const rel = regrants.map((us) => (us - t0) / 1000);
@@ -207,6 +229,7 @@ export async function measureStorm(opts: {
       aExitMs,
       bLagMaxMs: sample(bAfter, 'nodejs_eventloop_lag_max_seconds') * 1000,
       bTryLater: sample(bAfter, 'sigma_ws_closes_total', { code: '1013' }) - sample(bBefore, 'sigma_ws_closes_total', { code: '1013' }),
+      ...(drops0 !== undefined && drops1 !== undefined && { listenDrops: drops1 - drops0 }),
       cpu: {
         a: aCpu - cpu0.a,
         b: cpu1.b - cpu0.b,
