@@ -115,6 +115,9 @@ export class Liveness {
 }
 
 function ping(session: Session): void {
+  // An admission ends within ADMISSION_TIMEOUT_MS on its own, and its socket holds the 101 until then
+  // (src/gateway.ts holdHandshake): a ping would wait there too, unanswered.
+  if (session.state === 'admitting') return;
   session.awaitingPong = true;
   session.ws.ping();
 }

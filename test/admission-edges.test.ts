@@ -95,6 +95,22 @@ test('a refused upgrade whose socket fails afterwards does not crash the gateway
   await d.close();
 });
 
+test('the 101 and the granted frame reach the player in one piece: one write, one wake-up per admission', async (t) => {
+  const gw = await startGateway();
+  t.after(() => gw.stop());
+  const token = await mintToken('one-write');
+  const sock = tcpConnect(Number(new URL(gw.url).port), '127.0.0.1');
+  t.after(() => sock.destroy());
+  const first = new Promise<string>((resolve) => sock.once('data', (d: Buffer) => resolve(d.toString('latin1'))));
+  sock.write(
+    'GET /v1/lease?device=tv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n' +
+      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: sigma-stream.v1\r\nAuthorization: Bearer ${token}\r\n\r\n`,
+  );
+  const chunk = await first;
+  assert.match(chunk, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
+  assert.match(chunk.slice(chunk.indexOf('\r\n\r\n')), /"type":"granted"/, 'the decision frame came in the same read as the 101');
+});
+
 /**
  * Players that open TCP connections while the gateway's event loop is stopped (SIGSTOP here; a GC pause or a
  * starved CPU in a storm): how many complete the handshake within 800 ms, that is without a SYN the kernel
