@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { test } from 'node:test';
 import { exportJWK, SignJWT } from 'jose';
 import { connect, eventually } from './helpers/devices.js';
-import { leaseEntries, spawnGateway, startGateway } from './helpers/gateway.js';
+import { gatewayBehindProxy, leaseEntries, spawnGateway, startGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 test('the admission deadline covers the token check: a slow JWKS refetch ends in 1013 on time', async (t) => {
@@ -109,6 +109,19 @@ test('the 101 and the granted frame reach the player in one piece: one write, on
   const chunk = await first;
   assert.match(chunk, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
   assert.match(chunk.slice(chunk.indexOf('\r\n\r\n')), /"type":"granted"/, 'the decision frame came in the same read as the 101');
+});
+
+test('a drain while the admission waits on a slow store still tells the player 1012, not a bare TCP close (1006)', async (t) => {
+  // The store takes 2.5 s to answer the admission's write, more than ws's 2 s close timeout; the deadline is longer.
+  const env = { ADMISSION_TIMEOUT_MS: '4000', DYNAMODB_REQUEST_TIMEOUT_MS: '4000', DRAIN_MS: '100' };
+  const { proxy, gw } = await gatewayBehindProxy(t, { env });
+  proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, delayMs: 2500 });
+  const d = connect(gw.url, { token: await mintToken('slow-drain'), device: 'tv' });
+  await eventually(() => (proxy.faulted.get('delay') ?? 0) >= 1, 2000);
+  const stopping = gw.stop();
+  const closed = await d.closed;
+  await stopping;
+  assert.deepEqual(closed, { code: 1012, reason: 'gateway restarting, reconnect' });
 });
 
 /**
