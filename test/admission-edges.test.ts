@@ -112,10 +112,10 @@ test('the 101 and the granted frame reach the player in one piece: one write, on
 });
 
 test('a drain while the admission waits on a slow store still tells the player 1012, not a bare TCP close (1006)', async (t) => {
-  // The store takes 2.5 s to answer the admission's write, more than ws's 2 s close timeout; the deadline is longer.
+  // The store takes 3 s to answer the admission's write, more than ws's 2 s close timeout; the deadline is longer.
   const env = { ADMISSION_TIMEOUT_MS: '4000', DYNAMODB_REQUEST_TIMEOUT_MS: '4000', DRAIN_MS: '100' };
   const { proxy, gw } = await gatewayBehindProxy(t, { env });
-  proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, delayMs: 2500 });
+  proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, delayMs: 3000 });
   const d = connect(gw.url, { token: await mintToken('slow-drain'), device: 'tv' });
   await eventually(() => (proxy.faulted.get('delay') ?? 0) >= 1, 2000);
   const stopping = gw.stop();
