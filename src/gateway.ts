@@ -206,7 +206,7 @@ export class Gateway {
       message: (session: Session, data: RawData, isBinary: boolean) => messages.handle(session, data, isBinary),
       error: (session: Session, err: Error & { code?: string }) => messages.protocolError(session, err),
       ended: (session: Session, ending: Ending) => {
-        // A close from anywhere (drain, fencing, ws itself) goes out now with its 101: ws cuts a socket whose
+        // A close from outside the admission (drain, fencing) goes out now with its 101: ws cuts a socket whose
         // close frame is not answered within its close timeout, and a corked one could not even be sent.
         this.#flush(session);
         hub.ended(session, ending);
