@@ -124,6 +124,32 @@ test('a drain while the admission waits on a slow store still tells the player 1
   assert.deepEqual(closed, { code: 1012, reason: 'gateway restarting, reconnect' });
 });
 
+test('a frame too big sent before the 101 is answered with the 101 and 1009 while the admission waits on a slow store', async (t) => {
+  const env = { ADMISSION_TIMEOUT_MS: '4000', DYNAMODB_REQUEST_TIMEOUT_MS: '4000' };
+  const { proxy, gw } = await gatewayBehindProxy(t, { env });
+  proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, delayMs: 3000 });
+  const token = await mintToken('big-early');
+  const sock = tcpConnect(Number(new URL(gw.url).port), '127.0.0.1');
+  t.after(() => sock.destroy());
+  sock.on('error', () => {});
+  let received = Buffer.alloc(0);
+  sock.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+  const ended = new Promise<void>((r) => sock.once('close', () => r()));
+  sock.write(
+    'GET /v1/lease?device=tv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n' +
+      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: sigma-stream.v1\r\nAuthorization: Bearer ${token}\r\n\r\n`,
+  );
+  await eventually(() => (proxy.faulted.get('delay') ?? 0) >= 1, 2000);
+  // A masked text frame announcing 65536 bytes, over MAX_PAYLOAD_BYTES (4096): ws refuses it from its header.
+  sock.write(Buffer.from([0x81, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4]));
+  await ended;
+  const text = received.toString('latin1');
+  assert.match(text, /^HTTP\/1\.1 101 Switching Protocols\r\n/, 'the 101 came');
+  const frames = received.subarray(text.indexOf('\r\n\r\n') + 4);
+  assert.equal(frames[0], 0x88, 'then a close frame');
+  assert.equal(frames.readUInt16BE(2), 1009);
+});
+
 /**
  * Players that open TCP connections while the gateway's event loop is stopped (SIGSTOP here; a GC pause or a
  * starved CPU in a storm): how many complete the handshake within 800 ms, that is without a SYN the kernel
