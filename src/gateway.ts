@@ -204,7 +204,11 @@ export class Gateway {
     const messages = this.#messages;
     this.#owner = {
       message: (session: Session, data: RawData, isBinary: boolean) => messages.handle(session, data, isBinary),
-      error: (session: Session, err: Error & { code?: string }) => messages.protocolError(session, err),
+      error: (session: Session, err: Error & { code?: string }) => {
+        // ws has written its 1002/1007/1009 and waits for the answer: it must not wait behind a held 101.
+        this.#flush(session);
+        messages.protocolError(session, err);
+      },
       ended: (session: Session, ending: Ending) => {
         // A close from outside the admission (drain, fencing) goes out now with its 101: ws cuts a socket whose
         // close frame is not answered within its close timeout, and a corked one could not even be sent.
