@@ -124,6 +124,17 @@ test('a drain while the admission waits on a slow store still tells the player 1
   assert.deepEqual(closed, { code: 1012, reason: 'gateway restarting, reconnect' });
 });
 
+test('fencing while the admission waits on a blackholed store still tells the player 1013, not a bare TCP close (1006)', async (t) => {
+  // Fenced about 2 s after the last acknowledged beat (INSTANCE_TTL_MS 3000 - FENCING_MARGIN_MS 1000); the
+  // admission's own deadline is 6 s away, past ws's 2 s close timeout after the fence's close.
+  const env = { ADMISSION_TIMEOUT_MS: '6000', DYNAMODB_REQUEST_TIMEOUT_MS: '6000' };
+  const { proxy, gw } = await gatewayBehindProxy(t, { env });
+  const token = await mintToken('fenced-early');
+  proxy.set('blackhole');
+  const d = connect(gw.url, { token, device: 'tv' });
+  assert.deepEqual(await d.closed, { code: 1013, reason: 'lease store unavailable, try again later' });
+});
+
 test('a frame too big sent before the 101 is answered with the 101 and 1009 while the admission waits on a slow store', async (t) => {
   const env = { ADMISSION_TIMEOUT_MS: '4000', DYNAMODB_REQUEST_TIMEOUT_MS: '4000' };
   const { proxy, gw } = await gatewayBehindProxy(t, { env });
