@@ -481,7 +481,8 @@ export function loadConfig(env: Env = process.env): Config {
     messageRatePerSocket: int(env, 'MESSAGE_RATE_PER_SOCKET', 5, 1),
     messageBurstPerSocket: int(env, 'MESSAGE_BURST_PER_SOCKET', 20, 1),
     maxConnections: int(env, 'MAX_CONNECTIONS', 20000, 1),
-    listenBacklog: int(env, 'LISTEN_BACKLOG', 4096, 1),
+    // listen(2) takes an int, and Node passes only its low 32 bits: 4294967296 would silently listen with 0.
+    listenBacklog: int(env, 'LISTEN_BACKLOG', 4096, 1, 2147483647),
     handshakeTimeoutMs: int(env, 'HANDSHAKE_TIMEOUT_MS', 10000, 100),
     jwksRefreshMs: int(env, 'JWKS_REFRESH_MS', 300000, 100),
     jwksMaxStaleMs: int(env, 'JWKS_MAX_STALE_MS', 3600000, 100),

@@ -141,6 +141,8 @@ export class Gateway {
   readonly #playback: PlaybackRefresh | undefined;
   readonly #messages: Messages;
   readonly #admission: AdmissionDeps;
+  /** Sockets holding their 101 (holdHandshake) until their admission decides or their session closes. */
+  readonly #corked = new Map<Session, Duplex>();
   /** One object every session reports to. */
   readonly #owner: SessionOwner;
   readonly #onRevoked = (leaseId: string, code: number, why: string | undefined): void =>
@@ -202,8 +204,17 @@ export class Gateway {
     const messages = this.#messages;
     this.#owner = {
       message: (session: Session, data: RawData, isBinary: boolean) => messages.handle(session, data, isBinary),
-      error: (session: Session, err: Error & { code?: string }) => messages.protocolError(session, err),
-      ended: (session: Session, ending: Ending) => hub.ended(session, ending),
+      error: (session: Session, err: Error & { code?: string }) => {
+        // ws has written its 1002/1007/1009 and waits for the answer: it must not wait behind a held 101.
+        this.#flush(session);
+        messages.protocolError(session, err);
+      },
+      ended: (session: Session, ending: Ending) => {
+        // A close from outside the admission (drain, fencing) goes out now with its 101: ws cuts a socket whose
+        // close frame is not answered within its close timeout, and a corked one could not even be sent.
+        this.#flush(session);
+        hub.ended(session, ending);
+      },
       gone: (session: Session) => hub.gone(session),
     };
   }
@@ -331,11 +342,11 @@ export class Gateway {
       valid ? query.content : undefined,
       this.#cfg.messageBurstPerSocket,
     );
+    this.#corked.set(session, socket);
     this.#hub.add(session);
     if (!valid) {
       this.#metrics.rejections.inc({ reason: 'bad_request' });
       session.close(CLOSE.POLICY, query, 'client_close');
-      socket.uncork();
       return;
     }
     admit(this.#admission, session, tokenFromRequest(req.headers), query)
@@ -343,7 +354,15 @@ export class Gateway {
         this.#log.error('admission crashed', { err });
         session.close(CLOSE.INTERNAL, 'internal error, try again', 'client_close');
       })
-      .finally(() => socket.uncork());
+      .finally(() => this.#flush(session));
+  }
+
+  /** Lets a held 101 go, with whatever frames the session wrote since (once: the first decision or close). */
+  #flush(session: Session): void {
+    const socket = this.#corked.get(session);
+    if (socket === undefined) return;
+    this.#corked.delete(session);
+    socket.uncork();
   }
 
   /**

@@ -55,6 +55,8 @@ export class Hub {
   readonly #released = new Map<string, Session>();
   /** Revocations that arrived before the admission they name was granted, on any path. */
   readonly #early = new Map<string, { code: number; path: RevocationPath; why?: string; until: number }>();
+  /** The session a grant is closing because its revocation came first (its release is then uncertain). */
+  #revokedBeforeGrant: Session | undefined;
   readonly #keeper: LeaseKeeper;
   readonly #cfg: Config;
   readonly #metrics: Metrics;
@@ -116,7 +118,12 @@ export class Hub {
     const early = this.#early.get(lease.leaseId);
     if (early === undefined) return true;
     this.#early.delete(lease.leaseId);
-    this.revoke(lease.leaseId, early.code, early.path, early.why);
+    this.#revokedBeforeGrant = session;
+    try {
+      this.revoke(lease.leaseId, early.code, early.path, early.why);
+    } finally {
+      this.#revokedBeforeGrant = undefined;
+    }
     return false;
   }
 
@@ -212,9 +219,10 @@ export class Hub {
       reason,
       code: typeof close === 'object' ? close.code : undefined,
     });
-    // A revoked lease may have been written again by its own retried admission: keep checking it.
-    const revoked = reason === 'revoked' || reason === 'replaced';
-    if (release) this.#keeper.release(session.region!, session.userId, lease, revoked);
+    // Every lease id released stays a doubt (a late copy of its admission may bring it back); an uncertain one
+    // when its revocation came before its grant was processed. One revoked after its grant is not: the keeper
+    // knows whether its own admission was retried.
+    if (release) this.#keeper.release(session.region!, session.userId, lease, session === this.#revokedBeforeGrant);
     else this.#keeper.forget(lease);
   }
 

@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { test } from 'node:test';
 import { exportJWK, SignJWT } from 'jose';
 import { connect, eventually } from './helpers/devices.js';
-import { leaseEntries, spawnGateway, startGateway } from './helpers/gateway.js';
+import { gatewayBehindProxy, leaseEntries, spawnGateway, startGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 test('the admission deadline covers the token check: a slow JWKS refetch ends in 1013 on time', async (t) => {
@@ -109,6 +109,56 @@ test('the 101 and the granted frame reach the player in one piece: one write, on
   const chunk = await first;
   assert.match(chunk, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
   assert.match(chunk.slice(chunk.indexOf('\r\n\r\n')), /"type":"granted"/, 'the decision frame came in the same read as the 101');
+});
+
+test('a drain while the admission waits on a slow store still tells the player 1012, not a bare TCP close (1006)', async (t) => {
+  // The store takes 3 s to answer the admission's write, more than ws's 2 s close timeout; the deadline is longer.
+  const env = { ADMISSION_TIMEOUT_MS: '4000', DYNAMODB_REQUEST_TIMEOUT_MS: '4000', DRAIN_MS: '100' };
+  const { proxy, gw } = await gatewayBehindProxy(t, { env });
+  proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, delayMs: 3000 });
+  const d = connect(gw.url, { token: await mintToken('slow-drain'), device: 'tv' });
+  await eventually(() => (proxy.faulted.get('delay') ?? 0) >= 1, 2000);
+  const stopping = gw.stop();
+  const closed = await d.closed;
+  await stopping;
+  assert.deepEqual(closed, { code: 1012, reason: 'gateway restarting, reconnect' });
+});
+
+test('fencing while the admission waits on a blackholed store still tells the player 1013, not a bare TCP close (1006)', async (t) => {
+  // Fenced about 2 s after the last acknowledged beat (INSTANCE_TTL_MS 3000 - FENCING_MARGIN_MS 1000); the
+  // admission's own deadline is 6 s away, past ws's 2 s close timeout after the fence's close.
+  const env = { ADMISSION_TIMEOUT_MS: '6000', DYNAMODB_REQUEST_TIMEOUT_MS: '6000' };
+  const { proxy, gw } = await gatewayBehindProxy(t, { env });
+  const token = await mintToken('fenced-early');
+  proxy.set('blackhole');
+  const d = connect(gw.url, { token, device: 'tv' });
+  assert.deepEqual(await d.closed, { code: 1013, reason: 'lease store unavailable, try again later' });
+});
+
+test('a frame too big sent before the 101 is answered with the 101 and 1009 while the admission waits on a slow store', async (t) => {
+  const env = { ADMISSION_TIMEOUT_MS: '4000', DYNAMODB_REQUEST_TIMEOUT_MS: '4000' };
+  const { proxy, gw } = await gatewayBehindProxy(t, { env });
+  proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, delayMs: 3000 });
+  const token = await mintToken('big-early');
+  const sock = tcpConnect(Number(new URL(gw.url).port), '127.0.0.1');
+  t.after(() => sock.destroy());
+  sock.on('error', () => {});
+  let received = Buffer.alloc(0);
+  sock.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+  const ended = new Promise<void>((r) => sock.once('close', () => r()));
+  sock.write(
+    'GET /v1/lease?device=tv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n' +
+      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: sigma-stream.v1\r\nAuthorization: Bearer ${token}\r\n\r\n`,
+  );
+  await eventually(() => (proxy.faulted.get('delay') ?? 0) >= 1, 2000);
+  // A masked text frame announcing 65536 bytes, over MAX_PAYLOAD_BYTES (4096): ws refuses it from its header.
+  sock.write(Buffer.from([0x81, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4]));
+  await ended;
+  const text = received.toString('latin1');
+  assert.match(text, /^HTTP\/1\.1 101 Switching Protocols\r\n/, 'the 101 came');
+  const frames = received.subarray(text.indexOf('\r\n\r\n') + 4);
+  assert.equal(frames[0], 0x88, 'then a close frame');
+  assert.equal(frames.readUInt16BE(2), 1009);
 });
 
 /**

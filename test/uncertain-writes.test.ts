@@ -112,6 +112,27 @@ describe('copies the SDK never sent (a retrying proxy or sidecar on the path to 
   });
 });
 
+describe('what sigma_uncertain_leases counts', () => {
+  test('a same-device replacement and a REST kick whose writes were answered at once are not uncertain', async (t) => {
+    const gw = await startGateway({ env: { UNCERTAIN_WRITE_HORIZON_MS: '60000' } });
+    t.after(() => gw.stop());
+    const token = await mintToken('certain-1');
+    const first = connect(gw.url, { token, device: 'tv' });
+    assert.equal((await first.decision).type, 'granted');
+    // The same device again (a token refresh swaps sockets): the first socket closes with 4409.
+    const again = connect(gw.url, { token, device: 'tv' });
+    assert.equal((await again.decision).type, 'granted');
+    assert.equal((await first.closed).code, 4409);
+    // A REST kick of the second one: 4403.
+    const kicked = await fetch(`${http(gw.url)}/v1/streams/tv`, { method: 'DELETE', headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(kicked.status, 204);
+    assert.equal((await again.closed).code, 4403);
+    await eventually(async () => (await leaseEntries(gw.endpoint, gw.table, 'certain-1')).length === 0, 2000);
+    // Every write was answered on its first attempt, each grant processed before its revocation.
+    assert.equal(metric(await gw.metrics(), 'sigma_uncertain_leases'), 0);
+  });
+});
+
 describe('revocations that arrive before the grant they name', () => {
   /** Device `first`'s write commits at once but its reply is held; `second` arrives meanwhile. */
   async function heldGrant(

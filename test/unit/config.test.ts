@@ -54,7 +54,8 @@ const WHOLE_NUMBERS: ReadonlyArray<{ name: string; key: keyof Config; fallback: 
   { name: 'MESSAGE_RATE_PER_SOCKET', key: 'messageRatePerSocket', fallback: 5, min: 1 },
   { name: 'MESSAGE_BURST_PER_SOCKET', key: 'messageBurstPerSocket', fallback: 20, min: 1 },
   { name: 'MAX_CONNECTIONS', key: 'maxConnections', fallback: 20000, min: 1 },
-  { name: 'LISTEN_BACKLOG', key: 'listenBacklog', fallback: 4096, min: 1 },
+  // listen(2) takes an int: Node passes the low 32 bits, so 4294967296 would silently be a queue of one.
+  { name: 'LISTEN_BACKLOG', key: 'listenBacklog', fallback: 4096, min: 1, max: 2147483647 },
   { name: 'HANDSHAKE_TIMEOUT_MS', key: 'handshakeTimeoutMs', fallback: 10000, min: 100 },
   { name: 'JWKS_REFRESH_MS', key: 'jwksRefreshMs', fallback: 300000, min: 100 },
   { name: 'JWKS_MAX_STALE_MS', key: 'jwksMaxStaleMs', fallback: 3600000, min: 100 },
