@@ -67,6 +67,9 @@ interface Admitting {
   readonly trace: WriteTrace;
 }
 
+/** A user in its home region: "<region>\n<userId>". */
+const userKey = (region: Region, userId: string): string => `${region.name}\n${userId}`;
+
 /** Users read per BatchGetItem, batches in flight at once in a reconcile round. */
 const BATCH = 100;
 const BATCHES_IN_FLIGHT = 4;
@@ -317,8 +320,8 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
    * starts where it stopped. Returns the sockets it closed.
    */
   async reconcile(): Promise<number> {
-    // Doubts and victims past their horizon are forgotten in #checkUsers, after a read that began once
-    // the horizon had passed: dropping them here would miss a copy that landed since the previous read.
+    // Doubts and victims past their horizon are forgotten at the end of the round, after a read that began
+    // once the horizon had passed: dropping them here would miss a copy that landed since the previous read.
     // Only those that could not be read for a whole second horizon (the store refusing reads) go unread,
     // so a long outage cannot grow them without bound.
     const now = performance.now();
@@ -336,13 +339,15 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     let next = 0;
     let closed = 0;
     let failed = 0;
+    /** When each user's read began, by the key of #users. */
+    const readAt = new Map<string, number>();
     const worker = async (): Promise<void> => {
       while (next < order.length && performance.now() < budgetUntil && !this.#closed) {
         const { region } = order[next];
         const batch: string[] = [];
         while (next < order.length && batch.length < BATCH && order[next].region === region) batch.push(order[next++].userId);
         try {
-          closed += await this.#checkUsers(region, batch);
+          closed += await this.#checkUsers(region, batch, readAt);
         } catch (err) {
           failed++;
           this.#log.warn('reconcile batch failed', { users: batch.length, region: region.name, err });
@@ -350,6 +355,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
       }
     };
     await Promise.all(Array.from({ length: BATCHES_IN_FLIGHT }, worker));
+    this.#forgetSettled(readAt);
     if (next < order.length) {
       // Every batch started has finished (we awaited the workers): resume after the last one started.
       this.#resumeAfter = order[next - 1].key;
@@ -370,7 +376,7 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
   #users(): Map<string, { readonly key: string; readonly region: Region; readonly userId: string }> {
     const users = new Map<string, { readonly key: string; readonly region: Region; readonly userId: string }>();
     const add = ({ region, userId }: { readonly region: Region; readonly userId: string }): void => {
-      const key = `${region.name}\n${userId}`;
+      const key = userKey(region, userId);
       if (!users.has(key)) users.set(key, { key, region, userId });
     };
     for (const held of this.#heldByUser.values()) for (const h of held) add(h);
@@ -379,12 +385,16 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
     return users;
   }
 
-  /** Reads up to 100 users of one region and acts on their items; returns the sockets it closed. */
-  async #checkUsers(region: Region, userIds: readonly string[]): Promise<number> {
+  /**
+   * Reads up to 100 users of one region and acts on their items; returns the sockets it closed. A round
+   * passes `readAt`, which learns when each user's read began.
+   */
+  async #checkUsers(region: Region, userIds: readonly string[], readAt?: Map<string, number>): Promise<number> {
     // Snapshot before the read: a lease granted after it began may not be in what the read returns.
     const heldBefore = userIds.flatMap((userId) => (this.#heldByUser.get(userId) ?? []).filter((h) => h.region === region));
-    const readAt = performance.now();
+    const began = performance.now();
     const items = await region.store.readUsers(userIds, AbortSignal.timeout(this.#cfg.admissionTimeoutMs));
+    if (readAt) for (const userId of userIds) readAt.set(userKey(region, userId), began);
     let closed = 0;
     for (const h of heldBefore) {
       const { leaseId } = h.lease;
@@ -404,12 +414,19 @@ export class LeaseKeeper extends EventEmitter<KeeperEvents> {
         this.#log.warn('reconcile: repaired a user count that differed from its entries', { userId });
       }
     }
-    // Read (and acted on) after their horizon, in their home region: no copy can land any more.
-    const read = new Set(userIds);
-    for (const [id, d] of this.#doubts)
-      if (d.until < readAt && d.region === region && read.has(d.userId) && !this.#held.has(id)) this.#doubts.delete(id);
-    for (const [id, v] of this.#victims) if (v.until < readAt && v.region === region && read.has(v.userId)) this.#victims.delete(id);
     return closed;
+  }
+
+  /**
+   * Forgets the doubts and victims whose user a read that began after their horizon has seen, in their home
+   * region: no copy can land any more. Once a round, not once a batch: doubts grow with the releases of one
+   * horizon, and a pass over all of them per batch of 100 users would grow with their square.
+   */
+  #forgetSettled(readAt: ReadonlyMap<string, number>): void {
+    const settled = (d: { readonly region: Region; readonly userId: string; readonly until: number }): boolean =>
+      d.until < (readAt.get(userKey(d.region, d.userId)) ?? Number.NEGATIVE_INFINITY);
+    for (const [id, d] of this.#doubts) if (!this.#held.has(id) && settled(d)) this.#doubts.delete(id);
+    for (const [id, v] of this.#victims) if (settled(v)) this.#victims.delete(id);
   }
 
   /** Releases entries no socket here holds: late copies of uncertain writes, and orphans of this instance. */
