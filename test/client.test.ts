@@ -265,7 +265,9 @@ describe('backoff', () => {
       );
       const gap = arrivals[i + 1] - arrivals[i];
       assert.ok(gap >= r.delayMs - 2, `attempt ${r.attempt} came after its delay (${gap.toFixed(0)} >= ${r.delayMs})`);
-      assert.ok(gap <= r.delayMs + 150, `attempt ${r.attempt} came soon after its delay (${gap.toFixed(0)} vs ${r.delayMs})`);
+      // Only a delay far from the one reported (another cap, a second timer) fails this; a loaded machine
+      // may run the timer late by hundreds of ms, which is not what is under test.
+      assert.ok(gap <= r.delayMs + 1000, `attempt ${r.attempt} came soon after its delay (${gap.toFixed(0)} vs ${r.delayMs})`);
     }
     assert.deepEqual(
       [0, 1, 2, 3, 4].map((i) => backoffCapMs(i, opts)),
