@@ -13,13 +13,14 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
+import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ensureTable } from '../../src/dynamo.js';
 import { ROOT } from '../helpers/gateway.js';
 import { measureLatency, measureThroughput, plainClient, rawClient } from './admission.js';
 import { startCountingProxy } from './count-proxy.js';
 import { measurePerOperation, simulateRenewal, type RenewalRun } from './cost.js';
+import { measurePinnedLatency } from './pinned.js';
 import { measureFreeing } from './freeing.js';
 import { machine, progress } from './measure.js';
 import { measureMemory } from './memory.js';
@@ -87,58 +88,6 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
  */
 const PATIENT = { ADMISSION_TIMEOUT_MS: '10000', DYNAMODB_REQUEST_TIMEOUT_MS: '5000' };
 const table = (name: string): string => `bench-${name}-${Date.now()}`;
-
-/** Pins every thread of `pid` to `cpus` (taskset list syntax). */
-function pin(pid: number, cpus: string): void {
-  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
-}
-
-/**
- * Phase 1 again with the gateway on core 0 alone (`taskset -c 0`) and DynamoDB Local and this process on
- * core 1: what the gateway adds when it does not queue behind the store for a core. Other work on the
- * machine is not pinned away, so core 0 is the gateway's only among our own processes.
- */
-async function measurePinnedLatency(endpoint: string, client: ReturnType<typeof rawClient>): Promise<Results['pinnedLatency']> {
-  const java = javaChildPid();
-  const all = `0-${cpus().length - 1}`;
-  if (java === undefined || cpus().length < 2) return undefined;
-  const pinTable = table('pinned');
-  pin(java, '1');
-  pin(process.pid, '1');
-  try {
-    const gw = await startGateway({
-      endpoint,
-      table: pinTable,
-      prefix: ['taskset', '-c', '0'],
-      env: { ...PRODUCTION_TIMINGS, ...PATIENT },
-    });
-    // The minimal gateway on the same core: what ws, the SDK and a new connection add without any of our code.
-    await ensureTable(client, `${pinTable}-minimal`);
-    const mg = await startMinimalGateway(endpoint, `${pinTable}-minimal`, TEST_SECRET);
-    pin(mg.proc.pid!, '0');
-    try {
-      progress(
-        `pinned latency: ${PLAN.pinned} admissions alternating with raw UpdateItems and minimal-gateway admissions, both gateways on core 0, DynamoDB Local and the client on core 1`,
-      );
-      return await measureLatency({
-        url: gw.url,
-        client,
-        table: pinTable,
-        count: PLAN.pinned,
-        warmup: PLAN.warmup,
-        gatewayPid: gw.proc.pid!,
-        metrics: () => gw.metrics(),
-        minimalUrl: mg.url,
-      });
-    } finally {
-      await mg.stop();
-      await gw.stop();
-    }
-  } finally {
-    pin(java, all);
-    pin(process.pid, all);
-  }
-}
 
 async function main(): Promise<void> {
   const started = performance.now();
@@ -218,7 +167,14 @@ async function main(): Promise<void> {
     }
 
     // 1b: the same latency measurement with the gateway on core 0 and DynamoDB Local + this process on core 1.
-    const pinnedLatency = await measurePinnedLatency(local.endpoint, client);
+    const pinnedLatency = await measurePinnedLatency({
+      endpoint: local.endpoint,
+      client,
+      table: table('pinned'),
+      count: PLAN.pinned,
+      warmup: PLAN.warmup,
+      env: { ...PRODUCTION_TIMINGS, ...PATIENT },
+    });
 
     // 3 (+ steady state of 4): memory at each level, gateway behind the proxy.
     const memory = await measureMemory({
