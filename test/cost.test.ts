@@ -265,11 +265,11 @@ describe('DynamoDB requests per step', () => {
     const d = connect(reading.url, { token: await mintToken('reader'), device: 'tv' });
     assert.equal((await d.decision).type, 'granted');
     const streaming = await reads(1000);
-    assert.ok(streaming >= 3 && streaming <= 6, `about 5 rounds of 200 ms while it streams, saw ${streaming}`);
+    assert.ok(streaming >= 1 && streaming <= 6, `one read a round of 200 ms while it streams (at most 6 in 1 s), saw ${streaming}`);
     await d.close();
     // A late copy of its admission could still land (a proxy on the way may have copied it): read on.
     const ended = await reads(1000);
-    assert.ok(ended >= 3 && ended <= 6, `about 5 rounds within the horizon after it ended, saw ${ended}`);
+    assert.ok(ended >= 1 && ended <= 6, `still read within the horizon after it ended (at most 6 in 1 s), saw ${ended}`);
     // Past the horizon, and one read that began after it: nothing left to read.
     await new Promise((r) => setTimeout(r, 600));
     assert.equal(await reads(800), 0, 'no reads after the horizon');
