@@ -95,6 +95,17 @@ export interface LatencyResult {
   gatewayInsideMeanMs: number;
   /** The minimal gateway's admissions, interleaved (raw, gateway, minimal), when asked for. */
   minimal?: Summary;
+  /** The floors, interleaved too, when asked for: a ws server that grants at once, and the raw call from another process. */
+  grantAtOnce?: Summary;
+  rawElsewhere?: Summary;
+}
+
+/** What no gateway can skip, measured beside it (test/bench/pinned.ts puts both on the gateway's core). */
+export interface LatencyFloors {
+  /** A ws server that answers each upgrade with its 101 and `granted` at once (test/bench/grant-at-once.mjs). */
+  grantAtOnceUrl: string;
+  /** The raw UpdateItem sent from another process (test/bench/raw-child.ts): resolves with its own ms. */
+  rawElsewhere(user: string): Promise<number>;
 }
 
 /**
@@ -113,6 +124,7 @@ export async function measureLatency(opts: {
   metrics: () => Promise<string>;
   /** The minimal gateway's URL: its admissions join each pair, as the floor of what ws and the SDK add. */
   minimalUrl?: string;
+  floors?: LatencyFloors;
 }): Promise<LatencyResult> {
   const toks = await tokens('lat', opts.count + opts.warmup);
   const minimalToks = opts.minimalUrl === undefined ? [] : await tokens('lat-min', opts.count + opts.warmup);
@@ -120,8 +132,19 @@ export async function measureLatency(opts: {
   const held: WebSocket[] = [];
   const raw: number[] = [];
   const gw: number[] = [];
+  const grantAtOnce: number[] = [];
+  const rawElsewhere: number[] = [];
+  const floors = async (i: number, into?: [number[], number[]]): Promise<void> => {
+    if (opts.floors === undefined) return;
+    const c = await admit(opts.floors.grantAtOnceUrl, toks[0]);
+    held.push(c.ws);
+    const ms = await opts.floors.rawElsewhere(`lat-elsewhere-${i}`);
+    into?.[0].push(c.ms);
+    into?.[1].push(ms);
+  };
   for (let i = 0; i < opts.warmup; i++) {
     await rawAcquire(opts.client, opts.table, `lat-warm-${i}`);
+    await floors(-1 - i);
     held.push((await admit(opts.url, toks[opts.count + i])).ws);
     if (opts.minimalUrl !== undefined) held.push((await admit(opts.minimalUrl, minimalToks[opts.count + i])).ws);
   }
@@ -141,6 +164,7 @@ export async function measureLatency(opts: {
       held.push(b.ws);
       minimal.push(b.ms);
     }
+    await floors(i, [grantAtOnce, rawElsewhere]);
     if ((i + 1) % Math.ceil(opts.count / 10) === 0) progress(`latency: ${i + 1}/${opts.count} pairs`);
   }
   const s1 = schedstat(opts.gatewayPid);
@@ -161,6 +185,7 @@ export async function measureLatency(opts: {
     gatewayRunQueueMsPerAdmission: (s1.waitNs - s0.waitNs) / 1e6 / opts.count,
     gatewayInsideMeanMs: ((sum1 - sum0) / (n1 - n0)) * 1000,
     ...(minimal.length > 0 && { minimal: summarize(minimal) }),
+    ...(grantAtOnce.length > 0 && { grantAtOnce: summarize(grantAtOnce), rawElsewhere: summarize(rawElsewhere) }),
   };
 }
 

@@ -33,9 +33,11 @@ try {
       });
       if (r === undefined) throw new Error('pinned-probe needs 2 cores and its own DynamoDB Local');
       const min = r.minimal!;
+      const [c, e] = [r.grantAtOnce!, r.rawElsewhere!];
       console.log(
         `${flags.join(' ') || 'default'}: raw ${f(r.raw.p50)}/${f(r.raw.p99)} gw ${f(r.gateway.p50)}/${f(r.gateway.p99)} min ${f(min.p50)}/${f(min.p99)}` +
           ` added ${f(r.gateway.p50 - r.raw.p50)}/${f(r.gateway.p99 - r.raw.p99)} (min ${f(min.p50 - r.raw.p50)}/${f(min.p99 - r.raw.p99)})` +
+          ` floor ${f(c.p50 + e.p50 - r.raw.p50)}/${f(c.p99 + e.p99 - r.raw.p99)} (upgrade ${f(c.p50)}/${f(c.p99)}, raw from core 0 ${f(e.p50)}/${f(e.p99)})` +
           ` cpu ${f(r.gatewayCpuMsPerAdmission)} wait ${f(r.gatewayRunQueueMsPerAdmission)} inside ${f(r.gatewayInsideMeanMs)}`,
       );
     }

@@ -10,7 +10,7 @@ import { ensureTable } from '../../src/dynamo.js';
 import { TEST_SECRET } from '../helpers/tokens.js';
 import { measureLatency, type LatencyResult } from './admission.js';
 import { progress } from './measure.js';
-import { javaChildPid, startGateway, startMinimalGateway } from './procs.js';
+import { javaChildPid, startGateway, startGrantAtOnce, startMinimalGateway, startRawChild } from './procs.js';
 
 /** Pins every thread of `pid` to `cpus` (taskset list syntax). */
 function pin(pid: number, cpus: string): void {
@@ -45,9 +45,14 @@ export async function measurePinnedLatency(opts: {
     await ensureTable(opts.client, `${opts.table}-minimal`);
     const mg = await startMinimalGateway(opts.endpoint, `${opts.table}-minimal`, TEST_SECRET);
     pin(mg.proc.pid!, '0');
+    // The floors, on core 0 too: a new connection and upgrade alone, and the raw call sent from core 0.
+    const grantAtOnce = await startGrantAtOnce();
+    pin(grantAtOnce.proc.pid!, '0');
+    const rawChild = await startRawChild(opts.endpoint);
+    pin(rawChild.proc.pid!, '0');
     try {
       progress(
-        `pinned latency: ${opts.count} admissions alternating with raw UpdateItems and minimal-gateway admissions, both gateways on core 0, DynamoDB Local and the client on core 1`,
+        `pinned latency: ${opts.count} admissions alternating with raw UpdateItems, minimal-gateway admissions and the floors, all servers on core 0, DynamoDB Local and the client on core 1`,
       );
       return await measureLatency({
         url: gw.url,
@@ -58,8 +63,11 @@ export async function measurePinnedLatency(opts: {
         gatewayPid: gw.proc.pid!,
         metrics: () => gw.metrics(),
         minimalUrl: mg.url,
+        floors: { grantAtOnceUrl: grantAtOnce.url, rawElsewhere: (user) => rawChild.acquire(opts.table, user) },
       });
     } finally {
+      rawChild.proc.disconnect();
+      await grantAtOnce.stop();
       await mg.stop();
       await gw.stop();
     }

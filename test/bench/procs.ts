@@ -219,19 +219,19 @@ export interface MinimalGateway {
   stop(): Promise<void>;
 }
 
-/** The minimal gateway (minimal-gateway.mjs): plain node, its own process, the CPU floor of an admission. */
-export async function startMinimalGateway(endpoint: string, table: string, secret: string): Promise<MinimalGateway> {
-  const script = fileURLToPath(new URL('./minimal-gateway.mjs', import.meta.url));
+/** A plain-node script of this folder that prints {"port":N} once it listens (the minimal gateway and its kin). */
+async function startListeningScript(name: string, env: Record<string, string> = {}): Promise<MinimalGateway> {
+  const script = fileURLToPath(new URL(`./${name}`, import.meta.url));
   const proc = track(
     fork(script, [], {
       cwd: ROOT,
-      env: { ...process.env, DYNAMODB_ENDPOINT: endpoint, DYNAMODB_TABLE: table, JWT_SECRET: secret },
+      env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
     }),
   );
   const port = await new Promise<number>((resolve, reject) => {
     proc.stdout!.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));
-    proc.once('exit', () => reject(new Error('minimal gateway exited before listening')));
+    proc.once('exit', () => reject(new Error(`${name} exited before listening`)));
   });
   return {
     proc,
@@ -241,6 +241,42 @@ export async function startMinimalGateway(endpoint: string, table: string, secre
         if (proc.exitCode !== null) return resolve();
         proc.once('exit', () => resolve());
         proc.kill('SIGTERM');
+      }),
+  };
+}
+
+/** The minimal gateway (minimal-gateway.mjs): plain node, its own process, the CPU floor of an admission. */
+export function startMinimalGateway(endpoint: string, table: string, secret: string): Promise<MinimalGateway> {
+  return startListeningScript('minimal-gateway.mjs', { DYNAMODB_ENDPOINT: endpoint, DYNAMODB_TABLE: table, JWT_SECRET: secret });
+}
+
+/** grant-at-once.mjs: a ws server that grants every upgrade at once, the connection floor of an admission. */
+export function startGrantAtOnce(): Promise<MinimalGateway> {
+  return startListeningScript('grant-at-once.mjs');
+}
+
+/** Runs raw UpdateItems from a process of its own (raw-child.ts); `acquire` resolves with the call's own ms. */
+export async function startRawChild(
+  endpoint: string,
+): Promise<{ proc: ChildProcess; acquire(table: string, user: string): Promise<number> }> {
+  const script = fileURLToPath(new URL('./raw-child.ts', import.meta.url));
+  const proc = track(
+    fork(script, [], {
+      execArgv: ['--import', 'tsx'],
+      env: { ...process.env, DYNAMODB_ENDPOINT: endpoint },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    }),
+  );
+  await new Promise<void>((resolve, reject) => {
+    proc.once('message', () => resolve());
+    proc.once('exit', (code) => reject(new Error(`raw-child.ts exited (${code}) before it was ready`)));
+  });
+  return {
+    proc,
+    acquire: (table, user) =>
+      new Promise((resolve, reject) => {
+        proc.once('message', (m: number | { error: string }) => (typeof m === 'number' ? resolve(m) : reject(new Error(m.error))));
+        proc.send({ table, user });
       }),
   };
 }

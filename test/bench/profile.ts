@@ -1,5 +1,5 @@
 /**
- * `node --import tsx test/bench/profile.ts [--sockets 10000] [--admissions 3000]`:
+ * `node --import tsx test/bench/profile.ts [--sockets 10000] [--admissions 3000] [--concurrency 32]`:
  * CPU profiles (`node --cpu-prof`) of a gateway under the throughput load of
  * the bench (admissions at concurrency 32) and under the ping sweep (idle
  * leased sockets, 2 s ping interval), summarized by owner (SDK, jose, ws, our
@@ -27,6 +27,8 @@ const SOCKETS = num('--sockets', 10_000);
 const ADMISSIONS = num('--admissions', 3000);
 const SWEEP_S = num('--sweep-seconds', 20);
 const STORM = num('--storm', 0);
+/** Admissions in flight at once in part 1 (1: the sequential path of the latency phases). */
+const CONCURRENCY = num('--concurrency', 32);
 /** Another build's entry point (e.g. bench-output/ab/main/dist/main.js from ab.ts), for a before/after. */
 const ENTRY = args.includes('--entry') ? args[args.indexOf('--entry') + 1] : undefined;
 const outDir = join(ROOT, 'bench-output');
@@ -72,7 +74,7 @@ async function main(): Promise<void> {
     await pool(300, 32, async (i) => void held.push((await admit(gw.url, toks[ADMISSIONS + i])).ws));
     const c0 = process.cpuUsage();
     let t0 = performance.now();
-    await pool(ADMISSIONS, 32, (i) => rawAcquire(client, table, `prof-raw-${i}`));
+    await pool(ADMISSIONS, CONCURRENCY, (i) => rawAcquire(client, table, `prof-raw-${i}`));
     const rawWallS = (performance.now() - t0) / 1000;
     const c1 = process.cpuUsage(c0);
     const rawCpuMs = (c1.user + c1.system) / 1000 / ADMISSIONS;
@@ -81,7 +83,7 @@ async function main(): Promise<void> {
     const from = nowUs();
     t0 = performance.now();
     let failed = 0;
-    await pool(ADMISSIONS, 32, async (i) => {
+    await pool(ADMISSIONS, CONCURRENCY, async (i) => {
       const a = await admit(gw.url, toks[i]).catch(() => undefined);
       if (a) held.push(a.ws);
       if (a?.type !== 'granted') failed++;
@@ -96,14 +98,14 @@ async function main(): Promise<void> {
     await gw.stop(120_000);
     const adm = summarizeProfile(profileOf(gw.proc.pid!), from, to);
     out.push(
-      `Raw conditional UpdateItem from a plain SDK client (same process as the load): ${rawCpuMs.toFixed(3)} CPU-ms each, ${(ADMISSIONS / rawWallS).toFixed(0)}/s at concurrency 32.`,
+      `Raw conditional UpdateItem from a plain SDK client (same process as the load): ${rawCpuMs.toFixed(3)} CPU-ms each, ${(ADMISSIONS / rawWallS).toFixed(0)}/s at concurrency ${CONCURRENCY}.`,
     );
     out.push(
-      `Gateway: ${gwCpuMs.toFixed(3)} CPU-ms per admission (/proc), ratio ${(gwCpuMs / rawCpuMs).toFixed(2)}; ${(ADMISSIONS / gwWallS).toFixed(0)} admissions/s at concurrency 32; ${failed} not granted.`,
+      `Gateway: ${gwCpuMs.toFixed(3)} CPU-ms per admission (/proc), ratio ${(gwCpuMs / rawCpuMs).toFixed(2)}; ${(ADMISSIONS / gwWallS).toFixed(0)} admissions/s at concurrency ${CONCURRENCY}; ${failed} not granted.`,
       '',
     );
     out.push(
-      profileMarkdown(`Gateway under ${ADMISSIONS} admissions at concurrency 32`, adm, {
+      profileMarkdown(`Gateway under ${ADMISSIONS} admissions at concurrency ${CONCURRENCY}`, adm, {
         ops: ADMISSIONS,
         what: 'admission',
         cpuMs: gwCpuMs * ADMISSIONS,
