@@ -281,5 +281,6 @@ async function acquireAndGrant(
     ...(playback && { playback }),
   };
   session.send(frame);
+  session.decided();
   deps.log.info('granted', { userId: request.userId, deviceId: request.deviceId, leaseId, active: outcome.active });
 }

@@ -84,8 +84,10 @@ function upgradeSocketOnError(this: Duplex): void {
 
 /**
  * ws's 'headers' listener, just before it writes the 101: the socket holds it
- * (cork) until the admission has decided, when #accept lets the 101 and the
- * decision frame (granted, or denied and its close) go in one write. That is
+ * (cork) until the admission has decided, when the 101 and the decision
+ * frame go in one write: `granted` as soon as it is written (the session's
+ * decided()), before the bookkeeping and the log line that follow; denied and
+ * its close, or any other close, when the admission ends (#accept). That is
  * one write and one wake-up of the player per admission instead of two; in a
  * reconnect storm each write to a loopback or pod-network socket costs the
  * gateway more than the frame it carries. The player sees the 101 with its
@@ -216,6 +218,7 @@ export class Gateway {
         hub.ended(session, ending);
       },
       gone: (session: Session) => hub.gone(session),
+      decided: (session: Session) => this.#flush(session),
     };
   }
 

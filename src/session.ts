@@ -40,6 +40,8 @@ export interface SessionOwner {
   ended(session: Session, ending: Ending): void;
   /** The socket is gone (ws 'close'): after `ended`. */
   gone(session: Session): void;
+  /** The admission's decision frame is written (`granted`): a 101 held for it may go. */
+  decided(session: Session): void;
 }
 
 const SESSION = Symbol('session');
@@ -127,6 +129,11 @@ export class Session implements Bucket {
     if (this.#state !== 'admitting') throw new Error(`cannot grant a lease to a ${this.#state} session`);
     this.#state = 'leased';
     this.#lease = lease;
+  }
+
+  /** The decision frame is written: a 101 held for it goes now, not after the bookkeeping and the log line that follow. */
+  decided(): void {
+    this.owner.decided(this);
   }
 
   /** Sends one JSON frame if the socket is still open. */
