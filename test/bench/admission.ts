@@ -85,6 +85,8 @@ export interface LatencyResult {
   gateway: Summary;
   rawSamples: number[];
   gatewaySamples: number[];
+  /** When each of gatewaySamples began, µs of the machine's monotonic clock (a profile's clock, test/bench/tail-probe.ts). */
+  gatewayStartsUs: number[];
   /**
    * The gateway process per admission, from /proc/<pid>/schedstat: CPU it ran,
    * and time it sat runnable waiting for a core (the machine's contention, not its work).
@@ -132,6 +134,7 @@ export async function measureLatency(opts: {
   const held: WebSocket[] = [];
   const raw: number[] = [];
   const gw: number[] = [];
+  const starts: number[] = [];
   const grantAtOnce: number[] = [];
   const rawElsewhere: number[] = [];
   const floors = async (i: number, into?: [number[], number[]]): Promise<void> => {
@@ -154,6 +157,7 @@ export async function measureLatency(opts: {
     const t0 = performance.now();
     await rawAcquire(opts.client, opts.table, `lat-raw-${i}`);
     raw.push(performance.now() - t0);
+    starts.push(Number(process.hrtime.bigint() / 1000n));
     const a = await admit(opts.url, toks[i]);
     if (a.type !== 'granted') throw new Error(`latency phase: expected granted, got ${a.type}`);
     held.push(a.ws);
@@ -181,6 +185,7 @@ export async function measureLatency(opts: {
     gateway: summarize(gw),
     rawSamples: raw,
     gatewaySamples: gw,
+    gatewayStartsUs: starts,
     gatewayCpuMsPerAdmission: (s1.cpuNs - s0.cpuNs) / 1e6 / opts.count,
     gatewayRunQueueMsPerAdmission: (s1.waitNs - s0.waitNs) / 1e6 / opts.count,
     gatewayInsideMeanMs: ((sum1 - sum0) / (n1 - n0)) * 1000,

@@ -20,7 +20,7 @@ interface ProfileNode {
   callFrame: CallFrame;
   children?: number[];
 }
-interface Profile {
+export interface Profile {
   nodes: ProfileNode[];
   startTime: number;
   endTime: number;
@@ -67,13 +67,18 @@ const short = (url: string): string =>
     .replace(/^.*\/node_modules\//, '')
     .replace(/^.*\/(dist|src)\//, '$1/');
 
+/** A `.cpuprofile` read once, for many windows of {@link summarizeProfile}. */
+export function loadProfile(path: string): Profile {
+  return JSON.parse(readFileSync(path, 'utf8')) as Profile;
+}
+
 /**
- * Summarizes `path` over [fromUs, toUs] (the profiled process's monotonic
+ * Summarizes `path` (or a profile {@link loadProfile} read) over [fromUs, toUs] (the profiled process's monotonic
  * clock in microseconds, the same clock as `process.hrtime.bigint() / 1000n`
  * in any process of the machine); the whole profile when omitted.
  */
-export function summarizeProfile(path: string, fromUs = -Infinity, toUs = Infinity, topN = 15): ProfileSummary {
-  const p = JSON.parse(readFileSync(path, 'utf8')) as Profile;
+export function summarizeProfile(path: string | Profile, fromUs = -Infinity, toUs = Infinity, topN = 15): ProfileSummary {
+  const p = typeof path === 'string' ? loadProfile(path) : path;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);

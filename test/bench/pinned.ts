@@ -27,6 +27,8 @@ export async function measurePinnedLatency(opts: {
   env: Record<string, string>;
   /** The gateway's node flags (test/bench/pinned-probe.ts tries several). */
   execArgv?: string[];
+  /** Only the gateway's main thread on core 0, its other threads on core 1 (a profiler's sampler must not queue behind it). */
+  helpersElsewhere?: boolean;
 }): Promise<LatencyResult | undefined> {
   const java = javaChildPid();
   const all = `0-${cpus().length - 1}`;
@@ -41,6 +43,11 @@ export async function measurePinnedLatency(opts: {
       execArgv: opts.execArgv,
       env: opts.env,
     });
+    if (opts.helpersElsewhere) {
+      // Only the gateway's main thread stays on core 0; its other threads (V8's sampler and workers) go to core 1.
+      pin(gw.proc.pid!, '1');
+      execFileSync('taskset', ['-p', '-c', '0', String(gw.proc.pid!)], { stdio: 'ignore' });
+    }
     // The minimal gateway on the same core: what ws, the SDK and a new connection add without any of our code.
     await ensureTable(opts.client, `${opts.table}-minimal`);
     const mg = await startMinimalGateway(opts.endpoint, `${opts.table}-minimal`, TEST_SECRET);
