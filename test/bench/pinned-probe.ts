@@ -6,7 +6,7 @@
 import { rawClient } from './admission.js';
 import { dynamoLocal, stopAll } from './procs.js';
 import { measurePinnedLatency } from './pinned.js';
-import { PRODUCTION_TIMINGS } from './storm.js';
+import { PATIENT, PRODUCTION_TIMINGS } from './storm.js';
 
 const count = Number(process.argv[2] ?? 600);
 const variants = (process.argv.slice(3).join(' ') || 'default').split(',').map((v) =>
@@ -28,7 +28,7 @@ try {
         table: `probe-${Date.now()}`,
         count,
         warmup: 100,
-        env: { ...PRODUCTION_TIMINGS, ADMISSION_TIMEOUT_MS: '10000', DYNAMODB_REQUEST_TIMEOUT_MS: '5000' },
+        env: { ...PRODUCTION_TIMINGS, ...PATIENT },
         execArgv: flags,
       });
       if (r === undefined) throw new Error('pinned-probe needs 2 cores and its own DynamoDB Local');

@@ -28,7 +28,7 @@ import { measurePlayback, writePlaybackReport } from './playback.js';
 import { dynamoLocal, javaChildPid, startGateway, startMinimalGateway, stopAll } from './procs.js';
 import { TEST_SECRET } from '../helpers/tokens.js';
 import { markdown, targets, type Results } from './report.js';
-import { measureKickoff, measureStorm, measureThrottled, PRODUCTION_TIMINGS } from './storm.js';
+import { measureKickoff, measureStorm, measureThrottled, PATIENT, PRODUCTION_TIMINGS } from './storm.js';
 import { measureSweep } from './sweep.js';
 import { cdfSvg } from './svg.js';
 
@@ -82,11 +82,6 @@ const PLAN = quick
     };
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-/**
- * Store timeouts as long as the raw client's (5 s): on a loaded shared machine DynamoDB Local can
- * take over a second, and the default 1 s would turn that into 1013 closes the raw side never sees.
- */
-const PATIENT = { ADMISSION_TIMEOUT_MS: '10000', DYNAMODB_REQUEST_TIMEOUT_MS: '5000' };
 const table = (name: string): string => `bench-${name}-${Date.now()}`;
 
 async function main(): Promise<void> {

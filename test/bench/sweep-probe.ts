@@ -5,6 +5,7 @@
 import { ensureTable } from '../../src/dynamo.js';
 import { rawClient } from './admission.js';
 import { dynamoLocal, stopAll } from './procs.js';
+import { PATIENT } from './storm.js';
 import { measureSweep } from './sweep.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -20,7 +21,7 @@ try {
     levels: levels.length > 0 ? levels : [100, 10_000],
     windowS: 20,
     settleMs: 4000,
-    env: { ADMISSION_TIMEOUT_MS: '10000', DYNAMODB_REQUEST_TIMEOUT_MS: '5000' },
+    env: PATIENT,
   });
   process.stdout.write(JSON.stringify(r, null, 2) + '\n');
 } finally {

@@ -12,7 +12,7 @@ import { rawClient } from './admission.js';
 import { loadProfile, summarizeProfile } from './cpuprofile.js';
 import { dynamoLocal, stopAll } from './procs.js';
 import { measurePinnedLatency } from './pinned.js';
-import { PRODUCTION_TIMINGS } from './storm.js';
+import { PATIENT, PRODUCTION_TIMINGS } from './storm.js';
 
 const count = Number(process.argv[2] ?? 1500);
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -26,7 +26,7 @@ try {
     table: `tail-${Date.now()}`,
     count,
     warmup: 100,
-    env: { ...PRODUCTION_TIMINGS, ADMISSION_TIMEOUT_MS: '10000', DYNAMODB_REQUEST_TIMEOUT_MS: '5000' },
+    env: { ...PRODUCTION_TIMINGS, ...PATIENT },
     execArgv: ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=100'],
     helpersElsewhere: true,
   });
