@@ -5,7 +5,7 @@ import type { DeniedFrame, GrantedFrame } from './client/protocol.js';
 import { CLOSE } from './close-codes.js';
 import type { Config } from './config.js';
 import { Deadline } from './deadline.js';
-import type { Hub } from './hub.js';
+import { STOPPED_TEXT, type Hub } from './hub.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import type { Lease } from './lease-store.js';
 import type { Logger } from './log.js';
@@ -247,6 +247,13 @@ async function acquireAndGrant(
     };
     session.send(frame);
     session.close(CLOSE.LIMIT, denialText(outcome.reason, cap, deviceClass, outcome.mustStop), 'client_close');
+    return;
+  }
+  if (outcome.kind === 'stopped') {
+    // Stopped over REST between its gateway's 1012 and this return: told now, as its old socket would have been.
+    metrics.revocationsTotal.inc({ code: String(CLOSE.REVOKED.code), path: 'handoff' });
+    deps.log.info('stopped before its hand-off', { userId: request.userId, deviceId: request.deviceId, handoff: request.handoff });
+    session.close(CLOSE.REVOKED, STOPPED_TEXT, 'revoked');
     return;
   }
 

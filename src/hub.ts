@@ -16,15 +16,15 @@ const releasedKey = (session: Session): string => `${session.userId}\n${session.
 const DRAIN_RELEASES_IN_FLIGHT = 64;
 
 /** Where a revocation came from, as `sigma_revocations_total{path}` books it. */
-export type RevocationPath = 'local' | 'mailbox' | 'reconcile';
+export type RevocationPath = 'local' | 'mailbox' | 'reconcile' | 'handoff';
+
+/** The close reason of a 4403 for a stop (REST kick), on the socket that held the lease or at its hand-off return. */
+export const STOPPED_TEXT = 'revoked: playback was stopped from another device or by support';
 
 /** How a socket whose lease was taken away is told, by the close code the taker asked for. */
 const TAKEN_AWAY = new Map<number, { close: CloseCode; text: string; reason: ReleaseReason }>([
   [CLOSE.REPLACED.code, { close: CLOSE.REPLACED, text: 'replaced: this device connected again elsewhere', reason: 'replaced' }],
-  [
-    CLOSE.REVOKED.code,
-    { close: CLOSE.REVOKED, text: 'revoked: playback was stopped from another device or by support', reason: 'revoked' },
-  ],
+  [CLOSE.REVOKED.code, { close: CLOSE.REVOKED, text: STOPPED_TEXT, reason: 'revoked' }],
   [CLOSE.LEASE_LOST.code, { close: CLOSE.LEASE_LOST, text: 'lease lost', reason: 'lost' }],
 ]);
 /** Why words a mailbox note may carry, for a close reason more precise than the code's. */

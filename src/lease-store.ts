@@ -129,6 +129,10 @@ export type AcquireOutcome =
       readonly active: readonly Lease[];
       /** Devices that must stop before this one can play (of that content or class for those caps). */
       readonly mustStop: number;
+    }
+  | {
+      /** A hand-off return whose lease was stopped (a REST kick) after its gateway's 1012: the stop stands (4403). */
+      readonly kind: 'stopped';
     };
 
 /** The expressions of one conditional write on a user item. */
@@ -156,6 +160,12 @@ export interface StoreOptions {
 }
 
 const LEASE_PREFIX = 'lease:';
+/**
+ * `stop:<device>` holds the lease id a stop (REST kick) took from a draining gateway's device, which may be
+ * on its way back with that id as its `handoff`: the return is refused (4403) instead of admitted anew.
+ * Written only for leases of a draining gateway, one per device at most; a new session ignores it.
+ */
+const STOP_PREFIX = 'stop:';
 const CONTENT_PREFIX = 'c:';
 const CLASS_PREFIX = 'k:';
 /** Zero counts a user item may keep (each a content id no longer playing) before reconcile removes them. */
@@ -389,9 +399,10 @@ export class LeaseStore {
       } catch (err) {
         if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
         if (!isConditionFailure(err)) throw err;
+        item = err.Item;
+        if (item?.[STOP_PREFIX + req.deviceId]?.S === req.handoff) return { kind: 'stopped' };
         // The entry went back, was pruned or replaced, or the plan or the content changed: the slow path
         // judges the item as it was (a new user, with no item, is written there in one write too).
-        item = err.Item;
       }
     } else if (req.takeover === undefined) {
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
@@ -602,8 +613,12 @@ export class LeaseStore {
    * cannot drift, but if it ever did) is removed with the count recomputed
    * from the entries, under the version condition.
    */
-  async release(userId: string, lease: LeaseRef, signal?: AbortSignal): Promise<boolean> {
+  async release(userId: string, lease: LeaseRef, signal?: AbortSignal, stop = false): Promise<boolean> {
     const names: Record<string, string> = { '#lease': LEASE_PREFIX + lease.deviceId, '#n': 'n', '#v': 'v' };
+    // A stop of a draining gateway's lease leaves its id behind, for a hand-off return to find (STOP_PREFIX).
+    if (stop) names['#stop'] = STOP_PREFIX + lease.deviceId;
+    const setStop = stop ? ', #stop = :leaseId' : '';
+    const stopOnly = stop ? ' SET #stop = :leaseId' : '';
     // DynamoDB refuses values an expression does not use, so each write gets exactly its own.
     const countValues: Item = {};
     const counts = deltaClauses(new Map(countsOf(lease).map((attr) => [attr, -1])), names, countValues);
@@ -612,7 +627,7 @@ export class LeaseStore {
       const out = await this.#updateUser(
         userId,
         {
-          update: `REMOVE #lease ADD #n :minus, #v :one${counts}`,
+          update: `REMOVE #lease${stopOnly} ADD #n :minus, #v :one${counts}`,
           condition: '#lease.leaseId = :leaseId AND #n > :zero',
           names,
           values: { ...mine, ':minus': { N: '-1' }, ':zero': { N: '0' } },
@@ -634,7 +649,7 @@ export class LeaseStore {
           await this.#updateUser(
             userId,
             {
-              update: `REMOVE #lease SET #n = :count ADD #v :one${counts}`,
+              update: `REMOVE #lease SET #n = :count${setStop} ADD #v :one${counts}`,
               condition: '#v = :version AND #lease.leaseId = :leaseId',
               names,
               values: { ...mine, ':count': { N: String(entries.size - 1) }, ':version': item?.v ?? { N: '0' } },
@@ -786,14 +801,15 @@ export class LeaseStore {
       const lease = leasesOf(await this.readUser(userId, signal)).get(deviceId);
       // Gone after our release "failed": its reply was lost and the retry found it removed. Ours.
       if (!lease) return attempted;
-      const { live } = await this.#instances([lease], signal, true);
+      const { live, draining } = await this.#instances([lease], signal, true);
       if (!live.has(lease.instanceId)) {
         await this.release(userId, lease, signal);
         return undefined;
       }
       attempted = lease;
       if (trace) trace.victims = [lease];
-      if (await this.release(userId, lease, signal)) return lease;
+      // A draining gateway's device may have had its 1012 already, and come back with this lease id.
+      if (await this.release(userId, lease, signal, draining.has(lease.instanceId))) return lease;
     }
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
   }

@@ -105,6 +105,33 @@ describe('drain hand-off', () => {
     await stopping;
   });
 
+  test('a stop that lands after the 1012 is final too: the device back with its handoff hears 4403', BOUNDED, async (t) => {
+    const { a, b } = await drainPair(t, { DRAIN_MS: '3000' });
+    const tv = connect(a.url, { token: await mintToken('liv'), device: 'tv' });
+    const other = connect(a.url, { token: await mintToken('lou'), device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    await other.decision;
+    const stopping = a.stop();
+    assert.equal((await tv.closed).code, 1012);
+    // Between the tv's 1012 and its return, liv stops it from her phone through B.
+    const res = await fetch(`${b.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${await mintToken('liv')}` },
+    });
+    assert.equal(res.status, 204);
+    const back = connect(b.url, { token: await mintToken('liv'), device: 'tv', handoff: leaseId });
+    await assert.rejects(back.decision, /closed 4403/, 'no decision frame: the stop stands');
+    assert.deepEqual(await back.closed, { code: 4403, reason: 'revoked: playback was stopped from another device or by support' });
+    assert.deepEqual((await table(b, 'liv')).entries, [], 'nothing taken');
+    assert.match(await b.metrics(), /sigma_revocations_total\{code="4403",path="handoff"\} 1/);
+    // Started again on purpose (a new session, no handoff), the tv plays.
+    const again = connect(b.url, { token: await mintToken('liv'), device: 'tv' });
+    assert.equal((await again.decision).type, 'granted');
+    assert.equal(other.closedAt, undefined, 'A was draining throughout');
+    await again.close();
+    await stopping;
+  });
+
   test('a copied lease id gains nothing: the socket that holds it is closed with 4409', BOUNDED, async (t) => {
     const tbl = newTable();
     const a = await startGateway({ table: tbl });
