@@ -13,8 +13,10 @@ import type { Device } from './devices.js';
 import { ROOT } from './gateway.js';
 import { freePort } from './dynamodb-local.js';
 
-/** The committed test stream (scripts/make-test-stream.sh): 1 s segments, 64x36. */
+/** The committed test stream (test/fixtures/make-hls.sh): 1 s segments, 96x54. */
 export const STREAM_DIR = join(ROOT, 'test', 'fixtures', 'hls');
+/** The same as DASH (test/fixtures/make-dash.sh), for Shaka and dash.js. */
+export const DASH_DIR = join(ROOT, 'test', 'fixtures', 'dash');
 export const SEGMENT_SECONDS = 1;
 /** What the licence-style location serves once the live check passes. */
 export const LICENCE_FILE = join(ROOT, 'test', 'fixtures', 'licence', 'licence.json');
@@ -71,6 +73,7 @@ export interface Origin {
 /**
  * The copy-paste configuration of docs/media-path.md, on a free port:
  *   /hls/      the stream behind the stateless check (every segment)
+ *   /dash/     the DASH copy of it, behind the same check
  *   /licence   a licence-style location behind the live check (?live=1)
  *   /open/     the same files without auth_request (the benchmark's baseline)
  */
@@ -89,13 +92,20 @@ http {
   fastcgi_temp_path ${prefix}/tmp/fastcgi;
   uwsgi_temp_path ${prefix}/tmp/uwsgi;
   scgi_temp_path ${prefix}/tmp/scgi;
-  types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4; video/iso.segment m4s; }
+  types { application/vnd.apple.mpegurl m3u8; application/dash+xml mpd; video/mp4 mp4; video/iso.segment m4s; }
   upstream sigma { server ${upstream}; keepalive 16; }
   server {
     listen 127.0.0.1:${port};
     location /hls/ {
       auth_request /_sigma_auth;
       alias ${STREAM_DIR}/;
+      add_header Access-Control-Allow-Origin * always;
+      add_header Access-Control-Allow-Headers Authorization always;
+      if ($request_method = OPTIONS) { return 204; }
+    }
+    location /dash/ {
+      auth_request /_sigma_auth;
+      alias ${DASH_DIR}/;
       add_header Access-Control-Allow-Origin * always;
       add_header Access-Control-Allow-Headers Authorization always;
       if ($request_method = OPTIONS) { return 204; }
