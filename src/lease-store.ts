@@ -161,9 +161,11 @@ export interface StoreOptions {
 
 const LEASE_PREFIX = 'lease:';
 /**
- * `stop:<device>` holds the lease id a stop (REST kick) took from a draining gateway's device, which may be
- * on its way back with that id as its `handoff`: the return is refused (4403) instead of admitted anew.
- * Written only for leases of a draining gateway, one per device at most; a new session ignores it.
+ * `stop:<device>` holds the lease id a stop (REST kick) took from a device, which may be on its way back
+ * with that id as its `handoff` (a drain's 1012, a token-refresh socket): the return is refused (4403)
+ * instead of admitted anew. Written by every stop, not only of a draining gateway's lease: the stop reads the
+ * instance before it writes, and a drain that begins in between (mark, then 1012) would leave no trace of it.
+ * One per device at most; a new session ignores it.
  */
 const STOP_PREFIX = 'stop:';
 const CONTENT_PREFIX = 'c:';
@@ -615,7 +617,7 @@ export class LeaseStore {
    */
   async release(userId: string, lease: LeaseRef, signal?: AbortSignal, stop = false): Promise<boolean> {
     const names: Record<string, string> = { '#lease': LEASE_PREFIX + lease.deviceId, '#n': 'n', '#v': 'v' };
-    // A stop of a draining gateway's lease leaves its id behind, for a hand-off return to find (STOP_PREFIX).
+    // A stop (REST kick) leaves its lease id behind, for a hand-off return to find (STOP_PREFIX).
     if (stop) names['#stop'] = STOP_PREFIX + lease.deviceId;
     const setStop = stop ? ', #stop = :leaseId' : '';
     const stopOnly = stop ? ' SET #stop = :leaseId' : '';
@@ -801,15 +803,16 @@ export class LeaseStore {
       const lease = leasesOf(await this.readUser(userId, signal)).get(deviceId);
       // Gone after our release "failed": its reply was lost and the retry found it removed. Ours.
       if (!lease) return attempted;
-      const { live, draining } = await this.#instances([lease], signal, true);
+      const { live } = await this.#instances([lease], signal, true);
       if (!live.has(lease.instanceId)) {
         await this.release(userId, lease, signal);
         return undefined;
       }
       attempted = lease;
       if (trace) trace.victims = [lease];
-      // A draining gateway's device may have had its 1012 already, and come back with this lease id.
-      if (await this.release(userId, lease, signal, draining.has(lease.instanceId))) return lease;
+      // The device may have had its 1012 already, or have it before its note is read (its gateway may begin
+      // draining after the read above), and come back with this lease id: the stop stays on the item for it.
+      if (await this.release(userId, lease, signal, true)) return lease;
     }
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
   }

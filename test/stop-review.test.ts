@@ -1,0 +1,68 @@
+/**
+ * Review of "a stop that lands between a device's 1012 and its return is final" (23f5977): the stop's
+ * `stop:<device>` mark was written only when the kick's read found the lease's instance draining. A kick
+ * is a read and then a write; a drain that begins in between (mark, then 1012) got a stop without the mark,
+ * and the device came back with its handoff and played on. So did the SDK's token-refresh socket, which
+ * carries the lease it holds as its handoff, when a stop of a running gateway's lease came just before it.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { connect } from './helpers/devices.js';
+import { gatewayBehindProxy, newTable, startGateway } from './helpers/gateway.js';
+import { mintToken } from './helpers/tokens.js';
+
+const BOUNDED = { timeout: 20_000 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('a REST stop racing a drain', () => {
+  test(
+    'a stop whose read saw the gateway running and whose write lands after its 1012 is final: the return hears 4403',
+    BOUNDED,
+    async (t) => {
+      const table = newTable();
+      const a = await startGateway({ table, env: { DRAIN_MS: '4000' } });
+      const { proxy, gw: b } = await gatewayBehindProxy(t, { table });
+      const tv = connect(a.url, { token: await mintToken('mia'), device: 'tv' });
+      // A second socket keeps A draining (and its instance item in place) after the tv's 1012.
+      const other = connect(a.url, { token: await mintToken('moe'), device: 'tv' });
+      const { leaseId } = (await tv.decision) as { leaseId: string };
+      await other.decision;
+      // The kick through B reads the item and A's instance (running), then its write waits 1.5 s in the network.
+      proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: 1500 });
+      const kick = fetch(`${b.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+        method: 'DELETE',
+        headers: { Authorization: `Bearer ${await mintToken('mia')}` },
+      });
+      while ((proxy.faulted.get('delay') ?? 0) === 0) await sleep(10);
+      // Meanwhile A begins its drain: marks its instance draining, and the tv gets its 1012 first.
+      const stopping = a.stop();
+      assert.equal((await tv.closed).code, 1012);
+      assert.equal((await kick).status, 204, 'the stop landed, after the 1012');
+      const back = connect(b.url, { token: await mintToken('mia'), device: 'tv', handoff: leaseId });
+      await assert.rejects(back.decision, /closed 4403/, 'no decision frame: the stop stands');
+      assert.deepEqual(await back.closed, { code: 4403, reason: 'revoked: playback was stopped from another device or by support' });
+      await stopping;
+    },
+  );
+
+  test("a token-refresh socket that carries a stopped lease's id hears 4403, not a grant it would swap to", BOUNDED, async (t) => {
+    // The SDK's refresh socket sends handoff=<the lease it holds>; granted, it closes the old socket itself and
+    // ignores that socket's 4403. A stop that lands just before it (its note not read yet by A) must stand.
+    const table = newTable();
+    const a = await startGateway({ table });
+    t.after(() => a.stop());
+    const b = await startGateway({ table });
+    t.after(() => b.stop());
+    const tv = connect(a.url, { token: await mintToken('nia'), device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    const res = await fetch(`${b.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${await mintToken('nia')}` },
+    });
+    assert.equal(res.status, 204);
+    const refresh = connect(b.url, { token: await mintToken('nia'), device: 'tv', handoff: leaseId });
+    await assert.rejects(refresh.decision, /closed 4403/, 'no grant for a stopped lease');
+    assert.equal((await refresh.closed).code, 4403);
+    assert.equal((await tv.closed).code, 4403, 'and the old socket is told through its mailbox');
+  });
+});
