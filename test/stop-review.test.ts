@@ -7,8 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { connect } from './helpers/devices.js';
-import { gatewayBehindProxy, newTable, startGateway } from './helpers/gateway.js';
+import { localClient } from './helpers/dynamodb-local.js';
+import { gatewayBehindProxy, newTable, scanTable, startGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 20_000 };
@@ -64,5 +66,35 @@ describe('a REST stop racing a drain', () => {
     await assert.rejects(refresh.decision, /closed 4403/, 'no grant for a stopped lease');
     assert.equal((await refresh.closed).code, 4403);
     assert.equal((await tv.closed).code, 4403, 'and the old socket is told through its mailbox');
+  });
+
+  test('a stop of an entry found with n at 0 (the release that recounts) leaves the mark too', BOUNDED, async (t) => {
+    // The second branch of release: REMOVE, SET of the count and the mark, ADD, in one expression DynamoDB accepts.
+    const table = newTable();
+    const a = await startGateway({ table });
+    t.after(() => a.stop());
+    const tv = connect(a.url, { token: await mintToken('oda'), device: 'tv', content: 'film' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    const client = localClient(a.endpoint);
+    t.after(() => client.destroy());
+    await client.send(
+      new UpdateItemCommand({
+        TableName: table,
+        Key: { pk: { S: 'user#oda' } },
+        UpdateExpression: 'SET n = :zero',
+        ExpressionAttributeValues: { ':zero': { N: '0' } },
+      }),
+    );
+    const res = await fetch(`${a.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${await mintToken('oda')}` },
+    });
+    assert.equal(res.status, 204);
+    assert.equal((await tv.closed).code, 4403);
+    const item = (await scanTable(a.endpoint, table)).find((i) => i.pk.S === 'user#oda')!;
+    assert.equal(item['lease:tv'], undefined);
+    assert.equal(item.n.N, '0');
+    assert.equal(item['c:film'].N, '0');
+    assert.equal(item['stop:tv']?.S, leaseId);
   });
 });
