@@ -401,10 +401,9 @@ export class LeaseStore {
       } catch (err) {
         if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
         if (!isConditionFailure(err)) throw err;
+        // The entry went back, was pruned, replaced or stopped, or the plan or the content changed: the slow
+        // path judges the item as it was (a new user, with no item, is written there in one write too).
         item = err.Item;
-        if (item?.[STOP_PREFIX + req.deviceId]?.S === req.handoff) return { kind: 'stopped' };
-        // The entry went back, was pruned or replaced, or the plan or the content changed: the slow path
-        // judges the item as it was (a new user, with no item, is written there in one write too).
       }
     } else if (req.takeover === undefined) {
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
@@ -513,6 +512,9 @@ export class LeaseStore {
         const displaced = handedFrom && { ...mine, leaseId: req.handoff!, instanceId: handedFrom, handedFrom: undefined };
         return { kind: 'granted', lease: mine, active: entries.size, ...(displaced ? { displaced } : {}), ...sent };
       }
+      // A hand-off return whose lease was stopped since (STOP_PREFIX): looked at on every item this loop reads,
+      // for the stop may land while the return is here (its content changed, its write lost a race).
+      if (req.handoff !== undefined && item?.[STOP_PREFIX + req.deviceId]?.S === req.handoff) return { kind: 'stopped' };
       const { live, draining } = await this.#instances(entries.values(), signal, true);
       const dead: Lease[] = [];
       let others: Lease[] = [];

@@ -47,6 +47,32 @@ describe('a REST stop racing a drain', () => {
     },
   );
 
+  test('a stop that lands while the return is on the slow path (its content changed) is final too', BOUNDED, async (t) => {
+    const table = newTable();
+    const a = await startGateway({ table, env: { DRAIN_MS: '4000' } });
+    const { proxy, gw: b } = await gatewayBehindProxy(t, { table });
+    const tv = connect(a.url, { token: await mintToken('pia'), device: 'tv' });
+    const other = connect(a.url, { token: await mintToken('pip'), device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    await other.decision;
+    const stopping = a.stop();
+    assert.equal((await tv.closed).code, 1012);
+    // Back on another content: the hand-off's one write fails its condition, and the slow path reads A's
+    // instance (held 1 s in the network) before it writes under the version it read.
+    proxy.set('delay', { only: ['BatchGetItem'], times: 1, delayMs: 1000 });
+    const back = connect(b.url, { token: await mintToken('pia'), device: 'tv', content: 'film', handoff: leaseId });
+    while ((proxy.faulted.get('delay') ?? 0) === 0) await sleep(10);
+    // In between, pia stops the tv from her phone: the entry goes, the mark stays.
+    const res = await fetch(`${b.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${await mintToken('pia')}` },
+    });
+    assert.equal(res.status, 204);
+    await assert.rejects(back.decision, /closed 4403/, 'no decision frame: the stop stands');
+    assert.equal((await back.closed).code, 4403);
+    await stopping;
+  });
+
   test("a token-refresh socket that carries a stopped lease's id hears 4403, not a grant it would swap to", BOUNDED, async (t) => {
     // The SDK's refresh socket sends handoff=<the lease it holds>; granted, it closes the old socket itself and
     // ignores that socket's 4403. A stop that lands just before it (its note not read yet by A) must stand.
