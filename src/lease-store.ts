@@ -23,7 +23,8 @@ import type { DenialReason, StreamPolicy } from './plan.js';
  *                          one attribute per device:
  *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId, class, counted},
  *                          and counts beside n for the plan's caps, kept in the same writes:
- *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class)
+ *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class),
+ *                          and "stop:<deviceId>" = the lease id a REST stop took (read only by a hand-off return)
  *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
  *                          mailbox (string set of "<leaseId> <closeCode>[ <why>]"),
  *                          dead (set once by the first gateway that acts on its expiry),
