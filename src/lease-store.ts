@@ -23,7 +23,8 @@ import type { DenialReason, StreamPolicy } from './plan.js';
  *                          one attribute per device:
  *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId, class, counted},
  *                          and counts beside n for the plan's caps, kept in the same writes:
- *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class)
+ *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class),
+ *                          and "stop:<deviceId>" = the lease id a REST stop took (read only by a hand-off return)
  *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
  *                          mailbox (string set of "<leaseId> <closeCode>[ <why>]"),
  *                          dead (set once by the first gateway that acts on its expiry),
@@ -161,9 +162,11 @@ export interface StoreOptions {
 
 const LEASE_PREFIX = 'lease:';
 /**
- * `stop:<device>` holds the lease id a stop (REST kick) took from a draining gateway's device, which may be
- * on its way back with that id as its `handoff`: the return is refused (4403) instead of admitted anew.
- * Written only for leases of a draining gateway, one per device at most; a new session ignores it.
+ * `stop:<device>` holds the lease id a stop (REST kick) took from a device, which may be on its way back
+ * with that id as its `handoff` (a drain's 1012, a token-refresh socket): the return is refused (4403)
+ * instead of admitted anew. Written by every stop, not only of a draining gateway's lease: the stop reads the
+ * instance before it writes, and a drain that begins in between (mark, then 1012) would leave no trace of it.
+ * One per device at most; a new session ignores it.
  */
 const STOP_PREFIX = 'stop:';
 const CONTENT_PREFIX = 'c:';
@@ -399,10 +402,9 @@ export class LeaseStore {
       } catch (err) {
         if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
         if (!isConditionFailure(err)) throw err;
+        // The entry went back, was pruned, replaced or stopped, or the plan or the content changed: the slow
+        // path judges the item as it was (a new user, with no item, is written there in one write too).
         item = err.Item;
-        if (item?.[STOP_PREFIX + req.deviceId]?.S === req.handoff) return { kind: 'stopped' };
-        // The entry went back, was pruned or replaced, or the plan or the content changed: the slow path
-        // judges the item as it was (a new user, with no item, is written there in one write too).
       }
     } else if (req.takeover === undefined) {
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
@@ -511,6 +513,9 @@ export class LeaseStore {
         const displaced = handedFrom && { ...mine, leaseId: req.handoff!, instanceId: handedFrom, handedFrom: undefined };
         return { kind: 'granted', lease: mine, active: entries.size, ...(displaced ? { displaced } : {}), ...sent };
       }
+      // A hand-off return whose lease was stopped since (STOP_PREFIX): looked at on every item this loop reads,
+      // for the stop may land while the return is here (its content changed, its write lost a race).
+      if (req.handoff !== undefined && item?.[STOP_PREFIX + req.deviceId]?.S === req.handoff) return { kind: 'stopped' };
       const { live, draining } = await this.#instances(entries.values(), signal, true);
       const dead: Lease[] = [];
       let others: Lease[] = [];
@@ -615,7 +620,7 @@ export class LeaseStore {
    */
   async release(userId: string, lease: LeaseRef, signal?: AbortSignal, stop = false): Promise<boolean> {
     const names: Record<string, string> = { '#lease': LEASE_PREFIX + lease.deviceId, '#n': 'n', '#v': 'v' };
-    // A stop of a draining gateway's lease leaves its id behind, for a hand-off return to find (STOP_PREFIX).
+    // A stop (REST kick) leaves its lease id behind, for a hand-off return to find (STOP_PREFIX).
     if (stop) names['#stop'] = STOP_PREFIX + lease.deviceId;
     const setStop = stop ? ', #stop = :leaseId' : '';
     const stopOnly = stop ? ' SET #stop = :leaseId' : '';
@@ -801,15 +806,16 @@ export class LeaseStore {
       const lease = leasesOf(await this.readUser(userId, signal)).get(deviceId);
       // Gone after our release "failed": its reply was lost and the retry found it removed. Ours.
       if (!lease) return attempted;
-      const { live, draining } = await this.#instances([lease], signal, true);
+      const { live } = await this.#instances([lease], signal, true);
       if (!live.has(lease.instanceId)) {
         await this.release(userId, lease, signal);
         return undefined;
       }
       attempted = lease;
       if (trace) trace.victims = [lease];
-      // A draining gateway's device may have had its 1012 already, and come back with this lease id.
-      if (await this.release(userId, lease, signal, draining.has(lease.instanceId))) return lease;
+      // The device may have had its 1012 already, or have it before its note is read (its gateway may begin
+      // draining after the read above), and come back with this lease id: the stop stays on the item for it.
+      if (await this.release(userId, lease, signal, true)) return lease;
     }
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
   }

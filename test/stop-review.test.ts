@@ -1,0 +1,126 @@
+/**
+ * Review of "a stop that lands between a device's 1012 and its return is final" (23f5977): the stop's
+ * `stop:<device>` mark was written only when the kick's read found the lease's instance draining. A kick
+ * is a read and then a write; a drain that begins in between (mark, then 1012) got a stop without the mark,
+ * and the device came back with its handoff and played on. So did the SDK's token-refresh socket, which
+ * carries the lease it holds as its handoff, when a stop of a running gateway's lease came just before it.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { connect } from './helpers/devices.js';
+import { localClient } from './helpers/dynamodb-local.js';
+import { gatewayBehindProxy, newTable, scanTable, startGateway } from './helpers/gateway.js';
+import { mintToken } from './helpers/tokens.js';
+
+const BOUNDED = { timeout: 20_000 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('a REST stop racing a drain', () => {
+  test(
+    'a stop whose read saw the gateway running and whose write lands after its 1012 is final: the return hears 4403',
+    BOUNDED,
+    async (t) => {
+      const table = newTable();
+      const a = await startGateway({ table, env: { DRAIN_MS: '4000' } });
+      const { proxy, gw: b } = await gatewayBehindProxy(t, { table });
+      const tv = connect(a.url, { token: await mintToken('mia'), device: 'tv' });
+      // A second socket keeps A draining (and its instance item in place) after the tv's 1012.
+      const other = connect(a.url, { token: await mintToken('moe'), device: 'tv' });
+      const { leaseId } = (await tv.decision) as { leaseId: string };
+      await other.decision;
+      // The kick through B reads the item and A's instance (running), then its write waits 1.5 s in the network.
+      proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: 1500 });
+      const kick = fetch(`${b.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+        method: 'DELETE',
+        headers: { Authorization: `Bearer ${await mintToken('mia')}` },
+      });
+      while ((proxy.faulted.get('delay') ?? 0) === 0) await sleep(10);
+      // Meanwhile A begins its drain: marks its instance draining, and the tv gets its 1012 first.
+      const stopping = a.stop();
+      assert.equal((await tv.closed).code, 1012);
+      assert.equal((await kick).status, 204, 'the stop landed, after the 1012');
+      const back = connect(b.url, { token: await mintToken('mia'), device: 'tv', handoff: leaseId });
+      await assert.rejects(back.decision, /closed 4403/, 'no decision frame: the stop stands');
+      assert.deepEqual(await back.closed, { code: 4403, reason: 'revoked: playback was stopped from another device or by support' });
+      await stopping;
+    },
+  );
+
+  test('a stop that lands while the return is on the slow path (its content changed) is final too', BOUNDED, async (t) => {
+    const table = newTable();
+    const a = await startGateway({ table, env: { DRAIN_MS: '4000' } });
+    const { proxy, gw: b } = await gatewayBehindProxy(t, { table });
+    const tv = connect(a.url, { token: await mintToken('pia'), device: 'tv' });
+    const other = connect(a.url, { token: await mintToken('pip'), device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    await other.decision;
+    const stopping = a.stop();
+    assert.equal((await tv.closed).code, 1012);
+    // Back on another content: the hand-off's one write fails its condition, and the slow path reads A's
+    // instance (held 1 s in the network) before it writes under the version it read.
+    proxy.set('delay', { only: ['BatchGetItem'], times: 1, delayMs: 1000 });
+    const back = connect(b.url, { token: await mintToken('pia'), device: 'tv', content: 'film', handoff: leaseId });
+    while ((proxy.faulted.get('delay') ?? 0) === 0) await sleep(10);
+    // In between, pia stops the tv from her phone: the entry goes, the mark stays.
+    const res = await fetch(`${b.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${await mintToken('pia')}` },
+    });
+    assert.equal(res.status, 204);
+    await assert.rejects(back.decision, /closed 4403/, 'no decision frame: the stop stands');
+    assert.equal((await back.closed).code, 4403);
+    await stopping;
+  });
+
+  test("a token-refresh socket that carries a stopped lease's id hears 4403, not a grant it would swap to", BOUNDED, async (t) => {
+    // The SDK's refresh socket sends handoff=<the lease it holds>; granted, it closes the old socket itself and
+    // ignores that socket's 4403. A stop that lands just before it (its note not read yet by A) must stand.
+    const table = newTable();
+    const a = await startGateway({ table });
+    t.after(() => a.stop());
+    const b = await startGateway({ table });
+    t.after(() => b.stop());
+    const tv = connect(a.url, { token: await mintToken('nia'), device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    const res = await fetch(`${b.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${await mintToken('nia')}` },
+    });
+    assert.equal(res.status, 204);
+    const refresh = connect(b.url, { token: await mintToken('nia'), device: 'tv', handoff: leaseId });
+    await assert.rejects(refresh.decision, /closed 4403/, 'no grant for a stopped lease');
+    assert.equal((await refresh.closed).code, 4403);
+    assert.equal((await tv.closed).code, 4403, 'and the old socket is told through its mailbox');
+  });
+
+  test('a stop of an entry found with n at 0 (the release that recounts) leaves the mark too', BOUNDED, async (t) => {
+    // The second branch of release: REMOVE, SET of the count and the mark, ADD, in one expression DynamoDB accepts.
+    const table = newTable();
+    const a = await startGateway({ table });
+    t.after(() => a.stop());
+    const tv = connect(a.url, { token: await mintToken('oda'), device: 'tv', content: 'film' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    const client = localClient(a.endpoint);
+    t.after(() => client.destroy());
+    await client.send(
+      new UpdateItemCommand({
+        TableName: table,
+        Key: { pk: { S: 'user#oda' } },
+        UpdateExpression: 'SET n = :zero',
+        ExpressionAttributeValues: { ':zero': { N: '0' } },
+      }),
+    );
+    const res = await fetch(`${a.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${await mintToken('oda')}` },
+    });
+    assert.equal(res.status, 204);
+    assert.equal((await tv.closed).code, 4403);
+    const item = (await scanTable(a.endpoint, table)).find((i) => i.pk.S === 'user#oda')!;
+    assert.equal(item['lease:tv'], undefined);
+    assert.equal(item.n.N, '0');
+    assert.equal(item['c:film'].N, '0');
+    assert.equal(item['stop:tv']?.S, leaseId);
+  });
+});
