@@ -24,7 +24,8 @@ import type { DenialReason, StreamPolicy } from './plan.js';
  *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId, class, counted},
  *                          and counts beside n for the plan's caps, kept in the same writes:
  *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class),
- *                          and "stop:<deviceId>" = the lease id a REST stop took (read only by a hand-off return)
+ *                          and "stop:<deviceId>" = {leaseId, at}: the lease a REST stop took, and when (read only by a
+                          hand-off return; a stop removes other devices' marks older than STOP_KEPT_MS)
  *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
  *                          mailbox (string set of "<leaseId> <closeCode>[ <why>]"),
  *                          dead (set once by the first gateway that acts on its expiry),
@@ -169,6 +170,26 @@ const LEASE_PREFIX = 'lease:';
  * One per device at most; a new session ignores it.
  */
 const STOP_PREFIX = 'stop:';
+/**
+ * How long a stop's mark stays: the SDK sends `handoff` until its next decision, so a device offline since
+ * its 1012 may come back hours later. Older marks go with the next stop of the user (in its write), so the
+ * item holds at most a day of stopped devices, even when each visit brings a new device id.
+ */
+export const STOP_KEPT_MS = 24 * 3_600_000;
+
+/** The lease id of a stop's mark for this device, if any. */
+const stoppedLease = (item: Item | undefined, deviceId: string): string | undefined => item?.[STOP_PREFIX + deviceId]?.M?.leaseId?.S;
+
+/** Other devices' stop marks older than STOP_KEPT_MS, with the `at` each was read with (a write conditions on it). */
+function staleStops(item: Item | undefined, deviceId: string, now: number): Array<[string, AttributeValue]> {
+  const out: Array<[string, AttributeValue]> = [];
+  for (const [attr, value] of Object.entries(item ?? {})) {
+    const at = value.M?.at;
+    if (attr.startsWith(STOP_PREFIX) && attr !== STOP_PREFIX + deviceId && at !== undefined && num(at) < now - STOP_KEPT_MS)
+      out.push([attr, at]);
+  }
+  return out;
+}
 const CONTENT_PREFIX = 'c:';
 const CLASS_PREFIX = 'k:';
 /** Zero counts a user item may keep (each a content id no longer playing) before reconcile removes them. */
@@ -515,7 +536,7 @@ export class LeaseStore {
       }
       // A hand-off return whose lease was stopped since (STOP_PREFIX): looked at on every item this loop reads,
       // for the stop may land while the return is here (its content changed, its write lost a race).
-      if (req.handoff !== undefined && item?.[STOP_PREFIX + req.deviceId]?.S === req.handoff) return { kind: 'stopped' };
+      if (req.handoff !== undefined && stoppedLease(item, req.deviceId) === req.handoff) return { kind: 'stopped' };
       const { live, draining } = await this.#instances(entries.values(), signal, true);
       const dead: Lease[] = [];
       let others: Lease[] = [];
@@ -618,22 +639,40 @@ export class LeaseStore {
    * cannot drift, but if it ever did) is removed with the count recomputed
    * from the entries, under the version condition.
    */
-  async release(userId: string, lease: LeaseRef, signal?: AbortSignal, stop = false): Promise<boolean> {
+  async release(
+    userId: string,
+    lease: LeaseRef,
+    signal?: AbortSignal,
+    stop?: { readonly prune: ReadonlyArray<[string, AttributeValue]> },
+  ): Promise<boolean> {
     const names: Record<string, string> = { '#lease': LEASE_PREFIX + lease.deviceId, '#n': 'n', '#v': 'v' };
-    // A stop (REST kick) leaves its lease id behind, for a hand-off return to find (STOP_PREFIX).
-    if (stop) names['#stop'] = STOP_PREFIX + lease.deviceId;
-    const setStop = stop ? ', #stop = :leaseId' : '';
-    const stopOnly = stop ? ' SET #stop = :leaseId' : '';
     // DynamoDB refuses values an expression does not use, so each write gets exactly its own.
     const countValues: Item = {};
     const counts = deltaClauses(new Map(countsOf(lease).map((attr) => [attr, -1])), names, countValues);
     const mine: Item = { ':leaseId': { S: lease.leaseId }, ':one': { N: '1' }, ...countValues };
+    // A stop (REST kick) leaves its lease id behind, for a hand-off return to find (STOP_PREFIX), and takes
+    // the day-old marks of other devices with it, each only if it is still the mark that was read.
+    let removes = '#lease';
+    let setStop = '';
+    let stopHolds = '';
+    if (stop) {
+      names['#stop'] = STOP_PREFIX + lease.deviceId;
+      mine[':stop'] = { M: { leaseId: { S: lease.leaseId }, at: { N: String(Date.now()) } } };
+      setStop = '#stop = :stop';
+      stop.prune.forEach(([attr, at], i) => {
+        names[`#p${i}`] = attr;
+        mine[`:p${i}`] = at;
+        removes += `, #p${i}`;
+        stopHolds += ` AND #p${i}.#at = :p${i}`;
+      });
+      if (stop.prune.length > 0) names['#at'] = 'at';
+    }
     try {
       const out = await this.#updateUser(
         userId,
         {
-          update: `REMOVE #lease${stopOnly} ADD #n :minus, #v :one${counts}`,
-          condition: '#lease.leaseId = :leaseId AND #n > :zero',
+          update: `REMOVE ${removes}${setStop && ` SET ${setStop}`} ADD #n :minus, #v :one${counts}`,
+          condition: `#lease.leaseId = :leaseId AND #n > :zero${stopHolds}`,
           names,
           values: { ...mine, ':minus': { N: '-1' }, ':zero': { N: '0' } },
           // The item after the release (same request): lets the release tidy counts left at 0.
@@ -649,13 +688,15 @@ export class LeaseStore {
       for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
         const entries = leasesOf(item);
         if (entries.get(lease.deviceId)?.leaseId !== lease.leaseId) return false;
+        // A mark to prune changed since the caller read it (a stop of that device meanwhile): it reads again.
+        if (stopHolds !== '' && num(item?.n) > 0) return false;
         // Our entry is there but the count says 0: remove it and set the count from the entries.
         try {
           await this.#updateUser(
             userId,
             {
-              update: `REMOVE #lease SET #n = :count${setStop} ADD #v :one${counts}`,
-              condition: '#v = :version AND #lease.leaseId = :leaseId',
+              update: `REMOVE ${removes} SET #n = :count${setStop && `, ${setStop}`} ADD #v :one${counts}`,
+              condition: `#v = :version AND #lease.leaseId = :leaseId${stopHolds}`,
               names,
               values: { ...mine, ':count': { N: String(entries.size - 1) }, ':version': item?.v ?? { N: '0' } },
             },
@@ -803,7 +844,8 @@ export class LeaseStore {
   async revoke(userId: string, deviceId: string, signal?: AbortSignal, trace?: WriteTrace): Promise<Lease | undefined> {
     let attempted: Lease | undefined;
     for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
-      const lease = leasesOf(await this.readUser(userId, signal)).get(deviceId);
+      const item = await this.readUser(userId, signal);
+      const lease = leasesOf(item).get(deviceId);
       // Gone after our release "failed": its reply was lost and the retry found it removed. Ours.
       if (!lease) return attempted;
       const { live } = await this.#instances([lease], signal, true);
@@ -815,7 +857,7 @@ export class LeaseStore {
       if (trace) trace.victims = [lease];
       // The device may have had its 1012 already, or have it before its note is read (its gateway may begin
       // draining after the read above), and come back with this lease id: the stop stays on the item for it.
-      if (await this.release(userId, lease, signal, true)) return lease;
+      if (await this.release(userId, lease, signal, { prune: staleStops(item, deviceId, Date.now()) })) return lease;
     }
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
   }

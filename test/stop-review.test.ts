@@ -121,6 +121,48 @@ describe('a REST stop racing a drain', () => {
     assert.equal(item['lease:tv'], undefined);
     assert.equal(item.n.N, '0');
     assert.equal(item['c:film'].N, '0');
-    assert.equal(item['stop:tv']?.S, leaseId);
+    assert.equal(item['stop:tv']?.M?.leaseId.S, leaseId);
   });
+});
+
+describe('stop marks on the user item', () => {
+  test(
+    'a stop prunes the marks of earlier stops older than a day: the item does not grow with every stopped device',
+    BOUNDED,
+    async (t) => {
+      const table = newTable();
+      const gw = await startGateway({ table });
+      t.after(() => gw.stop());
+      const tv = connect(gw.url, { token: await mintToken('pru'), device: 'tv' });
+      const { leaseId } = (await tv.decision) as { leaseId: string };
+      const client = localClient(gw.endpoint);
+      t.after(() => client.destroy());
+      // Two earlier stops of devices since gone (a browser without storage gets a new device id each visit).
+      const mark = (id: string, hoursAgo: number) => ({ M: { leaseId: { S: id }, at: { N: String(Date.now() - hoursAgo * 3_600_000) } } });
+      await client.send(
+        new UpdateItemCommand({
+          TableName: table,
+          Key: { pk: { S: 'user#pru' } },
+          UpdateExpression: 'SET #old = :old, #recent = :recent',
+          ExpressionAttributeNames: { '#old': 'stop:laptop-1', '#recent': 'stop:laptop-2' },
+          ExpressionAttributeValues: { ':old': mark('lease-old', 25), ':recent': mark('lease-recent', 1) },
+        }),
+      );
+      const res = await fetch(`${gw.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+        method: 'DELETE',
+        headers: { Authorization: `Bearer ${await mintToken('pru')}` },
+      });
+      assert.equal(res.status, 204);
+      assert.equal((await tv.closed).code, 4403);
+      const item = (await scanTable(gw.endpoint, table)).find((i) => i.pk.S === 'user#pru')!;
+      assert.deepEqual(
+        Object.keys(item)
+          .filter((k) => k.startsWith('stop:'))
+          .sort(),
+        ['stop:laptop-2', 'stop:tv'],
+        'the day-old mark is gone, the recent one and the new one stay',
+      );
+      assert.equal(item['stop:tv'].M?.leaseId.S, leaseId);
+    },
+  );
 });
