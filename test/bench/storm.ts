@@ -26,7 +26,7 @@ import { rawAcquire } from './admission.js';
 import type { CountingProxy } from './count-proxy.js';
 import { diff } from './count-proxy.js';
 import { progress, sample, sleep, summarize, type Summary } from './measure.js';
-import { cpuSeconds, javaChildPid, openClients, startGateway, type BenchGateway } from './procs.js';
+import { cpuSeconds, javaChildPid, openClients, startGateway, startGrantAtOnce, type BenchGateway } from './procs.js';
 
 const nowUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
@@ -407,6 +407,8 @@ export interface KickoffResult {
   gateway: Summary;
   /** Raw conditional UpdateItems arriving at the same rate from this process, ms. */
   raw: Summary;
+  /** The same players, at the same rate, against a ws server that grants at once (grant-at-once.mjs): the connection floor, ms. */
+  connectionFloor?: Summary;
 }
 
 export async function measureKickoff(opts: {
@@ -437,7 +439,21 @@ export async function measureKickoff(opts: {
     progress(`kick-off: ${opts.users} new users connecting within ${opts.windowS} s`);
     const group = await openClients(gw.url, 'kick', opts.users, 0, rate);
     await group.close();
-    return { users: opts.users, windowS: opts.windowS, granted: group.granted, gateway: summarize(group.grantMs), raw: summarize(raw) };
+    await kill(gw);
+    // What the players and the machine take for a new connection and upgrade at this rate, with no work behind it.
+    const floorServer = await startGrantAtOnce();
+    progress(`kick-off: ${opts.users} new players at the same rate on a ws server that grants at once (the connection floor)`);
+    const floor = await openClients(floorServer.url, 'kick-floor', opts.users, 0, rate);
+    await floor.close();
+    await floorServer.stop();
+    return {
+      users: opts.users,
+      windowS: opts.windowS,
+      granted: group.granted,
+      gateway: summarize(group.grantMs),
+      raw: summarize(raw),
+      connectionFloor: summarize(floor.grantMs),
+    };
   } finally {
     await kill(gw);
   }
