@@ -1,6 +1,6 @@
 /**
  * The lease on a real media path: Debian's nginx serves the test HLS stream
- * (test/fixtures/hls, made by test/fixtures/make-hls.sh with ffmpeg) behind
+ * (test/fixtures/hls, made by test/fixtures/make-streams.sh with ffmpeg) behind
  * auth_request to the gateway's /v1/playback/authorize, with the configuration
  * docs/media-path.md gives. What a player observes is the HTTP status of each
  * manifest, segment and licence request.

@@ -13,9 +13,9 @@ import type { Device } from './devices.js';
 import { ROOT } from './gateway.js';
 import { freePort } from './dynamodb-local.js';
 
-/** The committed test stream (test/fixtures/make-hls.sh): 1 s segments, 96x54. */
+/** The committed test stream (test/fixtures/make-streams.sh): 1 s segments, 96x54. */
 export const STREAM_DIR = join(ROOT, 'test', 'fixtures', 'hls');
-/** The same as DASH (test/fixtures/make-dash.sh), for Shaka and dash.js. */
+/** The same as DASH (test/fixtures/make-streams.sh too), for Shaka and dash.js. */
 export const DASH_DIR = join(ROOT, 'test', 'fixtures', 'dash');
 export const SEGMENT_SECONDS = 1;
 /** What the licence-style location serves once the live check passes. */
@@ -77,6 +77,14 @@ export interface Origin {
  *   /licence   a licence-style location behind the live check (?live=1)
  *   /open/     the same files without auth_request (the benchmark's baseline)
  */
+/** A location serving `dir` to players on other origins, behind the stateless check when `checked`. */
+const mediaLocation = (path: string, dir: string, checked: boolean): string => `    location ${path} {
+${checked ? '      auth_request /_sigma_auth;\n' : ''}      alias ${dir}/;
+      add_header Access-Control-Allow-Origin * always;
+      add_header Access-Control-Allow-Headers Authorization always;
+      if ($request_method = OPTIONS) { return 204; }
+    }`;
+
 export function nginxConf(port: number, gatewayHttp: string, prefix: string): string {
   const upstream = new URL(gatewayHttp).host;
   return `daemon off;
@@ -96,26 +104,9 @@ http {
   upstream sigma { server ${upstream}; keepalive 16; }
   server {
     listen 127.0.0.1:${port};
-    location /hls/ {
-      auth_request /_sigma_auth;
-      alias ${STREAM_DIR}/;
-      add_header Access-Control-Allow-Origin * always;
-      add_header Access-Control-Allow-Headers Authorization always;
-      if ($request_method = OPTIONS) { return 204; }
-    }
-    location /dash/ {
-      auth_request /_sigma_auth;
-      alias ${DASH_DIR}/;
-      add_header Access-Control-Allow-Origin * always;
-      add_header Access-Control-Allow-Headers Authorization always;
-      if ($request_method = OPTIONS) { return 204; }
-    }
-    location /open/ {
-      alias ${STREAM_DIR}/;
-      add_header Access-Control-Allow-Origin * always;
-      add_header Access-Control-Allow-Headers Authorization always;
-      if ($request_method = OPTIONS) { return 204; }
-    }
+${mediaLocation('/hls/', STREAM_DIR, true)}
+${mediaLocation('/dash/', DASH_DIR, true)}
+${mediaLocation('/open/', STREAM_DIR, false)}
     # A licence or key location: the live check. (Not "return": it runs before auth_request.)
     location = /licence {
       auth_request /_sigma_auth_live;
