@@ -25,7 +25,7 @@ import type { DenialReason, StreamPolicy } from './plan.js';
  *                          and counts beside n for the plan's caps, kept in the same writes:
  *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class),
  *                          and "stop:<deviceId>" = {leaseId, at}: the lease a REST stop took, and when (read only by a
-                          hand-off return; a stop removes other devices' marks older than STOP_KEPT_MS)
+ *                          hand-off return; a stop removes other devices' marks older than STOP_KEPT_MS)
  *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
  *                          mailbox (string set of "<leaseId> <closeCode>[ <why>]"),
  *                          dead (set once by the first gateway that acts on its expiry),

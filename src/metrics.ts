@@ -246,7 +246,7 @@ export class Metrics {
     for (const result of PLAYBACK_RESULTS) this.playbackAuthorize.inc({ result }, 0);
     this.revocationsTotal = new Counter({
       name: 'sigma_revocations_total',
-      help: 'Sockets closed because their lease was taken away, by close code and by path (local, mailbox, reconcile; handoff: stopped before it came back from a drain).',
+      help: 'Sockets closed because their lease was taken away, by close code and by path (local, mailbox, reconcile; handoff: stopped before it came back with its handoff).',
       labelNames: ['code', 'path'],
       registers,
     });
