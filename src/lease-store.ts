@@ -133,7 +133,7 @@ export type AcquireOutcome =
       readonly mustStop: number;
     }
   | {
-      /** A hand-off return whose lease was stopped (a REST kick) after its gateway's 1012: the stop stands (4403). */
+      /** A return with `handoff` (after a drain's 1012, or a token-refresh socket) whose lease was stopped (a REST kick): the stop stands (4403). */
       readonly kind: 'stopped';
     };
 
