@@ -250,7 +250,8 @@ async function acquireAndGrant(
     return;
   }
   if (outcome.kind === 'stopped') {
-    // Stopped over REST since its lease id was handed out (before a drain's 1012 came back, or a refresh socket):
+    // Stopped over REST since its lease id was handed out (while it was away after a 1012, a 4408 or a lost socket,
+    // or before a refresh socket):
     // told now, as its old socket would have been.
     metrics.revocationsTotal.inc({ code: String(CLOSE.REVOKED.code), path: 'handoff' });
     deps.log.info('stopped before its hand-off', { userId: request.userId, deviceId: request.deviceId, handoff: request.handoff });

@@ -95,9 +95,10 @@ export interface AcquireRequest {
   /** Device to revoke to make room, or the oldest live one whose revocation makes room. */
   readonly takeover?: string;
   /**
-   * The lease id this device held before a drain's 1012 (the SDK's `handoff`
-   * query parameter). Its entry, if still there, is replaced in one write:
-   * the device keeps its slot, and its old gateway gave nothing back.
+   * The lease id this device held before a drain's 1012, a fence's 4408 or
+   * a lost socket (the SDK's `handoff` query parameter). Its entry, if still
+   * there, is replaced in one write: the device keeps its slot, and its old
+   * gateway gave nothing back.
    */
   readonly handoff?: string;
   /**
@@ -133,7 +134,7 @@ export type AcquireOutcome =
       readonly mustStop: number;
     }
   | {
-      /** A return with `handoff` (after a drain's 1012, or a token-refresh socket) whose lease was stopped (a REST kick): the stop stands (4403). */
+      /** A return with `handoff` (after a 1012, a 4408 or a lost socket, or a token-refresh socket) whose lease was stopped (a REST kick): the stop stands (4403). */
       readonly kind: 'stopped';
     };
 
@@ -164,7 +165,7 @@ export interface StoreOptions {
 const LEASE_PREFIX = 'lease:';
 /**
  * `stop:<device>` holds the lease id a stop (REST kick) took from a device, which may be on its way back
- * with that id as its `handoff` (a drain's 1012, a token-refresh socket): the return is refused (4403)
+ * with that id as its `handoff` (a 1012, a 4408, a lost socket, a token-refresh socket): the return is refused (4403)
  * instead of admitted anew. Written by every stop, not only of a draining gateway's lease: the stop reads the
  * instance before it writes, and a drain that begins in between (mark, then 1012) would leave no trace of it.
  * One per device at most; a new session ignores it.
@@ -856,7 +857,8 @@ export class LeaseStore {
       attempted = lease;
       if (trace) trace.victims = [lease];
       // The device may have had its 1012 already, or have it before its note is read (its gateway may begin
-      // draining after the read above), and come back with this lease id: the stop stays on the item for it.
+      // draining after the read above), or have lost its socket, and come back with this lease id: the stop
+      // stays on the item for it.
       if (await this.release(userId, lease, signal, { prune: staleStops(item, deviceId, Date.now()) })) return lease;
     }
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { connect, eventually, type Device } from './helpers/devices.js';
 import { dynamoEndpoint } from './helpers/dynamodb-local.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
-import { newTable, startGateway, type TestGateway } from './helpers/gateway.js';
+import { newTable, spawnGateway, startGateway, type TestGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 /** Sum of sigma_dynamodb_requests_total by operation. */
@@ -209,6 +209,25 @@ describe('DynamoDB requests per step', () => {
     });
     assert.deepEqual(seen, { GetItem: 1, UpdateItem: users.length });
     await Promise.all(back.map((d) => d.close()));
+  });
+
+  test('return with handoff from a gateway that was killed: 1 UpdateItem, and while its instance item lives 1 GetItem and the note', async (t) => {
+    const killed = await spawnGateway({ table: gw.table, env: quiet });
+    t.after(() => killed.kill('SIGKILL'));
+    const token = await mintToken('ivy');
+    const tv = connect(killed.url, { token, device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    killed.kill('SIGKILL');
+    assert.equal((await tv.closed).code, 1006);
+    let back: Device | undefined;
+    const seen = await cost(async () => {
+      back = connect(gw.url, { token, device: 'tv', handoff: leaseId });
+      assert.equal((await back.decision).type, 'granted');
+      // Its instance item has not expired: it may only be frozen, so the replaced socket there is told.
+      await eventually(() => proxy.counts.get('UpdateItem') === 2);
+    });
+    assert.deepEqual(seen, { GetItem: 1, UpdateItem: 2 });
+    await back!.close();
   });
 
   test('heartbeat: 1 UpdateItem per beat per gateway, whatever the number of open streams', async (t) => {

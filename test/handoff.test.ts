@@ -6,12 +6,12 @@
  * does not come back never locks its viewer out, and a lost reply costs no slot.
  */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import WebSocket from 'ws';
 import { StreamLease } from '../src/client/index.js';
 import { connect } from './helpers/devices.js';
-import { drainPair, gatewayBehindProxy, newTable, scanTable, startGateway, type TestGateway } from './helpers/gateway.js';
-import { mintToken } from './helpers/tokens.js';
+import { drainPair, gatewayBehindProxy, newTable, scanTable, spawnGateway, startGateway, type TestGateway } from './helpers/gateway.js';
+import { mintToken, type TokenOptions } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 20_000 };
 
@@ -215,5 +215,119 @@ describe('drain hand-off', () => {
     } finally {
       await gw.stop();
     }
+  });
+});
+
+/**
+ * The same hand-off after any lost socket that the SDK reconnects from (the gateway killed, frozen or fenced,
+ * the network gone): its entry is usually still there, so the return keeps its slot in one write, and a stop
+ * that landed while the device was away stands.
+ */
+describe('hand-off after a lost socket', () => {
+  const sdk = (t: { after(fn: () => void): void }, userId: string, url: () => string, opts: TokenOptions = {}): StreamLease => {
+    const lease = new StreamLease({
+      url,
+      getToken: () => mintToken(userId, opts),
+      deviceId: 'tv',
+      WebSocket,
+      backoff: { initialMs: 50, maxMs: 100, stableAfterMs: 60_000 },
+    });
+    t.after(() => lease.stop());
+    return lease;
+  };
+  /** What the SDK hears next: its revocation (code and reason), a grant or a denial. */
+  const nextDecision = (lease: StreamLease): Promise<[string, number?, string?]> =>
+    new Promise((resolve) => {
+      lease.on('revoked', (e) => resolve(['revoked', e.code, e.reason]));
+      lease.on('granted', () => resolve(['granted']));
+      lease.on('denied', () => resolve(['denied']));
+    });
+  const stop = async (gw: TestGateway, userId: string): Promise<number> =>
+    (
+      await fetch(`${gw.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+        method: 'DELETE',
+        headers: { Authorization: `Bearer ${await mintToken(userId)}` },
+      })
+    ).status;
+
+  test(
+    'back from a killed gateway: one write on its user item, its slot and its place among the longest-playing kept',
+    BOUNDED,
+    async (t) => {
+      const tbl = newTable();
+      const a = await spawnGateway({ table: tbl });
+      t.after(() => a.kill('SIGKILL'));
+      const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+      let target = a.url;
+      const lease = sdk(t, 'rae', () => target);
+      const first = await lease.start();
+      const acquiredAt = async (): Promise<string | undefined> =>
+        (await scanTable(b.endpoint, tbl)).find((i) => i.pk.S === 'user#rae')?.['lease:tv']?.M?.acquiredAt?.N;
+      const since = await acquiredAt();
+      const lost: number[] = [];
+      lease.on('lost', (e) => lost.push(e.code));
+      const granted = new Promise<{ leaseId: string }>((r) => lease.on('granted', r));
+      proxy.resetCounts();
+      target = b.url;
+      a.kill('SIGKILL');
+      const second = await granted;
+
+      assert.deepEqual(lost, [1006]);
+      assert.notEqual(second.leaseId, first.leaseId);
+      assert.equal(proxy.userRequests(), 1, 'B admitted the device in one request on its user item');
+      const { n, entries } = await table(b, 'rae');
+      assert.equal(n, 1);
+      assert.deepEqual(
+        entries.map((e) => [e.device, e.leaseId, e.instanceId]),
+        [['tv', second.leaseId, b.app.instance.id]],
+      );
+      assert.equal(await acquiredAt(), since, 'it keeps its place (evict_oldest, `since`)');
+    },
+  );
+
+  /** The SDK's tv plays on a gateway A that is then killed; it retries where nothing listens until `comeBack()`. */
+  const awayFromKilled = async (t: TestContext, userId: string, opts: TokenOptions = {}, env: Record<string, string> = {}) => {
+    const tbl = newTable();
+    const a = await spawnGateway({ table: tbl, env });
+    t.after(() => a.kill('SIGKILL'));
+    const b = await startGateway({ table: tbl, env });
+    t.after(() => b.stop());
+    let target = a.url;
+    const lease = sdk(t, userId, () => target, opts);
+    await lease.start();
+    const lost = new Promise<{ code: number }>((r) => lease.on('lost', r));
+    target = 'ws://127.0.0.1:1'; // nothing listens there: every attempt ends in 1006
+    a.kill('SIGKILL');
+    assert.equal((await lost).code, 1006);
+    return { b, lease, comeBack: () => ((target = b.url), nextDecision(lease)) };
+  };
+
+  test("a stop while the SDK is away from a killed gateway stands: the return hears 4403 with the stop's reason", BOUNDED, async (t) => {
+    const { b, lease, comeBack } = await awayFromKilled(t, 'sam');
+    // Sam stops the tv from her phone while it is away.
+    assert.equal(await stop(b, 'sam'), 204);
+    assert.deepEqual(await comeBack(), ['revoked', 4403, 'revoked: playback was stopped from another device or by support']);
+    assert.equal(lease.state, 'revoked');
+    assert.deepEqual((await table(b, 'sam')).entries, [], 'nothing taken');
+    assert.match(await b.metrics(), /sigma_revocations_total\{code="4403",path="handoff"\} 1/);
+  });
+
+  test('a stop while its gateway is cut off from the store stands: after the 4408 the return hears 4403', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const { proxy, gw: a } = await gatewayBehindProxy(t, { table: tbl });
+    const b = await startGateway({ table: tbl });
+    t.after(() => b.stop());
+    let target = a.url;
+    const lease = sdk(t, 'tia', () => target);
+    await lease.start();
+    const lost = new Promise<{ code: number }>((r) => lease.on('lost', r));
+    const decision = nextDecision(lease);
+    target = b.url;
+    // A can no longer reach the store: the stop's note in its mailbox is never read, and A fences.
+    proxy.set('blackhole');
+    assert.equal(await stop(b, 'tia'), 204);
+    assert.equal((await lost).code, 4408);
+    assert.deepEqual(await decision, ['revoked', 4403, 'revoked: playback was stopped from another device or by support']);
+    assert.deepEqual((await table(b, 'tia')).entries, [], 'nothing taken');
   });
 });

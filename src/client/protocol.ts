@@ -136,4 +136,5 @@ export const CODES = {
   REPLACED: CLOSE.REPLACED.code,
   LIMIT: CLOSE.LIMIT.code,
   RESTART: CLOSE.RESTART.code,
+  LEASE_LOST: CLOSE.LEASE_LOST.code,
 } as const;

@@ -140,6 +140,13 @@ function positive(opts: object, name: string, fallback: number): number {
 const REFRESH_RETRY_MS = 2000;
 
 /**
+ * Closes after which the lease's entry is still in the table, so the reconnect carries `handoff`: a drain's
+ * 1012 keeps it for us; a gateway that died or froze (1006: no close frame, no pong) or fenced itself (4408)
+ * could not give it back. After the others the gateway released it, and a `handoff` would cost a failed write.
+ */
+const HANDS_OFF = new Set<number>([CODES.RESTART, CODES.ABNORMAL, CODES.LEASE_LOST]);
+
+/**
  * Holds one stream lease for a player: the WebSocket to the gateway, kept
  * open (and reopened when the close code allows) from `start()` to `stop()`.
  *
@@ -183,8 +190,9 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   /** Carried by every connect until the next grant, then dropped (a later reconnect must not kick anyone). */
   #takeover: string | undefined;
   /**
-   * The lease id a drain's 1012 ended, sent as `handoff` until the next
-   * answer: the gateway it comes back to keeps the slot in one write.
+   * The lease id a lost socket ended ({@link HANDS_OFF}), sent as `handoff`
+   * until the next answer: the gateway it comes back to keeps the slot in one
+   * write, and a stop (REST) that landed meanwhile is told (4403).
    */
   #handoff: string | undefined;
   /** One fresh token per 4401; a second 4401 in a row is final. */
@@ -566,8 +574,9 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     if (this.#state === 'released' && this.#resuming === undefined) return;
     const wasGranted = this.#state === 'granted';
     if (wasGranted && Date.now() - this.#grantedAt >= this.#backoff.stableAfterMs) this.#attempt = 0;
-    // A drain closes with 1012 and keeps our entry for us: the next gateway takes it over.
-    if (wasGranted) this.#handoff = code === CODES.RESTART ? this.#grant?.leaseId : undefined;
+    // Our entry is still in the table (kept for us by a drain, or left by a gateway that died, froze or fenced):
+    // the next gateway takes it over.
+    if (wasGranted) this.#handoff = HANDS_OFF.has(code) ? this.#grant?.leaseId : undefined;
     const rule = reconnectRule(code);
     const event = { code, reason, viewerMessage: viewerMessage({ kind: 'close', code }) };
 
