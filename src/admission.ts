@@ -5,7 +5,7 @@ import type { DeniedFrame, GrantedFrame } from './client/protocol.js';
 import { CLOSE } from './close-codes.js';
 import type { Config } from './config.js';
 import { Deadline } from './deadline.js';
-import { STOPPED_TEXT, type Hub } from './hub.js';
+import { EVICTED_TEXT, STOPPED_TEXT, type Hub } from './hub.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import type { Lease } from './lease-store.js';
 import type { Logger } from './log.js';
@@ -250,12 +250,11 @@ async function acquireAndGrant(
     return;
   }
   if (outcome.kind === 'stopped') {
-    // Stopped over REST since its lease id was handed out (while it was away after a 1012, a 4408 or a lost socket,
-    // or before a refresh socket):
-    // told now, as its old socket would have been.
+    // Stopped over REST, taken over or evicted since its lease id was handed out (while it was away after a 1012,
+    // a 4408 or a lost socket, or before a refresh socket): told now, as its old socket would have been.
     metrics.revocationsTotal.inc({ code: String(CLOSE.REVOKED.code), path: 'handoff' });
     deps.log.info('stopped before its hand-off', { userId: request.userId, deviceId: request.deviceId, handoff: request.handoff });
-    session.close(CLOSE.REVOKED, STOPPED_TEXT, 'revoked');
+    session.close(CLOSE.REVOKED, outcome.evicted ? EVICTED_TEXT : STOPPED_TEXT, 'revoked');
     return;
   }
 

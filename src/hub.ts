@@ -27,12 +27,10 @@ const TAKEN_AWAY = new Map<number, { close: CloseCode; text: string; reason: Rel
   [CLOSE.REVOKED.code, { close: CLOSE.REVOKED, text: STOPPED_TEXT, reason: 'revoked' }],
   [CLOSE.LEASE_LOST.code, { close: CLOSE.LEASE_LOST, text: 'lease lost', reason: 'lost' }],
 ]);
+/** The close reason of a 4403 for an eviction (`evict_oldest`), on the socket that held the lease or at its hand-off return. */
+export const EVICTED_TEXT = 'revoked: another device started playing (your plan stops the longest-playing one)';
 /** Why words a mailbox note may carry, for a close reason more precise than the code's. */
-const EVICTED = {
-  close: CLOSE.REVOKED,
-  text: 'revoked: another device started playing (your plan stops the longest-playing one)',
-  reason: 'revoked' as const,
-};
+const EVICTED = { close: CLOSE.REVOKED, text: EVICTED_TEXT, reason: 'revoked' as const };
 const takenAway = (code: number, why?: string) =>
   why === 'evicted' ? EVICTED : (TAKEN_AWAY.get(code) ?? TAKEN_AWAY.get(CLOSE.REVOKED.code)!);
 

@@ -134,8 +134,13 @@ export type AcquireOutcome =
       readonly mustStop: number;
     }
   | {
-      /** A return with `handoff` (after a 1012, a 4408 or a lost socket, or a token-refresh socket) whose lease was stopped (a REST kick): the stop stands (4403). */
+      /**
+       * A return with `handoff` (after a 1012, a 4408 or a lost socket, or a token-refresh socket) whose lease
+       * was stopped (a REST kick), taken over or evicted meanwhile: the stop stands (4403).
+       */
       readonly kind: 'stopped';
+      /** Evicted under `evict_oldest`, not stopped by a person: the close reason says so. */
+      readonly evicted?: boolean;
     };
 
 /** The expressions of one conditional write on a user item. */
@@ -164,11 +169,12 @@ export interface StoreOptions {
 
 const LEASE_PREFIX = 'lease:';
 /**
- * `stop:<device>` holds the lease id a stop (REST kick) took from a device, which may be on its way back
- * with that id as its `handoff` (a 1012, a 4408, a lost socket, a token-refresh socket): the return is refused (4403)
- * instead of admitted anew. Written by every stop, not only of a draining gateway's lease: the stop reads the
- * instance before it writes, and a drain that begins in between (mark, then 1012) would leave no trace of it.
- * One per device at most; a new session ignores it.
+ * `stop:<device>` holds the lease id a stop (REST kick), a takeover or an eviction (`evict_oldest`, with
+ * `why: evicted`) took from a device, which may be on its way back with that id as its `handoff` (a 1012, a
+ * 4408, a lost socket, a token-refresh socket): the return is refused (4403) instead of admitted anew, where
+ * it would be refused at the limit, or evict a device in its turn. Written by every stop, not only of a
+ * draining gateway's lease: the stop reads the instance before it writes, and a drain that begins in between
+ * (mark, then 1012) would leave no trace of it. One per device at most; a new session ignores it.
  */
 const STOP_PREFIX = 'stop:';
 /**
@@ -178,8 +184,16 @@ const STOP_PREFIX = 'stop:';
  */
 export const STOP_KEPT_MS = 24 * 3_600_000;
 
-/** The lease id of a stop's mark for this device, if any. */
-const stoppedLease = (item: Item | undefined, deviceId: string): string | undefined => item?.[STOP_PREFIX + deviceId]?.M?.leaseId?.S;
+/** A stop's mark for this device, if any: the lease id it took, and whether it was an eviction. */
+function stopMark(item: Item | undefined, deviceId: string): { leaseId?: string; evicted: boolean } | undefined {
+  const mark = item?.[STOP_PREFIX + deviceId]?.M;
+  return mark && { leaseId: mark.leaseId?.S, evicted: mark.why?.S === 'evicted' };
+}
+
+/** The value of a stop's mark, as {@link stopMark} reads it. */
+const markValue = (leaseId: string, evicted = false): AttributeValue => ({
+  M: { leaseId: { S: leaseId }, at: { N: String(Date.now()) }, ...(evicted ? { why: { S: 'evicted' } } : {}) },
+});
 
 /** Other devices' stop marks older than STOP_KEPT_MS, with the `at` each was read with (a write conditions on it). */
 function staleStops(item: Item | undefined, deviceId: string, now: number): Array<[string, AttributeValue]> {
@@ -537,7 +551,8 @@ export class LeaseStore {
       }
       // A hand-off return whose lease was stopped since (STOP_PREFIX): looked at on every item this loop reads,
       // for the stop may land while the return is here (its content changed, its write lost a race).
-      if (req.handoff !== undefined && stoppedLease(item, req.deviceId) === req.handoff) return { kind: 'stopped' };
+      const mark = req.handoff === undefined ? undefined : stopMark(item, req.deviceId);
+      if (mark !== undefined && mark.leaseId === req.handoff) return { kind: 'stopped', ...(mark.evicted && { evicted: true }) };
       const { live, draining } = await this.#instances(entries.values(), signal, true);
       const dead: Lease[] = [];
       let others: Lease[] = [];
@@ -548,10 +563,11 @@ export class LeaseStore {
         if (!isLive(l, live, req)) dead.push(l);
         else (draining.has(l.instanceId) ? leaving : others).push(l);
       }
-      // They hold their slots and are revoked like any other (a takeover, evict_oldest: told, so they do not
-      // come back), unless this device would be refused: then, oldest first, as many as make room give way
-      // (a device that does come back is admitted like a new one) rather than refuse a viewer for a device
-      // that may not be playing any more. Each is told (4403): its socket may still play until its 1012.
+      // They hold their slots and are revoked like any other (a takeover, evict_oldest: told, and marked for a
+      // return with a hand-off, so they do not come back), unless this device would be refused: then, oldest
+      // first, as many as make room give way (a device that does come back is admitted like a new one) rather
+      // than refuse a viewer for a device that may not be playing any more. Each is told (4403): its socket may
+      // still play until its 1012.
       others.push(...leaving);
       others.sort((a, b) => a.acquiredAt - b.acquiredAt);
       let blocked = blockedBy(req, others);
@@ -587,6 +603,19 @@ export class LeaseStore {
       const removed = [...(victim ? [victim] : []), ...gaveWay, ...dead].slice(0, MAX_REMOVALS_PER_WRITE);
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
       removed.forEach((l, i) => (names[`#r${i}`] = LEASE_PREFIX + l.deviceId));
+      // The victim may have lost its socket (or had its 1012) and be on its way back with a hand-off: it finds
+      // the mark, as after a stop, and day-old marks of other devices go with this write (its version holds them).
+      const removals = removed.map((_, i) => `#r${i}`);
+      let setMark = '';
+      if (victim) {
+        names['#mark'] = STOP_PREFIX + victim.deviceId;
+        setMark = ', #mark = :mark';
+        const stale = staleStops(item, victim.deviceId, Date.now()).slice(0, MAX_REMOVALS_PER_WRITE - removed.length);
+        for (const [i, [attr]] of stale.entries()) {
+          names[`#p${i}`] = attr;
+          removals.push(`#p${i}`);
+        }
+      }
       // The counts move by what this write adds and removes; reconcile repairs any drift.
       const deltas = new Map<string, number>();
       const bump = (l: Lease, by: number) => countsOf(l).forEach((attr) => deltas.set(attr, (deltas.get(attr) ?? 0) + by));
@@ -604,15 +633,14 @@ export class LeaseStore {
         ':count': { N: String(count) },
         ':one': { N: '1' },
         ...(version === undefined ? {} : { ':version': version }),
+        ...(victim ? { ':mark': markValue(victim.leaseId, victim === evicted) } : {}),
       };
       const add = `ADD #v :one${deltaClauses(deltas, names, values)}`;
       try {
         const out = await this.#updateUser(
           req.userId,
           {
-            update:
-              `SET #lease = :lease, #n = :count ${add}` +
-              (removed.length > 0 ? ` REMOVE ${removed.map((_, i) => `#r${i}`).join(', ')}` : ''),
+            update: `SET #lease = :lease, #n = :count${setMark} ${add}` + (removals.length > 0 ? ` REMOVE ${removals.join(', ')}` : ''),
             condition: version === undefined ? 'attribute_not_exists(#v)' : '#v = :version',
             names,
             values,
@@ -658,7 +686,7 @@ export class LeaseStore {
     let stopHolds = '';
     if (stop) {
       names['#stop'] = STOP_PREFIX + lease.deviceId;
-      mine[':stop'] = { M: { leaseId: { S: lease.leaseId }, at: { N: String(Date.now()) } } };
+      mine[':stop'] = markValue(lease.leaseId);
       setStop = '#stop = :stop';
       stop.prune.forEach(([attr, at], i) => {
         names[`#p${i}`] = attr;

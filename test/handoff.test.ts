@@ -330,4 +330,35 @@ describe('hand-off after a lost socket', () => {
     assert.deepEqual(await decision, ['revoked', 4403, 'revoked: playback was stopped from another device or by support']);
     assert.deepEqual((await table(b, 'tia')).entries, [], 'nothing taken');
   });
+
+  test('a takeover while the device is away stands: its return hears 4403, and the device that took over plays on', BOUNDED, async (t) => {
+    const { b, comeBack } = await awayFromKilled(t, 'uma', {}, { MAX_STREAMS: '1' });
+    const phone = connect(b.url, { token: await mintToken('uma'), device: 'phone', takeover: 'tv' });
+    assert.equal((await phone.decision).type, 'granted');
+    assert.deepEqual(await comeBack(), ['revoked', 4403, 'revoked: playback was stopped from another device or by support']);
+    assert.deepEqual(
+      (await table(b, 'uma')).entries.map((e) => e.device),
+      ['phone'],
+    );
+    assert.equal(phone.closedAt, undefined, 'the phone plays on');
+    await phone.close();
+  });
+
+  test('evict_oldest: a device evicted while away hears the eviction (4403) when it comes back, and evicts nobody', BOUNDED, async (t) => {
+    const plan = { claims: { stream_policy: 'evict_oldest' }, maxStreams: 1 };
+    const { b, comeBack } = await awayFromKilled(t, 'vic', plan, {});
+    const phone = connect(b.url, { token: await mintToken('vic', plan), device: 'phone' });
+    assert.equal((await phone.decision).type, 'granted');
+    assert.deepEqual(await comeBack(), [
+      'revoked',
+      4403,
+      'revoked: another device started playing (your plan stops the longest-playing one)',
+    ]);
+    assert.deepEqual(
+      (await table(b, 'vic')).entries.map((e) => e.device),
+      ['phone'],
+    );
+    assert.equal(phone.closedAt, undefined, 'the phone plays on');
+    await phone.close();
+  });
 });

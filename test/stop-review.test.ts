@@ -7,13 +7,40 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { connect } from './helpers/devices.js';
 import { localClient } from './helpers/dynamodb-local.js';
-import { gatewayBehindProxy, newTable, scanTable, startGateway } from './helpers/gateway.js';
+import { gatewayBehindProxy, newTable, scanTable, startGateway, type TestGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 20_000 };
+
+/** Two earlier stops of devices since gone (a browser without storage gets a new device id each visit): 25 and 1 h ago. */
+async function earlierMarks(t: { after(fn: () => void): void }, gw: TestGateway, userId: string): Promise<void> {
+  const client = localClient(gw.endpoint);
+  t.after(() => client.destroy());
+  const mark = (id: string, hoursAgo: number) => ({ M: { leaseId: { S: id }, at: { N: String(Date.now() - hoursAgo * 3_600_000) } } });
+  await client.send(
+    new UpdateItemCommand({
+      TableName: gw.table,
+      Key: { pk: { S: `user#${userId}` } },
+      UpdateExpression: 'SET #old = :old, #recent = :recent',
+      ExpressionAttributeNames: { '#old': 'stop:laptop-1', '#recent': 'stop:laptop-2' },
+      ExpressionAttributeValues: { ':old': mark('lease-old', 25), ':recent': mark('lease-recent', 1) },
+    }),
+  );
+}
+
+/** The stop marks on a user's item, by attribute name, sorted. */
+async function marksOf(gw: TestGateway, userId: string): Promise<Record<string, Record<string, AttributeValue>>> {
+  const item = (await scanTable(gw.endpoint, gw.table)).find((i) => i.pk.S === `user#${userId}`) ?? {};
+  return Object.fromEntries(
+    Object.entries(item)
+      .filter(([k]) => k.startsWith('stop:'))
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => [k, v.M ?? {}]),
+  );
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('a REST stop racing a drain', () => {
@@ -135,34 +162,44 @@ describe('stop marks on the user item', () => {
       t.after(() => gw.stop());
       const tv = connect(gw.url, { token: await mintToken('pru'), device: 'tv' });
       const { leaseId } = (await tv.decision) as { leaseId: string };
-      const client = localClient(gw.endpoint);
-      t.after(() => client.destroy());
-      // Two earlier stops of devices since gone (a browser without storage gets a new device id each visit).
-      const mark = (id: string, hoursAgo: number) => ({ M: { leaseId: { S: id }, at: { N: String(Date.now() - hoursAgo * 3_600_000) } } });
-      await client.send(
-        new UpdateItemCommand({
-          TableName: table,
-          Key: { pk: { S: 'user#pru' } },
-          UpdateExpression: 'SET #old = :old, #recent = :recent',
-          ExpressionAttributeNames: { '#old': 'stop:laptop-1', '#recent': 'stop:laptop-2' },
-          ExpressionAttributeValues: { ':old': mark('lease-old', 25), ':recent': mark('lease-recent', 1) },
-        }),
-      );
+      await earlierMarks(t, gw, 'pru');
       const res = await fetch(`${gw.url.replace('ws:', 'http:')}/v1/streams/tv`, {
         method: 'DELETE',
         headers: { Authorization: `Bearer ${await mintToken('pru')}` },
       });
       assert.equal(res.status, 204);
       assert.equal((await tv.closed).code, 4403);
-      const item = (await scanTable(gw.endpoint, table)).find((i) => i.pk.S === 'user#pru')!;
-      assert.deepEqual(
-        Object.keys(item)
-          .filter((k) => k.startsWith('stop:'))
-          .sort(),
-        ['stop:laptop-2', 'stop:tv'],
-        'the day-old mark is gone, the recent one and the new one stay',
-      );
-      assert.equal(item['stop:tv'].M?.leaseId.S, leaseId);
+      const marks = await marksOf(gw, 'pru');
+      assert.deepEqual(Object.keys(marks), ['stop:laptop-2', 'stop:tv'], 'the day-old mark is gone, the recent one and the new one stay');
+      assert.equal(marks['stop:tv'].leaseId?.S, leaseId);
+    },
+  );
+
+  test(
+    'a takeover marks its victim, an eviction marks its own as evicted, and each prunes day-old marks like a stop',
+    BOUNDED,
+    async (t) => {
+      const gw = await startGateway({ env: { MAX_STREAMS: '1' } });
+      t.after(() => gw.stop());
+      const plan = { claims: { stream_policy: 'evict_oldest' } };
+      const tv = connect(gw.url, { token: await mintToken('tak', plan), device: 'tv' });
+      const { leaseId: tvLease } = (await tv.decision) as { leaseId: string };
+      await earlierMarks(t, gw, 'tak');
+      const phone = connect(gw.url, { token: await mintToken('tak', plan), device: 'phone', takeover: 'tv' });
+      const { leaseId: phoneLease } = (await phone.decision) as { leaseId: string };
+      assert.equal((await tv.closed).code, 4403);
+      let marks = await marksOf(gw, 'tak');
+      assert.deepEqual(Object.keys(marks), ['stop:laptop-2', 'stop:tv'], 'the day-old mark is gone, the recent one and the new one stay');
+      assert.deepEqual([marks['stop:tv'].leaseId?.S, marks['stop:tv'].why], [tvLease, undefined]);
+
+      // The laptop starts: the plan stops the longest-playing device, the phone.
+      const laptop = connect(gw.url, { token: await mintToken('tak', plan), device: 'laptop' });
+      assert.equal((await laptop.decision).type, 'granted');
+      assert.equal((await phone.closed).code, 4403);
+      marks = await marksOf(gw, 'tak');
+      assert.deepEqual(Object.keys(marks), ['stop:laptop-2', 'stop:phone', 'stop:tv']);
+      assert.deepEqual([marks['stop:phone'].leaseId?.S, marks['stop:phone'].why?.S], [phoneLease, 'evicted']);
+      await laptop.close();
     },
   );
 });
