@@ -230,6 +230,20 @@ describe('DynamoDB requests per step', () => {
     await back!.close();
   });
 
+  test('return with handoff whose entry already went back (away longer than the ping timeout): the failed hand-off, then the write', async () => {
+    const token = await mintToken('jax');
+    const tv = connect(gw.url, { token, device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    await tv.close();
+    let back: Device | undefined;
+    const seen = await cost(async () => {
+      back = connect(gw.url, { token, device: 'tv', handoff: leaseId });
+      assert.equal((await back.decision).type, 'granted');
+    });
+    assert.deepEqual(seen, { UpdateItem: 2 }, 'the failed write returns the item: no read');
+    await back!.close();
+  });
+
   test('heartbeat: 1 UpdateItem per beat per gateway, whatever the number of open streams', async (t) => {
     const endpoint = await dynamoEndpoint();
     const beatProxy = await startFaultProxy(endpoint);
