@@ -21,11 +21,13 @@ import type { DenialReason, StreamPolicy } from './plan.js';
  *
  *   user#<userId>          n (number of lease entries), v (version),
  *                          one attribute per device:
- *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId, class, counted},
+ *                          "lease:<deviceId>" = {leaseId, instanceId, acquiredAt, contentId, class, counted,
+ *                          handedFrom, handedLease (the instance and lease id a hand-off replaced)},
  *                          and counts beside n for the plan's caps, kept in the same writes:
  *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class),
- *                          and "stop:<deviceId>" = {leaseId, at}: the lease a REST stop took, and when (read only by a
- *                          hand-off return; a stop removes other devices' marks older than STOP_KEPT_MS)
+ *                          and "stop:<deviceId>" = {leaseId, handedLease, at, why}: the lease a REST stop, a
+ *                          takeover or an eviction (why: evicted) took, and when (read only by a hand-off return;
+ *                          each of them removes other devices' marks older than STOP_KEPT_MS)
  *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
  *                          mailbox (string set of "<leaseId> <closeCode>[ <why>]"),
  *                          dead (set once by the first gateway that acts on its expiry),
@@ -62,6 +64,11 @@ export interface Lease {
    * check, then finds this entry in place and no trace of the one it replaced).
    */
   readonly handedFrom?: string;
+  /**
+   * The lease id that hand-off replaced: the id its device still knows when the write committed but the
+   * admission ended without a grant (1013), and sends again as its `handoff`. A stop's mark keeps it.
+   */
+  readonly handedLease?: string;
 }
 
 /**
@@ -156,8 +163,8 @@ interface UserWrite {
   readonly returns?: 'UPDATED_NEW' | 'ALL_NEW' | 'ALL_OLD';
 }
 
-/** What a release needs of a lease: which entry, and which counts it is on. */
-export type LeaseRef = Pick<Lease, 'deviceId' | 'leaseId' | 'contentId' | 'deviceClass' | 'counted'>;
+/** What a release needs of a lease: which entry, which counts it is on, and (for a stop's mark) the lease it was handed from. */
+export type LeaseRef = Pick<Lease, 'deviceId' | 'leaseId' | 'contentId' | 'deviceClass' | 'counted' | 'handedLease'>;
 
 export interface StoreOptions {
   readonly table: string;
@@ -184,16 +191,23 @@ const STOP_PREFIX = 'stop:';
  */
 export const STOP_KEPT_MS = 24 * 3_600_000;
 
-/** A stop's mark for this device, if any: the lease id it took, and whether it was an eviction. */
-function stopMark(item: Item | undefined, deviceId: string): { leaseId?: string; evicted: boolean } | undefined {
+/**
+ * Does this device's stop mark refuse a return with `handoff`? It names the lease it took, and the one that
+ * lease was handed from (a return whose hand-off committed after its 1013 sends that one again).
+ */
+function stopMark(item: Item | undefined, deviceId: string, handoff: string): { evicted: boolean } | undefined {
   const mark = item?.[STOP_PREFIX + deviceId]?.M;
-  return mark && { leaseId: mark.leaseId?.S, evicted: mark.why?.S === 'evicted' };
+  if (mark === undefined || (mark.leaseId?.S !== handoff && mark.handedLease?.S !== handoff)) return undefined;
+  return { evicted: mark.why?.S === 'evicted' };
 }
 
-/** The value of a stop's mark, as {@link stopMark} reads it. */
-const markValue = (leaseId: string, evicted = false): AttributeValue => ({
-  M: { leaseId: { S: leaseId }, at: { N: String(Date.now()) }, ...(evicted ? { why: { S: 'evicted' } } : {}) },
-});
+/** The value of a stop's mark for the lease it took, as {@link stopMark} reads it. */
+function markValue(lease: Pick<Lease, 'leaseId' | 'handedLease'>, evicted = false): AttributeValue {
+  const m: Item = { leaseId: { S: lease.leaseId }, at: { N: String(Date.now()) } };
+  if (lease.handedLease !== undefined) m.handedLease = { S: lease.handedLease };
+  if (evicted) m.why = { S: 'evicted' };
+  return { M: m };
+}
 
 /** Other devices' stop marks older than STOP_KEPT_MS, with the `at` each was read with (a write conditions on it). */
 function staleStops(item: Item | undefined, deviceId: string, now: number): Array<[string, AttributeValue]> {
@@ -346,6 +360,7 @@ export function leasesOf(item: Item | undefined): Map<string, Lease> {
       deviceClass: m.class?.S,
       counted: m.counted?.BOOL === true,
       handedFrom: m.handedFrom?.S,
+      handedLease: m.handedLease?.S,
     });
   }
   return out;
@@ -493,6 +508,7 @@ export class LeaseStore {
       '#id': 'leaseId',
       '#inst': 'instanceId',
       '#from': 'handedFrom',
+      '#was': 'handedLease',
       '#counted': 'counted',
       '#n': 'n',
       '#v': 'v',
@@ -526,7 +542,7 @@ export class LeaseStore {
     // Content, class and `counted` stay as they are (the condition holds them equal), and so does acquiredAt: the
     // device keeps its slot, and its place among the longest-playing (evict_oldest, `since`). The entry keeps the
     // instance it replaces, in case this write's reply is lost.
-    const update = 'SET #lease.#id = :id, #lease.#inst = :inst, #lease.#from = #lease.#inst ADD #v :one';
+    const update = 'SET #lease.#id = :id, #lease.#inst = :inst, #lease.#from = #lease.#inst, #lease.#was = :old ADD #v :one';
     // Its instance is not known before the write: the keeper learns it from the entry, if this one's outcome is unknown.
     if (req.trace) req.trace.victims = [{ ...lease, leaseId: oldLeaseId, instanceId: '' }];
     const out = await this.#updateUser(req.userId, { update, condition, names, values, returns: 'ALL_OLD' }, signal);
@@ -551,8 +567,8 @@ export class LeaseStore {
       }
       // A hand-off return whose lease was stopped since (STOP_PREFIX): looked at on every item this loop reads,
       // for the stop may land while the return is here (its content changed, its write lost a race).
-      const mark = req.handoff === undefined ? undefined : stopMark(item, req.deviceId);
-      if (mark !== undefined && mark.leaseId === req.handoff) return { kind: 'stopped', ...(mark.evicted && { evicted: true }) };
+      const mark = req.handoff === undefined ? undefined : stopMark(item, req.deviceId, req.handoff);
+      if (mark !== undefined) return { kind: 'stopped', ...(mark.evicted && { evicted: true }) };
       const { live, draining } = await this.#instances(entries.values(), signal, true);
       const dead: Lease[] = [];
       let others: Lease[] = [];
@@ -633,7 +649,7 @@ export class LeaseStore {
         ':count': { N: String(count) },
         ':one': { N: '1' },
         ...(version === undefined ? {} : { ':version': version }),
-        ...(victim ? { ':mark': markValue(victim.leaseId, victim === evicted) } : {}),
+        ...(victim ? { ':mark': markValue(victim, victim === evicted) } : {}),
       };
       const add = `ADD #v :one${deltaClauses(deltas, names, values)}`;
       try {
@@ -686,7 +702,7 @@ export class LeaseStore {
     let stopHolds = '';
     if (stop) {
       names['#stop'] = STOP_PREFIX + lease.deviceId;
-      mine[':stop'] = markValue(lease.leaseId);
+      mine[':stop'] = markValue(lease);
       setStop = '#stop = :stop';
       stop.prune.forEach(([attr, at], i) => {
         names[`#p${i}`] = attr;

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import { UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { connect } from './helpers/devices.js';
 import { localClient } from './helpers/dynamodb-local.js';
-import { gatewayBehindProxy, newTable, scanTable, startGateway, type TestGateway } from './helpers/gateway.js';
+import { gatewayBehindProxy, leaseEntries, newTable, scanTable, startGateway, type TestGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 20_000 };
@@ -149,6 +149,34 @@ describe('a REST stop racing a drain', () => {
     assert.equal(item.n.N, '0');
     assert.equal(item['c:film'].N, '0');
     assert.equal(item['stop:tv']?.M?.leaseId.S, leaseId);
+  });
+
+  test('a stop of a hand-off that committed after its 1013 stands: the retry with the old handoff hears 4403', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await startGateway({ table: tbl });
+    t.after(() => a.stop());
+    // B's reconcile does not come round during the test: the committed entry stays until the stop takes it.
+    const { proxy, gw: b } = await gatewayBehindProxy(t, {
+      table: tbl,
+      env: { DYNAMODB_REQUEST_TIMEOUT_MS: '6000', RECONCILE_INTERVAL_MS: '60000' },
+    });
+    const token = await mintToken('ros');
+    const tv = connect(a.url, { token, device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    // The return's hand-off commits (a new lease id on the entry), but its reply comes after the deadline: 1013.
+    proxy.set('hold-reply', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: 5000 });
+    const back = connect(b.url, { token, device: 'tv', handoff: leaseId });
+    assert.equal((await back.closed).code, 1013);
+    // Ros stops the tv: the entry she stops carries the lease id the hand-off gave it, which the tv never heard.
+    const res = await fetch(`${a.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    assert.equal(res.status, 204);
+    const retry = connect(b.url, { token, device: 'tv', handoff: leaseId });
+    await assert.rejects(retry.decision, /closed 4403/, 'no decision frame: the stop stands');
+    assert.deepEqual(await retry.closed, { code: 4403, reason: 'revoked: playback was stopped from another device or by support' });
+    assert.deepEqual(await leaseEntries(b.endpoint, tbl, 'ros'), [], 'nothing taken');
   });
 });
 
