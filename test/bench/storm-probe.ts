@@ -3,7 +3,8 @@
  * reconnect storm of `npm run bench` (phase 7) on its own, for working on it:
  * prints the result, B's DynamoDB requests by outcome included. The floor
  * uses `rawPerSec` (default 2000) instead of a measured phase 2. LISTEN_BACKLOG in the environment goes to
- * both gateways (511, Node's default, to see what the listen queue costs).
+ * both gateways (511, Node's default, to see what the listen queue costs). STORM_SIGNAL=SIGKILL kills A
+ * instead of draining it: its players come back from a lost socket (1006).
  */
 import { ensureTable } from '../../src/dynamo.js';
 import { rawClient } from './admission.js';
@@ -24,6 +25,7 @@ try {
     devices,
     drainMs: 5000,
     rawPerSec,
+    signal: process.env.STORM_SIGNAL === 'SIGKILL' ? 'SIGKILL' : 'SIGTERM',
     env: {
       ADMISSION_TIMEOUT_MS: '10000',
       DYNAMODB_REQUEST_TIMEOUT_MS: '5000',

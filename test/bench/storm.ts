@@ -67,7 +67,7 @@ export interface StormResult {
   drainMs: number;
   /** Raw conditional UpdateItems per second at concurrency 32 (phase 2). */
   rawPerSec: number;
-  /** DRAIN_MS + devices ÷ rawPerSec. */
+  /** DRAIN_MS + devices ÷ rawPerSec (no drain window when A was killed). */
   floorMs: number;
   /** SIGTERM to the last player granted again through B. */
   allGrantedMs: number;
@@ -137,6 +137,8 @@ export async function measureStorm(opts: {
   env: Record<string, string>;
   /** Node flags for B (`--cpu-prof`): B then stops with SIGTERM, so the profile is written. */
   execArgvB?: string[];
+  /** How A goes: drained (SIGTERM, the bench's storm) or killed (SIGKILL: its players come back from a 1006). */
+  signal?: 'SIGTERM' | 'SIGKILL';
 }): Promise<StormResult> {
   const env = { ...PRODUCTION_TIMINGS, ...opts.env, DRAIN_MS: String(opts.drainMs) };
   const a = await startGateway({ endpoint: opts.endpoint, table: opts.table, env });
@@ -204,8 +206,8 @@ export async function measureStorm(opts: {
     for (const c of children) c.proc.send({ cmd: 'switch', url: b.url });
     const t0 = nowUs();
     const aExited = new Promise<number>((resolve) => a.proc.once('exit', () => resolve((nowUs() - t0) / 1000)));
-    a.proc.kill('SIGTERM');
-    const floorMs = opts.drainMs + (opts.devices / opts.rawPerSec) * 1000;
+    a.proc.kill(opts.signal ?? 'SIGTERM');
+    const floorMs = (opts.signal === 'SIGKILL' ? 0 : opts.drainMs) + (opts.devices / opts.rawPerSec) * 1000;
     const giveUpMs = Math.max(60_000, 4 * floorMs);
     const ticker = setInterval(
       () => progress(`storm: ${[...progressBy.values()].reduce((s, v) => s + v, 0)}/${held} players granted again through B`),
