@@ -294,6 +294,36 @@ describe('stop marks of takeovers and evictions', () => {
   );
 });
 
+describe('a takeover whose reply is lost', () => {
+  test('the retry finds its own committed write: the victim is still told (4403), marked once, counts exact', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const env = { MAX_STREAMS: '1' };
+    const a = await startGateway({ table: tbl, env });
+    t.after(() => a.stop());
+    const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl, env });
+    const token = await mintToken('hal');
+    const tv = connect(a.url, { token, device: 'tv', content: 'film' });
+    const tvLease = String((await tv.decision).leaseId);
+    // The takeover's read passes; its versioned write commits and its reply is lost; the SDK sends it again.
+    proxy.set('drop-reply', { only: ['UpdateItem'], usersOnly: true, times: 1 });
+    const phone = connect(b.url, { token, device: 'phone', content: 'news', takeover: 'tv' });
+    assert.equal((await phone.decision).type, 'granted');
+    assert.equal(proxy.faulted.get('drop-reply'), 1, 'the reply was lost');
+    assert.equal((await tv.closed).code, 4403, 'the revocation the lost reply carried is still told');
+    assert.match(await a.metrics(), /sigma_revocations_total\{code="4403",path="mailbox"\} 1/, 'by its note, not the backstop');
+    const item = await userItem(b.endpoint, tbl, 'hal');
+    assert.deepEqual(item.leases, { phone: String((await phone.decision).leaseId) });
+    assert.deepEqual(item.marks, { tv: tvLease });
+    assert.equal(item.n, 1);
+    assert.deepEqual(item.counts, { 'c:film': 0, 'c:news': 1 });
+    // The tv's return with its old lease hears the takeover, and takes nothing.
+    const back = connect(b.url, { token, device: 'tv', content: 'film', handoff: tvLease });
+    assert.equal((await back.closed).code, 4403);
+    assert.equal((await userItem(b.endpoint, tbl, 'hal')).n, 1);
+    await phone.close();
+  });
+});
+
 describe('the embedded store (dynalite)', () => {
   test('a takeover that marks its victim and prunes a day-old mark, and an eviction after it, on dynalite', BOUNDED, async (t) => {
     const store = await startEmbeddedStore();
