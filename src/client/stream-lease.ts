@@ -366,6 +366,9 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   /** Gives the lease back (close 1000). Safe to call twice; `start()` may follow. */
   stop(): void {
     this.#teardown('player stopped');
+    // A start() after this is a new session: it must not come back as the lease a lost socket ended (a stop,
+    // takeover or eviction of that lease while away would refuse the new session with 4403).
+    this.#handoff = undefined;
     this.#setState('stopped');
     const waiting = [this.#pending, this.#resuming];
     this.#pending = this.#resuming = undefined;
