@@ -93,9 +93,9 @@ export async function admit(
   deps: AdmissionDeps,
   session: Session,
   token: string | undefined,
-  query: { readonly takeover?: string; readonly deviceClass?: string; readonly handoff?: string },
+  query: { readonly takeover?: string; readonly deviceClass?: string } & Returning,
 ): Promise<void> {
-  const { takeover, deviceClass: queryClass, handoff } = query;
+  const { takeover, deviceClass: queryClass } = query;
   const { config: cfg, metrics } = deps;
   const deadline = new Deadline(cfg.admissionTimeoutMs);
   try {
@@ -143,7 +143,7 @@ export async function admit(
       session.close(CLOSE.TRY_LATER, `too many connection attempts for this account, retry in ${verdict.retryAfterSec} s`, 'client_close');
       return;
     }
-    await acquireAndGrant(deps, session, takeover, deadline, handoff);
+    await acquireAndGrant(deps, session, deadline, { takeover, handoff: query.handoff, previous: query.previous });
   } finally {
     deadline.clear();
   }
@@ -162,19 +162,26 @@ export async function resume(deps: AdmissionDeps, session: Session): Promise<voi
   if (!session.readmit()) return;
   const deadline = new Deadline(deps.config.admissionTimeoutMs);
   try {
-    await acquireAndGrant(deps, session, undefined, deadline);
+    await acquireAndGrant(deps, session, deadline);
   } finally {
     deadline.clear();
   }
+}
+
+/** The lease a returning device held before its socket ended, as its query names it. */
+interface Returning {
+  /** Its entry was kept for it (a drain's 1012, a fence's 4408, a token-refresh socket): take it over in one write. */
+  readonly handoff?: string;
+  /** Its socket was lost (1006): the entry may be there or given back; refused (4403) only if that lease was stopped. */
+  readonly previous?: string;
 }
 
 /** Takes the lease for an authenticated session under its plan, then grants or denies. */
 async function acquireAndGrant(
   deps: AdmissionDeps,
   session: Session,
-  takeover: string | undefined,
   deadline: Deadline,
-  handoff?: string,
+  { takeover, handoff, previous }: Returning & { readonly takeover?: string } = {},
 ): Promise<void> {
   const { metrics, hub } = deps;
   const plan = session.plan!;
@@ -208,6 +215,7 @@ async function acquireAndGrant(
     policy: plan.policy,
     takeover,
     handoff,
+    previous,
   };
   const settled = await deps.keeper.acquire(region, request, deadline);
   if (settled.kind !== 'done') {
@@ -253,7 +261,7 @@ async function acquireAndGrant(
     // Stopped over REST, taken over or evicted since its lease id was handed out (while it was away after a 1012,
     // a 4408 or a lost socket, or before a refresh socket): told now, as its old socket would have been.
     metrics.revocationsTotal.inc({ code: String(CLOSE.REVOKED.code), path: 'handoff' });
-    deps.log.info('stopped before its hand-off', { userId: request.userId, deviceId: request.deviceId, handoff: request.handoff });
+    deps.log.info('stopped before its return', { userId: request.userId, deviceId: request.deviceId, handoff, previous });
     session.close(CLOSE.REVOKED, outcome.evicted ? EVICTED_TEXT : STOPPED_TEXT, 'revoked');
     return;
   }

@@ -100,19 +100,21 @@ function holdHandshake(this: WebSocketServer, _headers: string[], req: IncomingM
 /** The query parameters of an upgrade, or the sentence that says what is wrong with them. */
 export function parseLeaseQuery(
   params: URLSearchParams,
-): { device: string; content?: string; takeover?: string; deviceClass?: string; handoff?: string } | string {
+): { device: string; content?: string; takeover?: string; deviceClass?: string; handoff?: string; previous?: string } | string {
   const device = params.get('device') ?? '';
   const content = params.get('content') ?? undefined;
   const takeover = params.get('takeover') ?? undefined;
   const deviceClass = params.get('class') ?? undefined;
   const handoff = params.get('handoff') ?? undefined;
+  const previous = params.get('previous') ?? undefined;
   if (!ID_PATTERN.test(device)) return `device must be ${ID_RULE}`;
   if (content !== undefined && !ID_PATTERN.test(content)) return `content must be ${ID_RULE}`;
   if (deviceClass !== undefined && !ID_PATTERN.test(deviceClass)) return `class must be ${ID_RULE}`;
   if (takeover !== undefined && takeover !== 'oldest' && !ID_PATTERN.test(takeover)) return 'takeover must be a device id or "oldest"';
   if (takeover === device) return 'takeover must name another device';
   if (handoff !== undefined && !LEASE_ID_PATTERN.test(handoff)) return 'handoff must be the lease id of a granted frame';
-  return { device, content, takeover, deviceClass, handoff };
+  if (previous !== undefined && !LEASE_ID_PATTERN.test(previous)) return 'previous must be the lease id of a granted frame';
+  return { device, content, takeover, deviceClass, handoff, previous };
 }
 
 /**

@@ -102,12 +102,18 @@ export interface AcquireRequest {
   /** Device to revoke to make room, or the oldest live one whose revocation makes room. */
   readonly takeover?: string;
   /**
-   * The lease id this device held before a drain's 1012, a fence's 4408 or
-   * a lost socket (the SDK's `handoff` query parameter). Its entry, if still
-   * there, is replaced in one write: the device keeps its slot, and its old
-   * gateway gave nothing back.
+   * The lease id this device held before a drain's 1012 or a fence's 4408
+   * (the SDK's `handoff` query parameter). Its entry, if still there, is
+   * replaced in one write: the device keeps its slot, and its old gateway
+   * gave nothing back.
    */
   readonly handoff?: string;
+  /**
+   * The lease id this device held before its socket was lost (1006: the
+   * `previous` query parameter), whose entry may be there or given back: it
+   * is admitted as usual, unless a stop's mark names that lease.
+   */
+  readonly previous?: string;
   /**
    * Is this lease id of our own instance held or being admitted here? Entries
    * of our instance that are neither are orphans (a late copy of a write) and
@@ -142,8 +148,8 @@ export type AcquireOutcome =
     }
   | {
       /**
-       * A return with `handoff` (after a 1012, a 4408 or a lost socket, or a token-refresh socket) whose lease
-       * was stopped (a REST kick), taken over or evicted meanwhile: the stop stands (4403).
+       * A return with `handoff` (after a 1012 or a 4408, or a token-refresh socket) or `previous` (after a lost
+       * socket) whose lease was stopped (a REST kick), taken over or evicted meanwhile: the stop stands (4403).
        */
       readonly kind: 'stopped';
       /** Evicted under `evict_oldest`, not stopped by a person: the close reason says so. */
@@ -178,7 +184,7 @@ const LEASE_PREFIX = 'lease:';
 /**
  * `stop:<device>` holds the lease id a stop (REST kick), a takeover or an eviction (`evict_oldest`, with
  * `why: evicted`) took from a device, which may be on its way back with that id as its `handoff` (a 1012, a
- * 4408, a lost socket, a token-refresh socket): the return is refused (4403) instead of admitted anew, where
+ * 4408, a token-refresh socket) or `previous` (a lost socket): the return is refused (4403) instead of admitted anew, where
  * it would be refused at the limit, or evict a device in its turn. Written by every stop, not only of a
  * draining gateway's lease: the stop reads the instance before it writes, and a drain that begins in between
  * (mark, then 1012) would leave no trace of it. One per device at most; a new session ignores it.
@@ -462,6 +468,13 @@ export class LeaseStore {
       const values: Item = { ':lease': leaseValue(lease), ':one': { N: '1' }, ':limit': { N: String(req.limit) } };
       let condition = 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)';
       let add = 'ADD #n :one, #v :one';
+      if (req.previous !== undefined) {
+        // Back from a lost socket: not if a stop's mark names the lease it held (the slow path then says so).
+        Object.assign(names, { '#mark': STOP_PREFIX + req.deviceId, '#lid': 'leaseId', '#hl': 'handedLease' });
+        values[':previous'] = { S: req.previous };
+        condition +=
+          ' AND (attribute_not_exists(#mark) OR (#mark.#lid <> :previous AND (attribute_not_exists(#mark.#hl) OR #mark.#hl <> :previous)))';
+      }
       const capped: Array<[string, string | undefined, number | undefined]> = [
         ['c', req.contentId === undefined ? undefined : CONTENT_PREFIX + req.contentId, req.contentCap],
         ['k', req.deviceClass === undefined ? undefined : CLASS_PREFIX + req.deviceClass, req.classCap],
@@ -565,9 +578,10 @@ export class LeaseStore {
         const displaced = handedFrom && { ...mine, leaseId: req.handoff!, instanceId: handedFrom, handedFrom: undefined };
         return { kind: 'granted', lease: mine, active: entries.size, ...(displaced ? { displaced } : {}), ...sent };
       }
-      // A hand-off return whose lease was stopped since (STOP_PREFIX): looked at on every item this loop reads,
-      // for the stop may land while the return is here (its content changed, its write lost a race).
-      const mark = req.handoff === undefined ? undefined : stopMark(item, req.deviceId, req.handoff);
+      // A return whose lease was stopped since (STOP_PREFIX): looked at on every item this loop reads, for the
+      // stop may land while the return is here (its content changed, its write lost a race).
+      const back = req.handoff ?? req.previous;
+      const mark = back === undefined ? undefined : stopMark(item, req.deviceId, back);
       if (mark !== undefined) return { kind: 'stopped', ...(mark.evicted && { evicted: true }) };
       const { live, draining } = await this.#instances(entries.values(), signal, true);
       const dead: Lease[] = [];
@@ -891,8 +905,15 @@ export class LeaseStore {
     for (let attempt = 0; attempt < SLOW_PATH_ATTEMPTS; attempt++) {
       const item = await this.readUser(userId, signal);
       const lease = leasesOf(item).get(deviceId);
-      // Gone after our release "failed": its reply was lost and the retry found it removed. Ours.
-      if (!lease) return attempted;
+      // Gone after our release "failed": its reply was lost and the retry found it removed (ours), or its socket
+      // ended and its gateway gave it back first. Either way the stop is done, and its mark must be there: the
+      // device may come back with that lease id.
+      if (!lease) {
+        if (attempted === undefined) return undefined;
+        if (stopMark(item, deviceId, attempted.leaseId) !== undefined || (await this.#markStopped(userId, attempted, signal)))
+          return attempted;
+        continue; // the entry came back (a late copy of a write): stop it again
+      }
       const { live } = await this.#instances([lease], signal, true);
       if (!live.has(lease.instanceId)) {
         await this.release(userId, lease, signal);
@@ -906,6 +927,26 @@ export class LeaseStore {
       if (await this.release(userId, lease, signal, { prune: staleStops(item, deviceId, Date.now()) })) return lease;
     }
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
+  }
+
+  /** Leaves a stop's mark for a lease whose entry is already gone; false if the entry is back. */
+  async #markStopped(userId: string, lease: Lease, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.#updateUser(
+        userId,
+        {
+          update: 'SET #stop = :stop',
+          condition: 'attribute_not_exists(#lease) OR #lease.#id <> :id',
+          names: { '#stop': STOP_PREFIX + lease.deviceId, '#lease': LEASE_PREFIX + lease.deviceId, '#id': 'leaseId' },
+          values: { ':stop': markValue(lease), ':id': { S: lease.leaseId } },
+        },
+        signal,
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
   }
 
   /**

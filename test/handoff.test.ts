@@ -251,12 +251,11 @@ describe('hand-off after a lost socket', () => {
     ).status;
 
   test(
-    'back from a killed gateway: one write on its user item, its slot and its place among the longest-playing kept',
+    'back from a fenced gateway (4408): its entry taken over in one write, its place among the longest-playing kept',
     BOUNDED,
     async (t) => {
       const tbl = newTable();
-      const a = await spawnGateway({ table: tbl });
-      t.after(() => a.kill('SIGKILL'));
+      const { proxy: cut, gw: a } = await gatewayBehindProxy(t, { table: tbl });
       const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
       let target = a.url;
       const lease = sdk(t, 'rae', () => target);
@@ -269,10 +268,10 @@ describe('hand-off after a lost socket', () => {
       const granted = new Promise<{ leaseId: string }>((r) => lease.on('granted', r));
       proxy.resetCounts();
       target = b.url;
-      a.kill('SIGKILL');
+      cut.set('blackhole'); // A can no longer reach the store: it fences and cannot give the lease back
       const second = await granted;
 
-      assert.deepEqual(lost, [1006]);
+      assert.deepEqual(lost, [4408]);
       assert.notEqual(second.leaseId, first.leaseId);
       assert.equal(proxy.userRequests(), 1, 'B admitted the device in one request on its user item');
       const { n, entries } = await table(b, 'rae');
@@ -284,6 +283,27 @@ describe('hand-off after a lost socket', () => {
       assert.equal(await acquiredAt(), since, 'it keeps its place (evict_oldest, `since`)');
     },
   );
+
+  test('back from a killed gateway (1006, with `previous`): admitted as the same device, its ghost entry replaced', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await spawnGateway({ table: tbl });
+    t.after(() => a.kill('SIGKILL'));
+    const b = await startGateway({ table: tbl });
+    t.after(() => b.stop());
+    let target = a.url;
+    const lease = sdk(t, 'rex', () => target);
+    await lease.start();
+    const granted = new Promise<{ leaseId: string }>((r) => lease.on('granted', r));
+    target = b.url;
+    a.kill('SIGKILL');
+    const second = await granted;
+    const { n, entries } = await table(b, 'rex');
+    assert.equal(n, 1);
+    assert.deepEqual(
+      entries.map((e) => [e.device, e.leaseId, e.instanceId]),
+      [['tv', second.leaseId, b.app.instance.id]],
+    );
+  });
 
   /** The SDK's tv plays on a gateway A that is then killed; it retries where nothing listens until `comeBack()`. */
   const awayFromKilled = async (t: TestContext, userId: string, opts: TokenOptions = {}, env: Record<string, string> = {}) => {

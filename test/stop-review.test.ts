@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
-import { connect } from './helpers/devices.js';
+import { connect, eventually } from './helpers/devices.js';
 import { localClient } from './helpers/dynamodb-local.js';
 import { gatewayBehindProxy, leaseEntries, newTable, scanTable, startGateway, type TestGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
@@ -166,6 +166,9 @@ describe('a REST stop racing a drain', () => {
     // The return's hand-off commits (a new lease id on the entry), but its reply comes after the deadline: 1013.
     proxy.set('hold-reply', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: 5000 });
     const back = connect(b.url, { token, device: 'tv', handoff: leaseId });
+    // Once the hand-off is in, B's cleanup of it cannot reach the store until the stop is done (else it may win).
+    await eventually(() => proxy.faulted.get('hold-reply') === 1);
+    proxy.set('blackhole', { usersOnly: true });
     assert.equal((await back.closed).code, 1013);
     // Ros stops the tv: the entry she stops carries the lease id the hand-off gave it, which the tv never heard.
     const res = await fetch(`${a.url.replace('ws:', 'http:')}/v1/streams/tv`, {
@@ -173,10 +176,35 @@ describe('a REST stop racing a drain', () => {
       headers: { Authorization: `Bearer ${token}` },
     });
     assert.equal(res.status, 204);
+    proxy.set('pass');
     const retry = connect(b.url, { token, device: 'tv', handoff: leaseId });
     await assert.rejects(retry.decision, /closed 4403/, 'no decision frame: the stop stands');
     assert.deepEqual(await retry.closed, { code: 4403, reason: 'revoked: playback was stopped from another device or by support' });
     assert.deepEqual(await leaseEntries(b.endpoint, tbl, 'ros'), [], 'nothing taken');
+  });
+
+  test('a stop whose write loses to the gateway giving the lease back (its socket ended) still leaves its mark', BOUNDED, async (t) => {
+    const tbl = newTable();
+    const { proxy, gw: a } = await gatewayBehindProxy(t, { table: tbl });
+    const b = await startGateway({ table: tbl });
+    t.after(() => b.stop());
+    const token = await mintToken('sol');
+    const tv = connect(b.url, { token, device: 'tv' });
+    const { leaseId } = (await tv.decision) as { leaseId: string };
+    // The stop (through A) has read the entry; its write is on its way when the tv's socket ends and B releases.
+    proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: 1000 });
+    const stopping = fetch(`${a.url.replace('ws:', 'http:')}/v1/streams/tv`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    await eventually(() => proxy.faulted.get('delay') === 1);
+    await tv.close();
+    await eventually(async () => (await leaseEntries(b.endpoint, tbl, 'sol')).length === 0);
+    assert.equal((await stopping).status, 204, 'the stop is answered as done');
+    // The tv, whose socket was lost, comes back with it as `previous`: the stop stands.
+    const back = connect(b.url, { token, device: 'tv', previous: leaseId });
+    await assert.rejects(back.decision, /closed 4403/);
+    assert.deepEqual(await leaseEntries(b.endpoint, tbl, 'sol'), [], 'nothing taken');
   });
 });
 

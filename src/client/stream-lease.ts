@@ -139,12 +139,26 @@ function positive(opts: object, name: string, fallback: number): number {
 /** Retry of a token refresh that failed while the current socket still holds the lease, ms. */
 const REFRESH_RETRY_MS = 2000;
 
+/** The lease a reconnect names, and how: see {@link returnAfter}. */
+interface Return {
+  readonly param: 'handoff' | 'previous';
+  readonly leaseId: string;
+}
+
 /**
- * Closes after which the lease's entry is still in the table, so the reconnect carries `handoff`: a drain's
- * 1012 keeps it for us; a gateway that died or froze (1006: no close frame, no pong) or fenced itself (4408)
- * could not give it back. After the others the gateway released it, and a `handoff` would cost a failed write.
+ * What a reconnect after losing a granted socket with `code` tells the gateway of the lease it held. After a
+ * drain's 1012 or a fence's 4408 the entry is still in the table (kept for us, or its gateway cannot give it
+ * back): `handoff`, and the gateway takes it over in one write. After a socket lost without a close frame
+ * (1006: a killed gateway, the network, no pong) it may be there or given back (the gateway saw the socket end):
+ * `previous`, admitted as usual at the usual cost, and refused (4403) if the lease was stopped meanwhile. After
+ * the other codes the gateway gave it back itself: nothing.
  */
-const HANDS_OFF = new Set<number>([CODES.RESTART, CODES.ABNORMAL, CODES.LEASE_LOST]);
+function returnAfter(code: number, leaseId: string | undefined): Return | undefined {
+  if (leaseId === undefined) return undefined;
+  if (code === CODES.RESTART || code === CODES.LEASE_LOST) return { param: 'handoff', leaseId };
+  if (code === CODES.ABNORMAL) return { param: 'previous', leaseId };
+  return undefined;
+}
 
 /**
  * Holds one stream lease for a player: the WebSocket to the gateway, kept
@@ -190,11 +204,11 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
   /** Carried by every connect until the next grant, then dropped (a later reconnect must not kick anyone). */
   #takeover: string | undefined;
   /**
-   * The lease id a lost socket ended ({@link HANDS_OFF}), sent as `handoff`
-   * until the next answer: the gateway it comes back to keeps the slot in one
-   * write, and a stop (REST) that landed meanwhile is told (4403).
+   * The lease a lost socket ended ({@link returnAfter}), sent until the next
+   * answer: the gateway it comes back to keeps the slot in one write after a
+   * 1012 or a 4408, and tells a stop that landed meanwhile (4403).
    */
-  #handoff: string | undefined;
+  #return: Return | undefined;
   /** One fresh token per 4401; a second 4401 in a row is final. */
   #triedFreshToken = false;
   #pending: Deferred<Grant> | undefined;
@@ -368,7 +382,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     this.#teardown('player stopped');
     // A start() after this is a new session: it must not come back as the lease a lost socket ended (a stop,
     // takeover or eviction of that lease while away would refuse the new session with 4403).
-    this.#handoff = undefined;
+    this.#return = undefined;
     this.#setState('stopped');
     const waiting = [this.#pending, this.#resuming];
     this.#pending = this.#resuming = undefined;
@@ -407,15 +421,20 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       return;
     }
     if (run !== this.#run) return;
-    this.#conn = this.#open(token, this.#takeover, this.#handoff);
+    this.#conn = this.#open(token, this.#takeover, this.#return);
   }
 
-  #open(token: string, takeover: string | undefined, handoff: string | undefined): Connection {
+  /** A second socket for the same device with a fresh token: it takes the lease it holds over (`handoff`). */
+  #openRefresh(token: string): Connection {
+    return this.#open(token, undefined, this.#grant && { param: 'handoff', leaseId: this.#grant.leaseId });
+  }
+
+  #open(token: string, takeover: string | undefined, back: Return | undefined): Connection {
     const params = new URLSearchParams({ device: this.deviceId });
     if (this.contentId !== undefined) params.set('content', this.contentId);
     if (this.deviceClass !== undefined) params.set('class', this.deviceClass);
     if (takeover !== undefined) params.set('takeover', takeover);
-    else if (handoff !== undefined) params.set('handoff', handoff);
+    else if (back !== undefined) params.set(back.param, back.leaseId);
     const base = this.#url()
       .replace(/^http(s?):/i, 'ws$1:')
       .replace(/\/+$/, '');
@@ -464,7 +483,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     if (conn !== this.#conn) return;
     this.#grant = grant;
     this.#grantedAt = Date.now();
-    this.#takeover = this.#handoff = undefined;
+    this.#takeover = this.#return = undefined;
     this.#triedFreshToken = false;
     this.#setState('granted');
     this.#scheduleRefresh(conn.token);
@@ -546,7 +565,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       // This gateway does not re-authenticate live sockets: swap sockets instead.
       this.#reauthToken = undefined;
       clearTimeout(this.#refreshTimer);
-      this.#refreshConn = this.#open(token, undefined, this.#grant?.leaseId);
+      this.#refreshConn = this.#openRefresh(token);
     }
   }
 
@@ -577,9 +596,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
     if (this.#state === 'released' && this.#resuming === undefined) return;
     const wasGranted = this.#state === 'granted';
     if (wasGranted && Date.now() - this.#grantedAt >= this.#backoff.stableAfterMs) this.#attempt = 0;
-    // Our entry is still in the table (kept for us by a drain, or left by a gateway that died, froze or fenced):
-    // the next gateway takes it over.
-    if (wasGranted) this.#handoff = HANDS_OFF.has(code) ? this.#grant?.leaseId : undefined;
+    if (wasGranted) this.#return = returnAfter(code, this.#grant?.leaseId);
     const rule = reconnectRule(code);
     const event = { code, reason, viewerMessage: viewerMessage({ kind: 'close', code }) };
 
@@ -613,7 +630,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
 
   /** A terminal state: no socket, no timer; a waiting start() fails with `error`. */
   #finish(state: LeaseState, error: Error): void {
-    this.#handoff = undefined;
+    this.#return = undefined;
     this.#teardown(state);
     this.#setState(state);
     for (const waiting of [this.#pending, this.#resuming]) waiting?.reject(error);
@@ -654,7 +671,7 @@ export class StreamLease extends Emitter<StreamLeaseEvents> {
       }, this.#timing.pongTimeoutMs);
       return;
     }
-    this.#refreshConn = this.#open(token, undefined, this.#grant?.leaseId);
+    this.#refreshConn = this.#openRefresh(token);
   }
 
   #setState(state: LeaseState): void {

@@ -26,8 +26,10 @@ export interface ConnectOptions {
   device: string;
   content?: string;
   takeover?: string;
-  /** The lease id a drain's 1012 ended (what the SDK sends coming back). */
+  /** The lease id a drain's 1012 or a fence's 4408 ended (what the SDK sends coming back). */
   handoff?: string;
+  /** The lease id a lost socket (1006) ended (what the SDK sends coming back). */
+  previous?: string;
   /** 'header' (default, native players) or 'subprotocol' (browsers). */
   carriage?: 'header' | 'subprotocol' | 'none';
   /** Answer protocol pings (default true); false simulates a dead device. */
@@ -42,6 +44,7 @@ export function leaseUrl(base: string, opts: ConnectOptions): string {
   if (opts.content !== undefined) params.set('content', opts.content);
   if (opts.takeover !== undefined) params.set('takeover', opts.takeover);
   if (opts.handoff !== undefined) params.set('handoff', opts.handoff);
+  if (opts.previous !== undefined) params.set('previous', opts.previous);
   return `${base}/v1/lease?${opts.query ?? params.toString()}`;
 }
 
