@@ -6,6 +6,7 @@ import type { Lease } from './lease-store.js';
 import type { Logger } from './log.js';
 import type { Metrics, ReleaseReason } from './metrics.js';
 import type { Pending } from './pending.js';
+import { KeyedLimiter } from './rate-limit.js';
 import type { Region } from './regions.js';
 import type { Ending, Session } from './session.js';
 
@@ -34,6 +35,16 @@ const EVICTED = { close: CLOSE.REVOKED, text: EVICTED_TEXT, reason: 'revoked' as
 const takenAway = (code: number, why?: string) =>
   why === 'evicted' ? EVICTED : (TAKEN_AWAY.get(code) ?? TAKEN_AWAY.get(CLOSE.REVOKED.code)!);
 
+/**
+ * Notes for replaced leases (4409) that one instance's mailbox gets from this gateway: a burst, then a rate.
+ * Each note rewrites the instance item with its whole mailbox, so one per device of a gateway that died (whose
+ * devices all come back at once, each replacing its own entry) would grow the item past DynamoDB's 400 KB and
+ * stall every write to it. Beyond the budget the replaced sockets are left to their gateway's reconcile, which
+ * closes a socket whose entry is gone (4409); a gateway that died has none left to close. Stops and takeovers
+ * (4403) are always sent.
+ */
+const REPLACED_NOTES = { burst: 100, ratePerSec: 10, blockAfter: Infinity, blockMs: 0, maxKeys: 1000 };
+
 /** Revocations remembered for grants not processed yet: at most this many, each for two admission deadlines. */
 const EARLY_MAX = 10_000;
 
@@ -60,6 +71,10 @@ export class Hub {
   readonly #metrics: Metrics;
   readonly #log: Logger;
   readonly #pending: Pending;
+  /** Budget of 4409 notes per instance ({@link REPLACED_NOTES}). */
+  readonly #replacedNotes = new KeyedLimiter(REPLACED_NOTES);
+  /** Instances told once that their notes went over the budget (cleared with the limiter's keys). */
+  readonly #overBudget = new Set<string>();
 
   constructor(deps: { keeper: LeaseKeeper; config: Config; metrics: Metrics; log: Logger; pending: Pending }) {
     this.#keeper = deps.keeper;
@@ -161,11 +176,24 @@ export class Hub {
     const note = () => region.store.notify(lease.instanceId, lease.leaseId, code, within(), why);
     // The same device back from a drain: its old gateway is closing that socket anyway (a revocation is still
     // told, or the device would come back with a hand-off and take the slot again). Not known: the note goes.
+    const replacedNote = (): Promise<unknown> => {
+      if (this.#replacedNotes.check(lease.instanceId).ok) return note();
+      if (this.#overBudget.size >= REPLACED_NOTES.maxKeys) this.#overBudget.clear();
+      if (!this.#overBudget.has(lease.instanceId)) {
+        this.#overBudget.add(lease.instanceId);
+        this.#log.warn('mailbox notes to one instance over its budget: its replaced sockets are left to its reconcile', {
+          instanceId: lease.instanceId,
+          burst: REPLACED_NOTES.burst,
+          perSec: REPLACED_NOTES.ratePerSec,
+        });
+      }
+      return Promise.resolve();
+    };
     const told =
       code === CLOSE.REPLACED.code
         ? region.store.closesOnItsOwn(lease.instanceId, within()).then(
-            (itself) => itself || note(),
-            () => note(),
+            (itself) => itself || replacedNote(),
+            () => replacedNote(),
           )
         : note();
     this.#pending.add(

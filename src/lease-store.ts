@@ -111,7 +111,9 @@ export interface AcquireRequest {
   /**
    * The lease id this device held before its socket was lost (1006: the
    * `previous` query parameter), whose entry may be there or given back: it
-   * is admitted as usual, unless a stop's mark names that lease.
+   * is admitted as usual in one write when it went back, taken over as a
+   * hand-off in a second when it is still there, and refused when a stop's
+   * mark names that lease.
    */
   readonly previous?: string;
   /**
@@ -230,6 +232,8 @@ const CLASS_PREFIX = 'k:';
 /** Zero counts a user item may keep (each a content id no longer playing) before reconcile removes them. */
 const ZERO_COUNTS_KEPT = 8;
 const SLOW_PATH_ATTEMPTS = 8;
+/** The weight of each return after a lost socket in {@link LeaseStore}'s moving average of what they found. */
+const GHOST_WEIGHT = 0.2;
 /**
  * Entries one write removes at most. DynamoDB limits an expression to 4 KB;
  * each removed name costs about 7 bytes of it. The rest go with later writes.
@@ -389,6 +393,12 @@ export class LeaseStore {
   readonly #goneReads = new Map<string, Promise<boolean>>();
   /** Instances read live and not draining, with when (Date.now()). */
   readonly #liveSeen = new Map<string, number>();
+  /**
+   * How often recent returns after a lost socket (`previous`) found their entry still there, a moving average
+   * in [0, 1]: a gateway that died sends all its devices back with theirs, an ingress that dropped its sockets
+   * sends them back with theirs given back. Above one half the hand-off is tried first.
+   */
+  #ghosts = 0;
 
   constructor(client: Pick<DynamoDBClient, 'send'>, metrics: Metrics, opts: StoreOptions) {
     this.#client = client;
@@ -453,17 +463,30 @@ export class LeaseStore {
       counted: true,
     };
     let item: Item | undefined;
-    if (req.handoff !== undefined && req.takeover === undefined) {
+    // The entry to take over first: the hand-off's, or a lost socket's ghost when recent returns found theirs
+    // (the devices of a gateway that died); else the admission's own write comes first (an ingress that dropped
+    // every socket, a network cut: the gateway saw the socket end and gave the entry back).
+    const back = req.takeover !== undefined ? undefined : (req.handoff ?? (this.#ghostsLikely() ? req.previous : undefined));
+    let fast = req.takeover === undefined && back === undefined;
+    if (back !== undefined) {
       try {
-        return await this.#handOver(req, lease, req.handoff, signal);
+        const out = await this.#handOver(req, lease, back, signal);
+        this.#sawGhost(req, true);
+        return out;
       } catch (err) {
         if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
         if (!isConditionFailure(err)) throw err;
         // The entry went back, was pruned, replaced or stopped, or the plan or the content changed: the slow
-        // path judges the item as it was (a new user, with no item, is written there in one write too).
+        // path judges the item as it was (a new user, with no item, is written there in one write too). A
+        // lost socket's entry that went back, with no stop for it: the device is admitted as a new one.
         item = err.Item;
+        if (req.handoff === undefined && !leasesOf(item).has(req.deviceId) && !stopMark(item, req.deviceId, back)) {
+          this.#sawGhost(req, false);
+          fast = true;
+        }
       }
-    } else if (req.takeover === undefined) {
+    }
+    if (fast) {
       const names: Record<string, string> = { '#lease': LEASE_PREFIX + req.deviceId, '#n': 'n', '#v': 'v' };
       const values: Item = { ':lease': leaseValue(lease), ':one': { N: '1' }, ':limit': { N: String(req.limit) } };
       let condition = 'attribute_not_exists(#lease) AND (attribute_not_exists(#n) OR #n < :limit)';
@@ -494,16 +517,45 @@ export class LeaseStore {
           signal,
         );
         if (req.trace && attemptsOf(out) > 1) req.trace.retried = true;
+        if (back === undefined) this.#sawGhost(req, false);
         return { kind: 'granted', lease, active: num(out.Attributes?.n) };
       } catch (err) {
         if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
         if (!isConditionFailure(err)) throw err;
         item = err.Item ?? (await this.readUser(req.userId, signal));
       }
-    } else {
+      // Back from a lost socket, its ghost still there (its gateway died or froze): taken over in one more write,
+      // as a hand-off, instead of the reads and the versioned write of a same-device replacement.
+      const { previous } = req;
+      if (
+        previous !== undefined &&
+        back === undefined &&
+        leasesOf(item).get(req.deviceId)?.leaseId === previous &&
+        !stopMark(item, req.deviceId, previous)
+      ) {
+        this.#sawGhost(req, true);
+        try {
+          return await this.#handOver(req, lease, previous, signal);
+        } catch (err) {
+          if (req.trace && attemptsOf(err) > 1) req.trace.retried = true;
+          if (!isConditionFailure(err)) throw err;
+          item = err.Item ?? (await this.readUser(req.userId, signal));
+        }
+      }
+    } else if (back === undefined) {
       item = await this.readUser(req.userId, signal);
     }
     return this.#acquireSlow(req, lease, item, signal);
+  }
+
+  /** Do recent returns after a lost socket find their entry still there? */
+  #ghostsLikely(): boolean {
+    return this.#ghosts > 0.5;
+  }
+
+  /** What a return after a lost socket found (each return counts once). */
+  #sawGhost(req: AcquireRequest, found: boolean): void {
+    if (req.previous !== undefined) this.#ghosts += ((found ? 1 : 0) - this.#ghosts) * GHOST_WEIGHT;
   }
 
   /**
@@ -574,8 +626,9 @@ export class LeaseStore {
       const mine = entries.get(req.deviceId);
       // A retried write whose first attempt committed: the blocking entry is ours. A hand-off's says whom it replaced.
       if (mine?.leaseId === req.leaseId) {
-        const handedFrom = mine.handedFrom === undefined || req.handoff === undefined ? undefined : mine.handedFrom;
-        const displaced = handedFrom && { ...mine, leaseId: req.handoff!, instanceId: handedFrom, handedFrom: undefined };
+        const from = req.handoff ?? req.previous;
+        const handedFrom = mine.handedFrom === undefined || from === undefined ? undefined : mine.handedFrom;
+        const displaced = handedFrom && { ...mine, leaseId: from!, instanceId: handedFrom, handedFrom: undefined };
         return { kind: 'granted', lease: mine, active: entries.size, ...(displaced ? { displaced } : {}), ...sent };
       }
       // A return whose lease was stopped since (STOP_PREFIX): looked at on every item this loop reads, for the

@@ -211,23 +211,37 @@ describe('DynamoDB requests per step', () => {
     await Promise.all(back.map((d) => d.close()));
   });
 
-  test('return with handoff to an entry whose gateway cannot give it back (killed, fenced): 1 UpdateItem, and while its instance item lives 1 GetItem and the note', async (t) => {
+  /** A tv on a gateway that is then killed: its entry stays, its instance item not expired (slow heartbeats). */
+  async function ghost(t: { after(fn: () => void): void }, userId: string): Promise<{ token: string; leaseId: string }> {
     const killed = await spawnGateway({ table: gw.table, env: quiet });
     t.after(() => killed.kill('SIGKILL'));
-    const token = await mintToken('ivy');
+    const token = await mintToken(userId);
     const tv = connect(killed.url, { token, device: 'tv' });
     const { leaseId } = (await tv.decision) as { leaseId: string };
     killed.kill('SIGKILL');
     assert.equal((await tv.closed).code, 1006);
+    return { token, leaseId };
+  }
+
+  /** The return of that tv through gw, with `param` naming its old lease, until the note to the killed one is sent. */
+  async function comeBack(ghostOf: { token: string; leaseId: string }, param: 'handoff' | 'previous', updates: number) {
     let back: Device | undefined;
     const seen = await cost(async () => {
-      back = connect(gw.url, { token, device: 'tv', handoff: leaseId });
+      back = connect(gw.url, { token: ghostOf.token, device: 'tv', [param]: ghostOf.leaseId });
       assert.equal((await back.decision).type, 'granted');
       // Its instance item has not expired: it may only be frozen, so the replaced socket there is told.
-      await eventually(() => proxy.counts.get('UpdateItem') === 2);
+      await eventually(() => proxy.counts.get('UpdateItem') === updates);
     });
-    assert.deepEqual(seen, { GetItem: 1, UpdateItem: 2 });
     await back!.close();
+    return seen;
+  }
+
+  test('return with handoff to an entry whose gateway cannot give it back (killed, fenced): 1 UpdateItem, and while its instance item lives 1 GetItem and the note', async (t) => {
+    assert.deepEqual(await comeBack(await ghost(t, 'ivy'), 'handoff', 2), { GetItem: 1, UpdateItem: 2 });
+  });
+
+  test('return with previous to an entry still there (its gateway killed): the failed write, the hand-off, 1 GetItem and the note', async (t) => {
+    assert.deepEqual(await comeBack(await ghost(t, 'ivo'), 'previous', 3), { GetItem: 1, UpdateItem: 3 });
   });
 
   test('return with previous after a lost socket whose entry went back (its gateway saw it end): 1 UpdateItem', async () => {

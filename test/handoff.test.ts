@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import WebSocket from 'ws';
 import { StreamLease } from '../src/client/index.js';
-import { connect } from './helpers/devices.js';
+import { connect, eventually } from './helpers/devices.js';
 import { drainPair, gatewayBehindProxy, newTable, scanTable, spawnGateway, startGateway, type TestGateway } from './helpers/gateway.js';
 import { mintToken, type TokenOptions } from './helpers/tokens.js';
 
@@ -381,4 +381,75 @@ describe('hand-off after a lost socket', () => {
     assert.equal(phone.closedAt, undefined, 'the phone plays on');
     await phone.close();
   });
+
+  test(
+    "a killed gateway's devices coming back send its mailbox a bounded number of notes, not one each",
+    { timeout: 60_000 },
+    async (t) => {
+      // Each note rewrites the instance item with its whole mailbox: one per device of a large gateway grows it past
+      // what DynamoDB takes (400 KB), and with it every later note (on DynamoDB Local, a storm of 10 000 stalled).
+      const env = { CONNECT_RATE_PER_IP: '10000', CONNECT_BURST_PER_IP: '10000' };
+      const tbl = newTable();
+      const a = await spawnGateway({ table: tbl, env });
+      t.after(() => a.kill('SIGKILL'));
+      const b = await startGateway({ table: tbl, env });
+      t.after(() => b.stop());
+      const held = await Promise.all(
+        Array.from({ length: 150 }, async (_, i) => {
+          const token = await mintToken(`crash-${i}`);
+          const tv = connect(a.url, { token, device: 'tv' });
+          return { token, tv, leaseId: ((await tv.decision) as { leaseId: string }).leaseId };
+        }),
+      );
+      a.kill('SIGKILL');
+      await Promise.all(held.map((h) => h.tv.closed));
+      const back = await Promise.all(
+        held.map(async (h) => {
+          const tv = connect(b.url, { token: h.token, device: 'tv', previous: h.leaseId });
+          assert.equal((await tv.decision).type, 'granted');
+          return tv;
+        }),
+      );
+      const notes = async (): Promise<number> =>
+        (await scanTable(b.endpoint, tbl)).find((i) => i.pk.S === `instance#${a.instanceId}`)?.mailbox?.SS?.length ?? 0;
+      await eventually(async () => (await notes()) > 0);
+      await new Promise((r) => setTimeout(r, 500)); // the notes still on their way land
+      const sent = await notes();
+      assert.ok(sent >= 50 && sent <= 120, `${sent} notes for 150 replaced leases`);
+      assert.match(b.logs.join('\n'), /mailbox notes to one instance over its budget/);
+      await Promise.all(back.map((tv) => tv.close()));
+    },
+  );
+
+  test(
+    'returns from a killed gateway one after another: after the first few, its ghost is taken over first (one write)',
+    BOUNDED,
+    async (t) => {
+      const tbl = newTable();
+      const a = await spawnGateway({ table: tbl });
+      t.after(() => a.kill('SIGKILL'));
+      const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+      const held = await Promise.all(
+        Array.from({ length: 6 }, async (_, i) => {
+          const token = await mintToken(`ghost-${i}`);
+          const tv = connect(a.url, { token, device: 'tv' });
+          return { token, tv, leaseId: ((await tv.decision) as { leaseId: string }).leaseId };
+        }),
+      );
+      a.kill('SIGKILL');
+      await Promise.all(held.map((h) => h.tv.closed));
+      const writes: number[] = [];
+      const back = [];
+      for (const h of held) {
+        proxy.resetCounts();
+        const tv = connect(b.url, { token: h.token, device: 'tv', previous: h.leaseId });
+        assert.equal((await tv.decision).type, 'granted');
+        writes.push(proxy.userRequests());
+        back.push(tv);
+      }
+      await Promise.all(back.map((tv) => tv.close()));
+      // The admission's own write fails on the ghost, then the hand-off; once most returns find one, the hand-off first.
+      assert.deepEqual(writes, [2, 2, 2, 2, 1, 1]);
+    },
+  );
 });

@@ -190,8 +190,10 @@ export async function measureStorm(opts: {
       ),
     );
     const java = javaChildPid();
+    // Not exited, nor killed (a killed child has a signalCode and no exitCode).
+    const aRunning = (): boolean => a.proc.exitCode === null && a.proc.signalCode === null;
     const cpuNow = () => ({
-      a: a.proc.exitCode === null ? cpuSeconds(a.proc.pid!) : NaN,
+      a: aRunning() ? cpuSeconds(a.proc.pid!) : NaN,
       b: cpuSeconds(b.proc.pid!),
       store: java === undefined ? NaN : cpuSeconds(java),
       clients: children.reduce((sum, c) => sum + cpuSeconds(c.proc.pid!), 0),
@@ -201,7 +203,7 @@ export async function measureStorm(opts: {
     const drops0 = listenDrops();
     let aCpu = cpu0.a;
     const aWatch = setInterval(() => {
-      if (a.proc.exitCode === null) aCpu = cpuSeconds(a.proc.pid!);
+      if (aRunning()) aCpu = cpuSeconds(a.proc.pid!);
     }, 100);
     for (const c of children) c.proc.send({ cmd: 'switch', url: b.url });
     const t0 = nowUs();
