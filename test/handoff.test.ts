@@ -6,12 +6,13 @@
  * does not come back never locks its viewer out, and a lost reply costs no slot.
  */
 import assert from 'node:assert/strict';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { StreamLease } from '../src/client/index.js';
 import { connect, eventually } from './helpers/devices.js';
 import { drainPair, gatewayBehindProxy, newTable, scanTable, spawnGateway, startGateway, type TestGateway } from './helpers/gateway.js';
-import { mintToken, type TokenOptions } from './helpers/tokens.js';
+import { awayFromKilled, nextDecision, restStop, testLease } from './helpers/sdk.js';
+import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 20_000 };
 
@@ -224,32 +225,6 @@ describe('drain hand-off', () => {
  * that landed while the device was away stands.
  */
 describe('hand-off after a lost socket', () => {
-  const sdk = (t: { after(fn: () => void): void }, userId: string, url: () => string, opts: TokenOptions = {}): StreamLease => {
-    const lease = new StreamLease({
-      url,
-      getToken: () => mintToken(userId, opts),
-      deviceId: 'tv',
-      WebSocket,
-      backoff: { initialMs: 50, maxMs: 100, stableAfterMs: 60_000 },
-    });
-    t.after(() => lease.stop());
-    return lease;
-  };
-  /** What the SDK hears next: its revocation (code and reason), a grant or a denial. */
-  const nextDecision = (lease: StreamLease): Promise<[string, number?, string?]> =>
-    new Promise((resolve) => {
-      lease.on('revoked', (e) => resolve(['revoked', e.code, e.reason]));
-      lease.on('granted', () => resolve(['granted']));
-      lease.on('denied', () => resolve(['denied']));
-    });
-  const stop = async (gw: TestGateway, userId: string): Promise<number> =>
-    (
-      await fetch(`${gw.url.replace('ws:', 'http:')}/v1/streams/tv`, {
-        method: 'DELETE',
-        headers: { Authorization: `Bearer ${await mintToken(userId)}` },
-      })
-    ).status;
-
   test(
     'back from a fenced gateway (4408): its entry taken over in one write, its place among the longest-playing kept',
     BOUNDED,
@@ -258,7 +233,7 @@ describe('hand-off after a lost socket', () => {
       const { proxy: cut, gw: a } = await gatewayBehindProxy(t, { table: tbl });
       const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
       let target = a.url;
-      const lease = sdk(t, 'rae', () => target);
+      const lease = testLease(t, 'rae', () => target);
       const first = await lease.start();
       const acquiredAt = async (): Promise<string | undefined> =>
         (await scanTable(b.endpoint, tbl)).find((i) => i.pk.S === 'user#rae')?.['lease:tv']?.M?.acquiredAt?.N;
@@ -291,7 +266,7 @@ describe('hand-off after a lost socket', () => {
     const b = await startGateway({ table: tbl });
     t.after(() => b.stop());
     let target = a.url;
-    const lease = sdk(t, 'rex', () => target);
+    const lease = testLease(t, 'rex', () => target);
     await lease.start();
     const granted = new Promise<{ leaseId: string }>((r) => lease.on('granted', r));
     target = b.url;
@@ -305,27 +280,10 @@ describe('hand-off after a lost socket', () => {
     );
   });
 
-  /** The SDK's tv plays on a gateway A that is then killed; it retries where nothing listens until `comeBack()`. */
-  const awayFromKilled = async (t: TestContext, userId: string, opts: TokenOptions = {}, env: Record<string, string> = {}) => {
-    const tbl = newTable();
-    const a = await spawnGateway({ table: tbl, env });
-    t.after(() => a.kill('SIGKILL'));
-    const b = await startGateway({ table: tbl, env });
-    t.after(() => b.stop());
-    let target = a.url;
-    const lease = sdk(t, userId, () => target, opts);
-    await lease.start();
-    const lost = new Promise<{ code: number }>((r) => lease.on('lost', r));
-    target = 'ws://127.0.0.1:1'; // nothing listens there: every attempt ends in 1006
-    a.kill('SIGKILL');
-    assert.equal((await lost).code, 1006);
-    return { b, lease, comeBack: () => ((target = b.url), nextDecision(lease)) };
-  };
-
   test("a stop while the SDK is away from a killed gateway stands: the return hears 4403 with the stop's reason", BOUNDED, async (t) => {
     const { b, lease, comeBack } = await awayFromKilled(t, 'sam');
     // Sam stops the tv from her phone while it is away.
-    assert.equal(await stop(b, 'sam'), 204);
+    assert.equal(await restStop(b.url, 'sam'), 204);
     assert.deepEqual(await comeBack(), ['revoked', 4403, 'revoked: playback was stopped from another device or by support']);
     assert.equal(lease.state, 'revoked');
     assert.deepEqual((await table(b, 'sam')).entries, [], 'nothing taken');
@@ -338,14 +296,14 @@ describe('hand-off after a lost socket', () => {
     const b = await startGateway({ table: tbl });
     t.after(() => b.stop());
     let target = a.url;
-    const lease = sdk(t, 'tia', () => target);
+    const lease = testLease(t, 'tia', () => target);
     await lease.start();
     const lost = new Promise<{ code: number }>((r) => lease.on('lost', r));
     const decision = nextDecision(lease);
     target = b.url;
     // A can no longer reach the store: the stop's note in its mailbox is never read, and A fences.
     proxy.set('blackhole');
-    assert.equal(await stop(b, 'tia'), 204);
+    assert.equal(await restStop(b.url, 'tia'), 204);
     assert.equal((await lost).code, 4408);
     assert.deepEqual(await decision, ['revoked', 4403, 'revoked: playback was stopped from another device or by support']);
     assert.deepEqual((await table(b, 'tia')).entries, [], 'nothing taken');

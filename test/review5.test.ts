@@ -9,35 +9,14 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test, type TestContext } from 'node:test';
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import WebSocket from 'ws';
-import { StreamLease } from '../src/client/index.js';
 import { startEmbeddedStore } from '../src/embedded-store.js';
 import { connect, eventually } from './helpers/devices.js';
 import { localClient } from './helpers/dynamodb-local.js';
 import { gatewayBehindProxy, newTable, scanTable, spawnGateway, startGateway } from './helpers/gateway.js';
-import { mintToken, type TokenOptions } from './helpers/tokens.js';
+import { awayFromKilled, nextDecision, restStop, testLease } from './helpers/sdk.js';
+import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 25_000 };
-
-function sdk(t: TestContext, userId: string, url: () => string, opts: TokenOptions = {}, deviceId = 'tv'): StreamLease {
-  const lease = new StreamLease({
-    url,
-    getToken: () => mintToken(userId, opts),
-    deviceId,
-    WebSocket,
-    backoff: { initialMs: 50, maxMs: 100, stableAfterMs: 60_000 },
-  });
-  t.after(() => lease.stop());
-  return lease;
-}
-
-/** What the SDK hears next: its revocation (code and reason), a grant or a denial. */
-const nextDecision = (lease: StreamLease): Promise<[string, number?, string?]> =>
-  new Promise((resolve) => {
-    lease.on('revoked', (e) => resolve(['revoked', e.code, e.reason]));
-    lease.on('granted', () => resolve(['granted']));
-    lease.on('denied', () => resolve(['denied']));
-  });
 
 /** A user's item: n, the counts, the entries and the stop marks. */
 async function userItem(endpoint: string, tbl: string, userId: string) {
@@ -60,14 +39,6 @@ async function userItem(endpoint: string, tbl: string, userId: string) {
     marks: Object.fromEntries(Object.entries(pick('stop:')).map(([d, v]) => [d, v.M!.leaseId.S!])),
   };
 }
-
-const restStop = async (httpBase: string, userId: string, device: string): Promise<number> =>
-  (
-    await fetch(`${httpBase}/v1/streams/${device}`, {
-      method: 'DELETE',
-      headers: { Authorization: `Bearer ${await mintToken(userId)}` },
-    })
-  ).status;
 
 /**
  * A TCP relay in front of a gateway: `cut()` destroys every relayed socket at once (a network switch, a NAT
@@ -104,24 +75,12 @@ async function tcpRelay(t: TestContext, targetUrl: string): Promise<{ url: strin
 
 describe('the SDK after a lost socket', () => {
   test('stop() while away, then start(): a new session, so a stop mark of the old lease does not refuse it', BOUNDED, async (t) => {
-    const tbl = newTable();
-    const a = await spawnGateway({ table: tbl });
-    t.after(() => a.kill('SIGKILL'));
-    const b = await startGateway({ table: tbl });
-    t.after(() => b.stop());
-    let target = a.url;
-    const lease = sdk(t, 'ada', () => target);
-    await lease.start();
-    const lost = new Promise<{ code: number }>((r) => lease.on('lost', r));
-    target = 'ws://127.0.0.1:1';
-    a.kill('SIGKILL');
-    assert.equal((await lost).code, 1006);
+    const { b, lease, comeBack } = await awayFromKilled(t, 'ada');
     // Her phone stops the tv while it is away (the mark for the old lease goes on the item) ...
-    assert.equal(await restStop(b.url.replace('ws:', 'http:'), 'ada', 'tv'), 204);
+    assert.equal(await restStop(b.url, 'ada'), 204);
     // ... and the viewer at the tv, seeing "reconnecting", presses stop and then play again.
     lease.stop();
-    target = b.url;
-    const decision = nextDecision(lease);
+    const decision = comeBack();
     await lease.start();
     assert.deepEqual(await decision, ['granted'], 'a fresh start() is a new session: no handoff, no 4403');
     assert.equal(lease.state, 'granted');
@@ -135,7 +94,7 @@ describe('the SDK after a lost socket', () => {
     const b = await startGateway({ table: tbl, env });
     t.after(() => b.stop());
     let target = a.url;
-    const lease = sdk(t, 'bea', () => target);
+    const lease = testLease(t, 'bea', () => target);
     const first = await lease.start();
     const lost = new Promise<{ code: number }>((r) => lease.on('lost', r));
     target = 'ws://127.0.0.1:1';
@@ -174,7 +133,7 @@ describe('the SDK after a lost socket', () => {
       const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
       const relay = await tcpRelay(t, b.url);
       let target = relay.url;
-      const lease = sdk(t, 'cid', () => target);
+      const lease = testLease(t, 'cid', () => target);
       await lease.start();
       const lost = new Promise<{ code: number }>((r) => lease.on('lost', r));
       target = 'ws://127.0.0.1:1';
@@ -195,7 +154,7 @@ describe('the SDK after a lost socket', () => {
     const b = await startGateway({ table: tbl });
     t.after(() => b.stop());
     const relay = await tcpRelay(t, b.url);
-    const lease = sdk(t, 'cyd', () => relay.url);
+    const lease = testLease(t, 'cyd', () => relay.url);
     const first = await lease.start();
     const back = new Promise<{ leaseId: string }>((r) => lease.on('granted', r));
     // No wait in between: the release and the return race.
