@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, eventually } from './helpers/devices.js';
 import { gatewayBehindProxy, newTable, scanTable, spawnGateway, startGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
@@ -40,6 +41,42 @@ const stopOver = async (base: string, userId: string, device: string) =>
   });
 
 describe('review6: previous after a lost socket, the ghost average, the stop mark of a lost release', () => {
+  test(
+    "a stop whose release loses to the gateway's, racing the device's return with previous: the stop stands",
+    BOUNDED,
+    async (t) => {
+      const tbl = newTable();
+      const a = await startGateway({ table: tbl });
+      t.after(() => a.stop());
+      const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+      const token = await mintToken('race');
+      const tv = connect(a.url, { token, device: 'tv' });
+      const leaseId = ((await tv.decision) as { leaseId: string }).leaseId;
+      // B's release and then its mark wait in the network; meanwhile the tv's socket is cut (A gives the entry back).
+      proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, times: 2, delayMs: 700 });
+      const stopping = stopOver(b.url, 'race', 'tv');
+      while ((proxy.faulted.get('delay') ?? 0) === 0) await sleep(5);
+      tv.ws.terminate();
+      await eventually(async () => (await userItem(a.endpoint, tbl, 'race')).n === 0);
+      // B's release failed, it read the entry gone, and its mark is on its way: the tv comes back now.
+      while ((proxy.faulted.get('delay') ?? 0) < 2) await sleep(5);
+      const back = connect(a.url, { token, device: 'tv', previous: leaseId });
+      const answer = await back.decision.then(
+        (d) => (d as { type: string }).type,
+        (e: Error) => e.message,
+      );
+      const res = await stopping;
+      assert.equal(res.status, 204);
+      const item = await userItem(a.endpoint, tbl, 'race');
+      // 204 says the tv was stopped: it must not be playing now (its return refused, or stopped in its turn).
+      if (answer === 'granted') {
+        const closed = await Promise.race([back.closed, sleep(3000).then(() => undefined)]);
+        assert.equal(closed?.code, 4403, `the return plays on after a 204: ${JSON.stringify(item)}`);
+      } else assert.match(answer, /4403/);
+      await back.close();
+    },
+  );
+
   test(
     "ghosts of a killed gateway coming back on another content, before and after the average flips: granted, counts follow; another device's stop refuses only that device",
     BOUNDED,
