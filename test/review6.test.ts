@@ -240,4 +240,49 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
       await Promise.all(playing.map((p) => p.close()));
     },
   );
+
+  test(
+    "replacements past the note budget: each replaced socket still closes (4409, by the reconcile), one warning, no socket left",
+    BOUNDED,
+    async (t) => {
+      const tbl = newTable();
+      const a = await startGateway({ table: tbl });
+      t.after(() => a.stop());
+      const b = await startGateway({ table: tbl });
+      t.after(() => b.stop());
+      const N = 200;
+      const tokens = await Promise.all(Array.from({ length: N }, (_, i) => mintToken(`budget-${i}`)));
+      const olds = [];
+      for (let i = 0; i < N; i += 50)
+        olds.push(
+          ...(await Promise.all(
+            tokens.slice(i, i + 50).map(async (token) => {
+              const d = connect(a.url, { token, device: 'tv' });
+              await d.decision;
+              return d;
+            }),
+          )),
+        );
+      // The same device (a copied id, or the device itself on a new socket) replaces each entry from B.
+      const news = [];
+      for (let i = 0; i < N; i += 50)
+        news.push(
+          ...(await Promise.all(
+            tokens.slice(i, i + 50).map(async (token) => {
+              const d = connect(b.url, { token, device: 'tv' });
+              assert.equal(((await d.decision) as { type: string }).type, 'granted');
+              return d;
+            }),
+          )),
+        );
+      const closed = await Promise.all(olds.map((d) => Promise.race([d.closed, sleep(8000).then(() => ({ code: 0 }))])));
+      assert.deepEqual(
+        closed.map((c) => c.code).filter((c) => c !== 4409),
+        [],
+        'every replaced socket closes with 4409 within a few reconcile rounds',
+      );
+      assert.equal(b.logs.filter((l) => l.includes('over its budget')).length, 1, 'one warning for the instance');
+      await Promise.all(news.map((d) => d.close()));
+    },
+  );
 });
