@@ -5,9 +5,13 @@
  * counts (`n`, `c:`) that drift from the entries, on both sides of the moving average's flip.
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { startEmbeddedStore } from '../src/embedded-store.js';
 import { connect, eventually } from './helpers/devices.js';
+import { localClient } from './helpers/dynamodb-local.js';
 import { gatewayBehindProxy, newTable, scanTable, spawnGateway, startGateway } from './helpers/gateway.js';
 import { mintToken } from './helpers/tokens.js';
 
@@ -30,7 +34,7 @@ async function userItem(endpoint: string, tbl: string, userId: string) {
         .filter(([k]) => (k.startsWith('c:') || k.startsWith('k:')) && Number(item[k]!.N) !== 0)
         .map(([k, v]) => [k, Number(v.N)]),
     ),
-    marks: Object.fromEntries(Object.entries(pick('stop:')).map(([d, v]) => [d, v.M!.leaseId.S!])),
+    marks: Object.fromEntries(Object.entries(pick('stop:')).map(([d, v]) => [d, v.M?.leaseId?.S ?? '?'])),
   };
 }
 
@@ -285,4 +289,51 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
       await Promise.all(news.map((d) => d.close()));
     },
   );
+
+  for (const store of ['DynamoDB Local', 'dynalite'] as const)
+    test(`previous against each kind of stop mark, on ${store}: only a mark naming that lease refuses`, BOUNDED, async (t) => {
+      const embedded = store === 'dynalite' ? await startEmbeddedStore() : undefined;
+      t.after(() => embedded?.close());
+      const tbl = newTable();
+      const gw = await startGateway({ table: tbl, ...(embedded && { endpoint: embedded.endpoint }) });
+      t.after(() => gw.stop());
+      const client = localClient(gw.endpoint);
+      t.after(() => client.destroy());
+      const mark = async (userId: string, m: Record<string, { S: string } | { N: string }>) =>
+        client.send(
+          new UpdateItemCommand({
+            TableName: tbl,
+            Key: { pk: { S: `user#${userId}` } },
+            UpdateExpression: 'SET #m = :m',
+            ExpressionAttributeNames: { '#m': 'stop:tv' },
+            ExpressionAttributeValues: { ':m': { M: m } },
+          }),
+        );
+      const at = { N: String(Date.now()) };
+      const [PREV, OTHER, OTHER2] = [randomUUID(), randomUUID(), randomUUID()];
+      const tag = store === 'dynalite' ? 'dl' : 'ddb';
+      const cases: Array<[string, Record<string, { S: string } | { N: string }> | undefined, string]> = [
+        ['no-item', undefined, 'granted'],
+        ['other-lease', { leaseId: { S: OTHER }, at }, 'granted'],
+        ['other-handed', { leaseId: { S: OTHER }, handedLease: { S: OTHER2 }, at }, 'granted'],
+        ['no-lease-id', { at }, 'granted'],
+        ['names-it', { leaseId: { S: PREV }, at }, 'closed 4403'],
+        ['handed-it', { leaseId: { S: OTHER }, handedLease: { S: PREV }, at }, 'closed 4403'],
+        ['evicted-it', { leaseId: { S: PREV }, at, why: { S: 'evicted' } }, 'closed 4403'],
+      ];
+      const got: Record<string, string> = {};
+      for (const [u, m] of cases) {
+        if (m) await mark(`${tag}-${u}`, m);
+        const d = connect(gw.url, { token: await mintToken(`${tag}-${u}`), device: 'tv', content: 'film', previous: PREV });
+        got[u] = await d.decision.then(
+          (x) => (x as { type: string }).type,
+          (e: Error) => e.message.slice(0, 11),
+        );
+        const item = await userItem(gw.endpoint, tbl, `${tag}-${u}`);
+        assert.equal(item.n, got[u] === 'granted' ? 1 : 0, `${u}: n`);
+        assert.deepEqual(item.counts, got[u] === 'granted' ? { 'c:film': 1 } : {}, `${u}: counts`);
+        await d.close();
+      }
+      assert.deepEqual(got, Object.fromEntries(cases.map(([u, , want]) => [u, want])));
+    });
 });
