@@ -31,7 +31,7 @@ async function userItem(endpoint: string, tbl: string, userId: string) {
     leases: Object.fromEntries(Object.entries(pick('lease:')).map(([d, v]) => [d, v.M!.leaseId.S!])),
     counts: Object.fromEntries(
       Object.entries(item)
-        .filter(([k]) => (k.startsWith('c:') || k.startsWith('k:')) && Number(item[k]!.N) !== 0)
+        .filter(([k]) => (k.startsWith('c:') || k.startsWith('k:')) && Number(item[k].N) !== 0)
         .map(([k, v]) => [k, Number(v.N)]),
     ),
     marks: Object.fromEntries(Object.entries(pick('stop:')).map(([d, v]) => [d, v.M?.leaseId?.S ?? '?'])),
@@ -76,41 +76,37 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
     },
   );
 
-  test(
-    "a stop whose release loses to the gateway's, racing the device's return with previous: the stop stands",
-    BOUNDED,
-    async (t) => {
-      const tbl = newTable();
-      const a = await startGateway({ table: tbl });
-      t.after(() => a.stop());
-      const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
-      const token = await mintToken('race');
-      const tv = connect(a.url, { token, device: 'tv' });
-      const leaseId = ((await tv.decision) as { leaseId: string }).leaseId;
-      // B's release and then its mark wait in the network; meanwhile the tv's socket is cut (A gives the entry back).
-      proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, times: 2, delayMs: 700 });
-      const stopping = stopOver(b.url, 'race', 'tv');
-      while ((proxy.faulted.get('delay') ?? 0) === 0) await sleep(5);
-      tv.ws.terminate();
-      await eventually(async () => (await userItem(a.endpoint, tbl, 'race')).n === 0);
-      // B's release failed, it read the entry gone, and its mark is on its way: the tv comes back now.
-      while ((proxy.faulted.get('delay') ?? 0) < 2) await sleep(5);
-      const back = connect(a.url, { token, device: 'tv', previous: leaseId });
-      const answer = await back.decision.then(
-        (d) => (d as { type: string }).type,
-        (e: Error) => e.message,
-      );
-      const res = await stopping;
-      assert.equal(res.status, 204);
-      const item = await userItem(a.endpoint, tbl, 'race');
-      // 204 says the tv was stopped: it must not be playing now (its return refused, or stopped in its turn).
-      if (answer === 'granted') {
-        const closed = await Promise.race([back.closed, sleep(3000).then(() => undefined)]);
-        assert.equal(closed?.code, 4403, `the return plays on after a 204: ${JSON.stringify(item)}`);
-      } else assert.match(answer, /4403/);
-      await back.close();
-    },
-  );
+  test("a stop whose release loses to the gateway's, racing the device's return with previous: the stop stands", BOUNDED, async (t) => {
+    const tbl = newTable();
+    const a = await startGateway({ table: tbl });
+    t.after(() => a.stop());
+    const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+    const token = await mintToken('race');
+    const tv = connect(a.url, { token, device: 'tv' });
+    const leaseId = ((await tv.decision) as { leaseId: string }).leaseId;
+    // B's release and then its mark wait in the network; meanwhile the tv's socket is cut (A gives the entry back).
+    proxy.set('delay', { only: ['UpdateItem'], usersOnly: true, times: 2, delayMs: 700 });
+    const stopping = stopOver(b.url, 'race', 'tv');
+    while ((proxy.faulted.get('delay') ?? 0) === 0) await sleep(5);
+    tv.ws.terminate();
+    await eventually(async () => (await userItem(a.endpoint, tbl, 'race')).n === 0);
+    // B's release failed, it read the entry gone, and its mark is on its way: the tv comes back now.
+    while ((proxy.faulted.get('delay') ?? 0) < 2) await sleep(5);
+    const back = connect(a.url, { token, device: 'tv', previous: leaseId });
+    const answer = await back.decision.then(
+      (d) => (d as { type: string }).type,
+      (e: Error) => e.message,
+    );
+    const res = await stopping;
+    assert.equal(res.status, 204);
+    const item = await userItem(a.endpoint, tbl, 'race');
+    // 204 says the tv was stopped: it must not be playing now (its return refused, or stopped in its turn).
+    if (answer === 'granted') {
+      const closed = await Promise.race([back.closed, sleep(3000).then(() => undefined)]);
+      assert.equal(closed?.code, 4403, `the return plays on after a 204: ${JSON.stringify(item)}`);
+    } else assert.match(answer, /4403/);
+    await back.close();
+  });
 
   test(
     "ghosts of a killed gateway coming back on another content, before and after the average flips: granted, counts follow; another device's stop refuses only that device",
@@ -137,7 +133,7 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
       }
       // r6-6 stops its phone (A alive): the mark names the phone's lease, not the tv's.
       assert.equal((await stopOver(b.url, 'r6-6', 'phone')).status, 204);
-      assert.equal((await held[6]!.phone.closed).code, 4403);
+      assert.equal((await held[6].phone.closed).code, 4403);
       a.kill('SIGKILL');
       await Promise.all(held.map((h) => h.tv.closed));
       const back = [];
@@ -161,11 +157,11 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
         }
       }
       // The stopped phone comes back with its old lease: refused; its tv plays on.
-      const phone = connect(b.url, { token: held[6]!.token, device: 'phone', content: 'film', previous: held[6]!.phoneLease });
+      const phone = connect(b.url, { token: held[6].token, device: 'phone', content: 'film', previous: held[6].phoneLease });
       await assert.rejects(phone.decision, /closed 4403/);
       // Another of r6-6's phones never stopped, back with previous naming the phone's lease? It is the same device id:
       // a NEW session (no previous) of the stopped phone is admitted.
-      const fresh = connect(b.url, { token: held[6]!.token, device: 'phone', content: 'film' });
+      const fresh = connect(b.url, { token: held[6].token, device: 'phone', content: 'film' });
       assert.equal(((await fresh.decision) as { type: string }).type, 'granted');
       back.push(fresh);
       assert.equal((await userItem(b.endpoint, tbl, 'r6-6')).n, 2);
@@ -214,7 +210,7 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
       // while away: DELETE of a device with no entry.
       const stopRes = await stopOver(b.url, 'cut-0', 'tv');
       // cut-1's slot was taken by its phone while away (limit 1).
-      const phone = connect(b.url, { token: storm[1]!.token, device: 'phone', content: 'film' });
+      const phone = connect(b.url, { token: storm[1].token, device: 'phone', content: 'film' });
       assert.equal(((await phone.decision) as { type: string }).type, 'granted');
       playing.push(phone);
       proxy.resetCounts();
@@ -246,7 +242,7 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
   );
 
   test(
-    "replacements past the note budget: each replaced socket still closes (4409, by the reconcile), one warning, no socket left",
+    'replacements past the note budget: each replaced socket still closes (4409, by the reconcile), one warning, no socket left',
     BOUNDED,
     async (t) => {
       const tbl = newTable();
