@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { describe, test } from 'node:test';
+import net from 'node:net';
+import { describe, test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { startEmbeddedStore } from '../src/embedded-store.js';
@@ -36,6 +37,35 @@ async function userItem(endpoint: string, tbl: string, userId: string) {
     ),
     marks: Object.fromEntries(Object.entries(pick('stop:')).map(([d, v]) => [d, v.M?.leaseId?.S ?? '?'])),
   };
+}
+
+/** A TCP relay to a gateway whose `freeze()` stops forwarding both ways without closing anything (a frozen path). */
+async function freezingRelay(t: TestContext, targetUrl: string): Promise<{ url: string; freeze(): void }> {
+  const target = new URL(targetUrl.replace('ws:', 'http:'));
+  const sockets = new Set<net.Socket>();
+  let frozen = false;
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port), target.hostname);
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      sockets.add(from);
+      from.on('error', () => {});
+      from.on('data', (chunk) => {
+        if (!frozen) to.write(chunk);
+      });
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        for (const s of sockets) s.destroy();
+      }),
+  );
+  return { url: `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}`, freeze: () => (frozen = true) };
 }
 
 const stopOver = async (base: string, userId: string, device: string) =>
@@ -332,4 +362,73 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
       }
       assert.deepEqual(got, Object.fromEntries(cases.map(([u, , want]) => [u, want])));
     });
+
+  test(
+    "returns with previous racing the old gateway's own ping-timeout release, at several delays: granted, counts exact, the new entry stays",
+    BOUNDED,
+    async (t) => {
+      const tbl = newTable();
+      const a = await startGateway({ table: tbl });
+      t.after(() => a.stop());
+      const b = await startGateway({ table: tbl });
+      t.after(() => b.stop());
+      const delays = [0, 300, 600, 900, 1200];
+      await Promise.all(
+        delays.map(async (delay) => {
+          const relay = await freezingRelay(t, a.url);
+          const userId = `race-ping-${delay}`;
+          const token = await mintToken(userId);
+          const tv = connect(relay.url, { token, device: 'tv', content: 'film' });
+          const leaseId = ((await tv.decision) as { leaseId: string }).leaseId;
+          relay.freeze();
+          tv.ws.terminate();
+          await sleep(delay);
+          const back = connect(b.url, { token, device: 'tv', content: 'film', previous: leaseId });
+          const d = (await back.decision) as { type: string; leaseId: string };
+          assert.equal(d.type, 'granted', `${userId}`);
+          // A's ping timeout (500 + 300 ms) ends the frozen socket; its release must not take the new entry.
+          await sleep(2500);
+          const item = await userItem(b.endpoint, tbl, userId);
+          assert.deepEqual(item.leases, { tv: d.leaseId }, `${userId}: the new entry stays`);
+          assert.equal(item.n, 1, `${userId}: n`);
+          assert.deepEqual(item.counts, { 'c:film': 1 }, `${userId}: counts`);
+          assert.equal(back.ws.readyState, back.ws.OPEN, `${userId}: the return still plays`);
+          await back.close();
+        }),
+      );
+    },
+  );
+
+  test(
+    'a late copy of the old admission lands after its release, then the return with previous: one entry, counts exact, stopped cleanly after',
+    BOUNDED,
+    async (t) => {
+      const tbl = newTable();
+      const { proxy, gw: a } = await gatewayBehindProxy(t, { table: tbl });
+      const b = await startGateway({ table: tbl });
+      t.after(() => b.stop());
+      const token = await mintToken('dup');
+      proxy.set('duplicate', { only: ['UpdateItem'], usersOnly: true, times: 1, delayMs: 800 });
+      const tv = connect(a.url, { token, device: 'tv', content: 'film' });
+      const leaseId = ((await tv.decision) as { leaseId: string }).leaseId;
+      await tv.close(1000);
+      await eventually(async () => (await userItem(b.endpoint, tbl, 'dup')).n === 0);
+      // The copy of the admission write lands after the release: the entry is back (an orphan of A).
+      await eventually(async () => (await userItem(b.endpoint, tbl, 'dup')).leases.tv === leaseId);
+      const back = connect(b.url, { token, device: 'tv', content: 'film', previous: leaseId });
+      const d = (await back.decision) as { type: string; leaseId: string };
+      assert.equal(d.type, 'granted');
+      await sleep(2500); // A's reconcile rounds (2 s) see the entry, now B's
+      const item = await userItem(b.endpoint, tbl, 'dup');
+      assert.deepEqual(item.leases, { tv: d.leaseId });
+      assert.equal(item.n, 1);
+      assert.deepEqual(item.counts, { 'c:film': 1 });
+      assert.equal(back.ws.readyState, back.ws.OPEN);
+      assert.equal((await stopOver(b.url, 'dup', 'tv')).status, 204);
+      assert.equal((await back.closed).code, 4403);
+      const after = await userItem(b.endpoint, tbl, 'dup');
+      assert.equal(after.n, 0);
+      assert.deepEqual(after.marks, { tv: d.leaseId });
+    },
+  );
 });
