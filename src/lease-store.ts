@@ -965,7 +965,7 @@ export class LeaseStore {
         if (attempted === undefined) return undefined;
         if (stopMark(item, deviceId, attempted.leaseId) !== undefined || (await this.#markStopped(userId, attempted, signal)))
           return attempted;
-        continue; // the entry came back (a late copy of a write): stop it again
+        continue; // the device has an entry again (a late copy of a write, its return with previous): stop it too
       }
       const { live } = await this.#instances([lease], signal, true);
       if (!live.has(lease.instanceId)) {
@@ -982,16 +982,20 @@ export class LeaseStore {
     throw Object.assign(new Error('lease write kept losing races'), { code: 'ERR_CONTENTION' });
   }
 
-  /** Leaves a stop's mark for a lease whose entry is already gone; false if the entry is back. */
+  /**
+   * Leaves a stop's mark for a lease whose entry is already gone; false if the device has an entry again: a late
+   * copy of that lease's write, or the device back with `previous` naming it, admitted before this mark (the
+   * caller stops that one in its turn, or its 204 would leave it playing).
+   */
   async #markStopped(userId: string, lease: Lease, signal?: AbortSignal): Promise<boolean> {
     try {
       await this.#updateUser(
         userId,
         {
           update: 'SET #stop = :stop',
-          condition: 'attribute_not_exists(#lease) OR #lease.#id <> :id',
-          names: { '#stop': STOP_PREFIX + lease.deviceId, '#lease': LEASE_PREFIX + lease.deviceId, '#id': 'leaseId' },
-          values: { ':stop': markValue(lease), ':id': { S: lease.leaseId } },
+          condition: 'attribute_not_exists(#lease)',
+          names: { '#stop': STOP_PREFIX + lease.deviceId, '#lease': LEASE_PREFIX + lease.deviceId },
+          values: { ':stop': markValue(lease) },
         },
         signal,
       );
