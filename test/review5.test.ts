@@ -12,33 +12,11 @@ import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { startEmbeddedStore } from '../src/embedded-store.js';
 import { connect, eventually } from './helpers/devices.js';
 import { localClient } from './helpers/dynamodb-local.js';
-import { gatewayBehindProxy, newTable, scanTable, spawnGateway, startGateway } from './helpers/gateway.js';
+import { gatewayBehindProxy, newTable, spawnGateway, startGateway, userItem } from './helpers/gateway.js';
 import { awayFromKilled, nextDecision, restStop, testLease } from './helpers/sdk.js';
 import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 25_000 };
-
-/** A user's item: n, the counts, the entries and the stop marks. */
-async function userItem(endpoint: string, tbl: string, userId: string) {
-  const item = (await scanTable(endpoint, tbl)).find((i) => i.pk.S === `user#${userId}`) ?? {};
-  const pick = (prefix: string) =>
-    Object.fromEntries(
-      Object.entries(item)
-        .filter(([k]) => k.startsWith(prefix))
-        .map(([k, v]) => [k.slice(prefix.length), v] as const)
-        .sort(([a], [b]) => a.localeCompare(b)),
-    );
-  return {
-    n: Number(item.n?.N ?? 0),
-    leases: Object.fromEntries(Object.entries(pick('lease:')).map(([d, v]) => [d, v.M!.leaseId.S!])),
-    counts: Object.fromEntries(
-      Object.entries(item)
-        .filter(([k]) => k.startsWith('c:') || k.startsWith('k:'))
-        .map(([k, v]) => [k, Number(v.N)]),
-    ),
-    marks: Object.fromEntries(Object.entries(pick('stop:')).map(([d, v]) => [d, v.M!.leaseId.S!])),
-  };
-}
 
 /**
  * A TCP relay in front of a gateway: `cut()` destroys every relayed socket at once (a network switch, a NAT

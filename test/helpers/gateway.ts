@@ -194,6 +194,31 @@ export async function spawnGateway(opts: GatewayEnvOptions = {}): Promise<ChildG
   return child;
 }
 
+/**
+ * A user's item as tests compare it: `n`, the entries' lease ids and the stop marks' lease ids by device, and the
+ * content and class counts (without those at 0 when `zeros` is false).
+ */
+export async function userItem(endpoint: string, table: string, userId: string, opts: { zeros?: boolean } = {}) {
+  const item = (await scanTable(endpoint, table)).find((i) => i.pk.S === `user#${userId}`) ?? {};
+  const byDevice = (prefix: string): Record<string, string> =>
+    Object.fromEntries(
+      Object.entries(item)
+        .filter(([k]) => k.startsWith(prefix))
+        .map(([k, v]) => [k.slice(prefix.length), v.M?.leaseId?.S ?? '?'] as const)
+        .sort(([a], [b]) => a.localeCompare(b)),
+    );
+  return {
+    n: Number(item.n?.N ?? 0),
+    leases: byDevice('lease:'),
+    counts: Object.fromEntries(
+      Object.entries(item)
+        .filter(([k, v]) => (k.startsWith('c:') || k.startsWith('k:')) && (opts.zeros !== false || Number(v.N) !== 0))
+        .map(([k, v]) => [k, Number(v.N)]),
+    ),
+    marks: byDevice('stop:'),
+  };
+}
+
 /** Every item of a table, as DynamoDB Local holds it now. */
 export async function scanTable(endpoint: string, table: string): Promise<Array<Record<string, AttributeValue>>> {
   const client = localClient(endpoint);
