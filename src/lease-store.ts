@@ -968,11 +968,13 @@ export class LeaseStore {
         continue; // the device has an entry again (a late copy of a write, its return with previous): stop it too
       }
       const { live } = await this.#instances([lease], signal, true);
-      if (!live.has(lease.instanceId)) {
-        await this.release(userId, lease, signal);
-        return undefined;
-      }
       attempted = lease;
+      // A dead instance's entry too: no socket plays on it, but its device may be on its way back with its
+      // lease id (`previous`), and the stop must stand for it.
+      if (!live.has(lease.instanceId)) {
+        if (await this.release(userId, lease, signal, { prune: staleStops(item, deviceId, Date.now()) })) return lease;
+        continue;
+      }
       if (trace) trace.victims = [lease];
       // The device may have had its 1012 already, or have it before its note is read (its gateway may begin
       // draining after the read above), or have lost its socket, and come back with this lease id: the stop
