@@ -178,6 +178,7 @@ export class Hub {
     // told, or the device would come back with a hand-off and take the slot again). Not known: the note goes.
     const replacedNote = (): Promise<unknown> => {
       if (this.#replacedNotes.check(lease.instanceId).ok) return note();
+      this.#metrics.mailboxNotesSkipped.inc();
       if (this.#overBudget.size >= REPLACED_NOTES.maxKeys) this.#overBudget.clear();
       if (!this.#overBudget.has(lease.instanceId)) {
         this.#overBudget.add(lease.instanceId);

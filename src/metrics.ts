@@ -74,6 +74,7 @@ export class Metrics {
   readonly closesTotal: Counter<'code'>;
   readonly fencingTotal: Counter;
   readonly revocationsTotal: Counter<'code' | 'path'>;
+  readonly mailboxNotesSkipped: Counter;
   readonly authFailures: Counter<'reason'>;
   readonly rejections: Counter<'reason'>;
   readonly reconcileRounds: Counter<'result'>;
@@ -248,6 +249,11 @@ export class Metrics {
       name: 'sigma_revocations_total',
       help: 'Sockets closed because their lease was taken away, by close code and by path (local, mailbox, reconcile; handoff: stopped before it came back with its handoff).',
       labelNames: ['code', 'path'],
+      registers,
+    });
+    this.mailboxNotesSkipped = new Counter({
+      name: 'sigma_mailbox_notes_skipped_total',
+      help: "Notes for replaced sockets (4409) not sent to another instance's mailbox, over its budget (the devices of a gateway that died coming back): the reconcile round closes such sockets.",
       registers,
     });
   }

@@ -10,7 +10,16 @@ import { describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { StreamLease } from '../src/client/index.js';
 import { connect, eventually } from './helpers/devices.js';
-import { drainPair, gatewayBehindProxy, newTable, scanTable, spawnGateway, startGateway, type TestGateway } from './helpers/gateway.js';
+import {
+  drainPair,
+  gatewayBehindProxy,
+  metric,
+  newTable,
+  scanTable,
+  spawnGateway,
+  startGateway,
+  type TestGateway,
+} from './helpers/gateway.js';
 import { awayFromKilled, nextDecision, restStop, testLease } from './helpers/sdk.js';
 import { mintToken } from './helpers/tokens.js';
 
@@ -375,6 +384,7 @@ describe('hand-off after a lost socket', () => {
       const sent = await notes();
       assert.ok(sent >= 50 && sent <= 120, `${sent} notes for 150 replaced leases`);
       assert.match(b.logs.join('\n'), /mailbox notes to one instance over its budget/);
+      assert.equal(metric(await b.metrics(), 'sigma_mailbox_notes_skipped_total'), 150 - sent);
       await Promise.all(back.map((tv) => tv.close()));
     },
   );
