@@ -114,6 +114,7 @@ export function parseLeaseQuery(
   if (takeover === device) return 'takeover must name another device';
   if (handoff !== undefined && !LEASE_ID_PATTERN.test(handoff)) return 'handoff must be the lease id of a granted frame';
   if (previous !== undefined && !LEASE_ID_PATTERN.test(previous)) return 'previous must be the lease id of a granted frame';
+  if (handoff !== undefined && previous !== undefined) return 'handoff and previous name the same lease: send one';
   return { device, content, takeover, deviceClass, handoff, previous };
 }
 

@@ -32,6 +32,8 @@ test('each bad parameter gets the sentence that names it and the rule', () => {
   assert.equal(q('device=tv&handoff='), 'handoff must be the lease id of a granted frame');
   assert.equal(q('device=tv&handoff=tv'), 'handoff must be the lease id of a granted frame');
   assert.equal(q('device=tv&previous=tv'), 'previous must be the lease id of a granted frame');
+  const id = '0f8e4c1a-6d2b-4c3e-9a7f-1b2c3d4e5f60';
+  assert.equal(q(`device=tv&handoff=${id}&previous=${id}`), 'handoff and previous name the same lease: send one');
 });
 
 test('128 characters is the longest id; the rule sentence fits a close reason', () => {
