@@ -174,8 +174,6 @@ export class Hub {
     // Each request its own deadline: a note after a read that failed slowly still gets its full time.
     const within = () => AbortSignal.timeout(this.#cfg.admissionTimeoutMs);
     const note = () => region.store.notify(lease.instanceId, lease.leaseId, code, within(), why);
-    // The same device back from a drain: its old gateway is closing that socket anyway (a revocation is still
-    // told, or the device would come back with a hand-off and take the slot again). Not known: the note goes.
     const replacedNote = (): Promise<unknown> => {
       if (this.#replacedNotes.check(lease.instanceId).ok) return note();
       this.#metrics.mailboxNotesSkipped.inc();
@@ -190,6 +188,8 @@ export class Hub {
       }
       return Promise.resolve();
     };
+    // The same device back from a drain: its old gateway is closing that socket anyway (a revocation is still
+    // told, or the device would come back with a hand-off and take the slot again). Not known: the note goes.
     const told =
       code === CLOSE.REPLACED.code
         ? region.store.closesOnItsOwn(lease.instanceId, within()).then(

@@ -26,8 +26,8 @@ import type { DenialReason, StreamPolicy } from './plan.js';
  *                          and counts beside n for the plan's caps, kept in the same writes:
  *                          "c:<contentId>" (leases on that content), "k:<class>" (leases of that device class),
  *                          and "stop:<deviceId>" = {leaseId, handedLease, at, why}: the lease a REST stop, a
- *                          takeover or an eviction (why: evicted) took, and when (read only by a hand-off return;
- *                          each of them removes other devices' marks older than STOP_KEPT_MS)
+ *                          takeover or an eviction (why: evicted) took, and when (read only by a return with
+ *                          handoff or previous; each of them removes other devices' marks older than STOP_KEPT_MS)
  *   instance#<instanceId>  expiresAt (ms since epoch), beatAt, startedAt, ttl (s, GC only),
  *                          mailbox (string set of "<leaseId> <closeCode>[ <why>]"),
  *                          dead (set once by the first gateway that acts on its expiry),
@@ -193,9 +193,10 @@ const LEASE_PREFIX = 'lease:';
  */
 const STOP_PREFIX = 'stop:';
 /**
- * How long a stop's mark stays: the SDK sends `handoff` until its next decision, so a device offline since
- * its 1012 may come back hours later. Older marks go with the next stop of the user (in its write), so the
- * item holds at most a day of stopped devices, even when each visit brings a new device id.
+ * How long a stop's mark stays: the SDK sends `handoff` or `previous` until its next decision, so a device
+ * offline since its 1012 or its lost socket may come back hours later. Older marks go with the user's next
+ * stop, takeover or eviction (in its write), so the item holds at most a day of stopped devices, even when
+ * each visit brings a new device id.
  */
 export const STOP_KEPT_MS = 24 * 3_600_000;
 

@@ -150,8 +150,8 @@ interface Return {
  * drain's 1012 or a fence's 4408 the entry is still in the table (kept for us, or its gateway cannot give it
  * back): `handoff`, and the gateway takes it over in one write. After a socket lost without a close frame
  * (1006: a killed gateway, the network, no pong) it may be there or given back (the gateway saw the socket end):
- * `previous`, admitted as usual at the usual cost, and refused (4403) if the lease was stopped meanwhile. After
- * the other codes the gateway gave it back itself: nothing.
+ * `previous`, one write when it went back, a hand-off of its ghost when it is there, and refused (4403) if the
+ * lease was stopped meanwhile. After the other codes the gateway gave it back itself: nothing.
  */
 function returnAfter(code: number, leaseId: string | undefined): Return | undefined {
   if (leaseId === undefined) return undefined;
