@@ -6,50 +6,17 @@
  * expression the embedded store refuses, a write more than the path needs.
  */
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { startEmbeddedStore } from '../src/embedded-store.js';
 import { connect, eventually } from './helpers/devices.js';
 import { localClient } from './helpers/dynamodb-local.js';
 import { gatewayBehindProxy, newTable, spawnGateway, startGateway, userItem } from './helpers/gateway.js';
 import { awayFromKilled, nextDecision, restStop, testLease } from './helpers/sdk.js';
+import { tcpRelay } from './helpers/tcp-relay.js';
 import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 25_000 };
-
-/**
- * A TCP relay in front of a gateway: `cut()` destroys every relayed socket at once (a network switch, a NAT
- * that forgot the flow), so both ends see the connection end without a close frame.
- */
-async function tcpRelay(t: TestContext, targetUrl: string): Promise<{ url: string; cut(): void }> {
-  const target = new URL(targetUrl.replace('ws:', 'http:'));
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port), target.hostname);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.after(
-    () =>
-      new Promise<void>((r) => {
-        server.close(() => r());
-        for (const s of sockets) s.destroy();
-      }),
-  );
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    url: `ws://127.0.0.1:${port}`,
-    cut: () => {
-      for (const s of sockets) s.destroy();
-    },
-  };
-}
 
 describe('the SDK after a lost socket', () => {
   test('stop() while away, then start(): a new session, so a stop mark of the old lease does not refuse it', BOUNDED, async (t) => {

@@ -6,46 +6,17 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { startEmbeddedStore } from '../src/embedded-store.js';
 import { connect, eventually } from './helpers/devices.js';
 import { localClient } from './helpers/dynamodb-local.js';
-import { gatewayBehindProxy, newTable, spawnGateway, startGateway, userItem } from './helpers/gateway.js';
+import { gatewayBehindProxy, newTable, spawnGateway, startGateway, userItem, twoGateways } from './helpers/gateway.js';
+import { tcpRelay } from './helpers/tcp-relay.js';
 import { mintToken } from './helpers/tokens.js';
 
 const BOUNDED = { timeout: 40_000 };
-
-/** A TCP relay to a gateway whose `freeze()` stops forwarding both ways without closing anything (a frozen path). */
-async function freezingRelay(t: TestContext, targetUrl: string): Promise<{ url: string; freeze(): void }> {
-  const target = new URL(targetUrl.replace('ws:', 'http:'));
-  const sockets = new Set<net.Socket>();
-  let frozen = false;
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port), target.hostname);
-    for (const [from, to] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      sockets.add(from);
-      from.on('error', () => {});
-      from.on('data', (chunk) => {
-        if (!frozen) to.write(chunk);
-      });
-    }
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.after(
-    () =>
-      new Promise<void>((r) => {
-        server.close(() => r());
-        for (const s of sockets) s.destroy();
-      }),
-  );
-  return { url: `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}`, freeze: () => (frozen = true) };
-}
 
 const stopOver = async (base: string, userId: string, device: string) =>
   fetch(`${base.replace('ws:', 'http:')}/v1/streams/${device}`, {
@@ -252,11 +223,7 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
     'replacements past the note budget: each replaced socket still closes (4409, by the reconcile), one warning, no socket left',
     BOUNDED,
     async (t) => {
-      const tbl = newTable();
-      const a = await startGateway({ table: tbl });
-      t.after(() => a.stop());
-      const b = await startGateway({ table: tbl });
-      t.after(() => b.stop());
+      const [a, b] = await twoGateways(t);
       const N = 200;
       const tokens = await Promise.all(Array.from({ length: N }, (_, i) => mintToken(`budget-${i}`)));
       const olds = [];
@@ -344,15 +311,12 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
     "returns with previous racing the old gateway's own ping-timeout release, at several delays: granted, counts exact, the new entry stays",
     BOUNDED,
     async (t) => {
-      const tbl = newTable();
-      const a = await startGateway({ table: tbl });
-      t.after(() => a.stop());
-      const b = await startGateway({ table: tbl });
-      t.after(() => b.stop());
+      const [a, b] = await twoGateways(t);
+      const tbl = a.table;
       const delays = [0, 300, 600, 900, 1200];
       await Promise.all(
         delays.map(async (delay) => {
-          const relay = await freezingRelay(t, a.url);
+          const relay = await tcpRelay(t, a.url);
           const userId = `race-ping-${delay}`;
           const token = await mintToken(userId);
           const tv = connect(relay.url, { token, device: 'tv', content: 'film' });

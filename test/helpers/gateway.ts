@@ -129,6 +129,18 @@ export async function startPair(opts: Omit<GatewayEnvOptions, 'table'> = {}): Pr
   return [await startGateway({ ...opts, table }), await startGateway({ ...opts, table })];
 }
 
+/** The same two, both stopped when the test ends. */
+export async function twoGateways(
+  t: { after(fn: () => Promise<void>): void },
+  env: Record<string, string> = {},
+): Promise<[TestGateway, TestGateway]> {
+  const [a, b] = await startPair({ env });
+  t.after(async () => {
+    await Promise.all([a.stop(), b.stop()]);
+  });
+  return [a, b];
+}
+
 export interface ChildGateway {
   readonly proc: ChildProcess;
   readonly url: string;
