@@ -19,6 +19,7 @@ import {
   spawnGateway,
   startGateway,
   type TestGateway,
+  killableAndProxied,
 } from './helpers/gateway.js';
 import { awayFromKilled, nextDecision, restStop, testLease } from './helpers/sdk.js';
 import { mintToken } from './helpers/tokens.js';
@@ -355,7 +356,13 @@ describe('hand-off after a lost socket', () => {
     async (t) => {
       // Each note rewrites the instance item with its whole mailbox: one per device of a large gateway grows it past
       // what DynamoDB takes (400 KB), and with it every later note (on DynamoDB Local, a storm of 10 000 stalled).
-      const env = { CONNECT_RATE_PER_IP: '10000', CONNECT_BURST_PER_IP: '10000' };
+      // 150 at once, on a machine that may be busy: no rate limit in the way, and patient store deadlines.
+      const env = {
+        CONNECT_RATE_PER_IP: '10000',
+        CONNECT_BURST_PER_IP: '10000',
+        ADMISSION_TIMEOUT_MS: '10000',
+        DYNAMODB_REQUEST_TIMEOUT_MS: '5000',
+      };
       const tbl = newTable();
       const a = await spawnGateway({ table: tbl, env });
       t.after(() => a.kill('SIGKILL'));
@@ -370,6 +377,7 @@ describe('hand-off after a lost socket', () => {
       );
       a.kill('SIGKILL');
       await Promise.all(held.map((h) => h.tv.closed));
+      const returning = performance.now();
       const back = await Promise.all(
         held.map(async (h) => {
           const tv = connect(b.url, { token: h.token, device: 'tv', previous: h.leaseId });
@@ -382,7 +390,9 @@ describe('hand-off after a lost socket', () => {
       await eventually(async () => (await notes()) > 0);
       await new Promise((r) => setTimeout(r, 500)); // the notes still on their way land
       const sent = await notes();
-      assert.ok(sent >= 50 && sent <= 120, `${sent} notes for 150 replaced leases`);
+      // The budget: 100 at once, then 10 a second while the returns went on (a loaded machine spreads them out).
+      const budget = 100 + Math.ceil((10 * (performance.now() - returning)) / 1000);
+      assert.ok(sent >= 100 && sent <= Math.min(budget, 149), `${sent} notes for 150 replaced leases (budget ${budget})`);
       assert.match(b.logs.join('\n'), /mailbox notes to one instance over its budget/);
       assert.equal(metric(await b.metrics(), 'sigma_mailbox_notes_skipped_total'), 150 - sent);
       await Promise.all(back.map((tv) => tv.close()));
@@ -393,10 +403,7 @@ describe('hand-off after a lost socket', () => {
     'returns from a killed gateway one after another: after the first few, its ghost is taken over first (one write)',
     BOUNDED,
     async (t) => {
-      const tbl = newTable();
-      const a = await spawnGateway({ table: tbl });
-      t.after(() => a.kill('SIGKILL'));
-      const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+      const { a, b, proxy } = await killableAndProxied(t);
       const held = await Promise.all(
         Array.from({ length: 6 }, async (_, i) => {
           const token = await mintToken(`ghost-${i}`);

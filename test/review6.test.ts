@@ -12,7 +12,7 @@ import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { startEmbeddedStore } from '../src/embedded-store.js';
 import { connect, eventually } from './helpers/devices.js';
 import { localClient } from './helpers/dynamodb-local.js';
-import { gatewayBehindProxy, newTable, spawnGateway, startGateway, userItem, twoGateways } from './helpers/gateway.js';
+import { gatewayBehindProxy, newTable, spawnGateway, startGateway, userItem, twoGateways, killableAndProxied } from './helpers/gateway.js';
 import { tcpRelay } from './helpers/tcp-relay.js';
 import { mintToken } from './helpers/tokens.js';
 
@@ -58,7 +58,9 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
     const tbl = newTable();
     const a = await startGateway({ table: tbl });
     t.after(() => a.stop());
-    const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+    // The stop's two held writes (1.4 s) and its reads fit its deadline even on a loaded machine.
+    const patient = { ADMISSION_TIMEOUT_MS: '6000', DYNAMODB_REQUEST_TIMEOUT_MS: '3000' };
+    const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl, env: patient });
     const token = await mintToken('race');
     const tv = connect(a.url, { token, device: 'tv' });
     const leaseId = ((await tv.decision) as { leaseId: string }).leaseId;
@@ -90,10 +92,7 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
     "ghosts of a killed gateway coming back on another content, before and after the average flips: granted, counts follow; another device's stop refuses only that device",
     BOUNDED,
     async (t) => {
-      const tbl = newTable();
-      const a = await spawnGateway({ table: tbl });
-      t.after(() => a.kill('SIGKILL'));
-      const { gw: b } = await gatewayBehindProxy(t, { table: tbl });
+      const { a, b, table: tbl } = await killableAndProxied(t);
       const users = ['r6-0', 'r6-1', 'r6-2', 'r6-3', 'r6-4', 'r6-5', 'r6-6'];
       const held = [];
       for (const u of users) {
@@ -152,10 +151,7 @@ describe('review6: previous after a lost socket, the ghost average, the stop mar
     'with the average flipped (hand-off first), returns whose entries went back: admitted in the fast path, a stopped one refused, one at the limit denied, counts exact',
     BOUNDED,
     async (t) => {
-      const tbl = newTable();
-      const a = await spawnGateway({ table: tbl });
-      t.after(() => a.kill('SIGKILL'));
-      const { proxy, gw: b } = await gatewayBehindProxy(t, { table: tbl });
+      const { a, b, proxy, table: tbl } = await killableAndProxied(t);
       const ghosts = [];
       for (let i = 0; i < 6; i++) {
         const token = await mintToken(`flip-${i}`);

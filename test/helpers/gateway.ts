@@ -231,6 +231,20 @@ export async function userItem(endpoint: string, table: string, userId: string, 
   };
 }
 
+/**
+ * Gateway A, a child process the test kills (SIGKILL on its end too), and gateway B in this process behind its
+ * own fault proxy, on one new table: where A's devices come back, with B's store requests counted.
+ */
+export async function killableAndProxied(t: {
+  after(fn: () => void | Promise<void>): void;
+}): Promise<{ a: ChildGateway; b: TestGateway; proxy: FaultProxy; table: string }> {
+  const table = newTable();
+  const a = await spawnGateway({ table });
+  t.after(() => a.kill('SIGKILL'));
+  const { proxy, gw: b } = await gatewayBehindProxy(t, { table });
+  return { a, b, proxy, table };
+}
+
 /** Every item of a table, as DynamoDB Local holds it now. */
 export async function scanTable(endpoint: string, table: string): Promise<Array<Record<string, AttributeValue>>> {
   const client = localClient(endpoint);
